@@ -1,0 +1,13 @@
+"""TR50 command handlers, one module per service; `build_registry` assembles their tables."""
+
+from __future__ import annotations
+
+from gateway.registry import Registry
+
+__all__ = ["build_registry"]
+
+
+def build_registry() -> Registry:
+    from commands import api, diag, session, usage
+
+    return Registry([api.COMMANDS, session.COMMANDS, diag.COMMANDS, usage.COMMANDS])

@@ -1,0 +1,69 @@
+"""Go-style durations (`1h30m`, `250ms`, `2d`) and RFC 3339 timestamps, as params accept them."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Final
+
+from pydantic import BeforeValidator
+
+__all__ = ["Duration", "Timestamp", "format_timestamp", "parse_duration", "parse_timestamp"]
+
+_UNITS: Final = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d)")
+_MAX_SECONDS: Final = 100 * 366 * 86400
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a positive Go duration; units may repeat in any order, as Go allows."""
+    if not isinstance(text, str) or not text:
+        raise ValueError("duration must be a non-empty string like '15m' or '1h30m'")
+    position = 0
+    seconds = 0.0
+    for match in _PART.finditer(text):
+        if match.start() != position:
+            break
+        seconds += float(match.group(1)) * _UNITS[match.group(2)]
+        position = match.end()
+    if position != len(text):
+        raise ValueError(f"bad duration {text[:40]!r}: use units ns, us, ms, s, m, h, d as in '1h30m'")
+    if seconds <= 0:
+        raise ValueError("duration must be greater than zero")
+    if seconds > _MAX_SECONDS:
+        raise ValueError("duration must be at most 100 years")
+    return timedelta(seconds=seconds)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An RFC 3339 timestamp as a naive UTC datetime (a missing offset is taken as UTC)."""
+    if not isinstance(text, str) or not 10 <= len(text) <= 40:
+        raise ValueError("timestamp must be an RFC 3339 string like '2024-01-31T12:00:00Z'")
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"bad timestamp {text[:40]!r}: use RFC 3339, e.g. '2024-01-31T12:00:00.000Z'"
+        ) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Timestamp = Annotated[datetime, BeforeValidator(parse_timestamp)]
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 with milliseconds in UTC, the wire form of every timestamp (`...T19:15:34.882Z`)."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"

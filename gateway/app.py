@@ -1,0 +1,84 @@
+"""The composition root: settings -> storage -> registry -> dispatcher -> transports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from commands import build_registry
+from gateway.context import Services
+from gateway.dispatcher import Dispatcher
+from gateway.mqtt import MqttTransport, parse_mqtt_url
+from gateway.settings import Settings
+from gateway.websocket import start_websocket_server
+from storage.db import Database
+from storage.identity import IdentityStore
+from storage.usage import UsageLog
+
+__all__ = ["Gateway", "utc_now"]
+
+logger = logging.getLogger("tr50gw")
+
+
+def utc_now() -> datetime:
+    """The gateway's clock: naive datetimes in UTC, as stored in DuckDB."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Gateway:
+    """One running gateway. `serve()` runs until cancelled or `stop()`; `ready` fires when listening."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
+        self.settings = settings
+        self.database = Database(settings.db)
+        self.usage = UsageLog(self.database)
+        self.identity = IdentityStore(self.database, clock)
+        self.services = Services(settings, self.identity, self.usage, clock)
+        self.dispatcher = Dispatcher(build_registry(), self.services)
+        self.ws_port: int | None = None
+        self.mqtt: MqttTransport | None = None
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self) -> None:
+        settings = self.settings
+        logger.info("tr50gw starting as %s, usage log %s", settings.instance_name, settings.db)
+        try:
+            async with asyncio.TaskGroup() as group:
+                if settings.mqtt_url.lower() not in ("", "none", "off"):
+                    self.mqtt = MqttTransport(
+                        self.dispatcher,
+                        parse_mqtt_url(settings.mqtt_url),
+                        client_id=settings.client_id,
+                        classic=settings.mqtt_classic,
+                        shared_group=settings.shared_group,
+                        max_payload=settings.max_payload,
+                    )
+                    mqtt_task = group.create_task(self.mqtt.run())
+                else:
+                    mqtt_task = None
+                server = None
+                if settings.ws_port >= 0:
+                    server = await start_websocket_server(
+                        self.dispatcher, settings.ws_host, settings.ws_port, settings.max_payload
+                    )
+                    self.ws_port = next(iter(server.sockets)).getsockname()[1]
+                    logger.info("websocket listening on ws://%s:%s/api", settings.ws_host, self.ws_port)
+                self.ready.set()
+                await self._stop.wait()
+                if server is not None:
+                    server.close()
+                    await server.wait_closed()
+                if mqtt_task is not None:
+                    mqtt_task.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.usage.close)
+            self.database.close()
+            logger.info("tr50gw stopped (%d calls logged)", self.usage.submitted)

@@ -1,0 +1,214 @@
+"""`tr50gw serve | call | admin ...` (also `python -m gateway`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway import __version__
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_EXISTS = 0, 1, 2, 3
+
+
+def _serve_parser(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway. Every flag can also be set as TR50GW_<FLAG> (e.g. "
+        "TR50GW_MQTT_URL); flags win over the environment.",
+    )
+    serve.add_argument("--mqtt-url", help="mqtt://[user:pass@]host:port, or 'none' (default mqtt://127.0.0.1:1883)")
+    serve.add_argument("--mqtt-classic", action="store_true", default=None,
+                       help="classic TR50 topics: every envelope must carry its auth block")
+    serve.add_argument("--mqtt-client-id", help="the gateway's MQTT client id (default tr50gw-<instance>)")
+    serve.add_argument("--shared-group", help="subscribe with $share/NAME/ so instances split the load")
+    serve.add_argument("--ws-host", help="WebSocket bind address (default 127.0.0.1)")
+    serve.add_argument("--ws-port", type=int, help="WebSocket port (default 8765, 0 = any, -1 = off)")
+    serve.add_argument("--db", type=Path, help="DuckDB file (default ./data/usage.duckdb)")
+    serve.add_argument("--instance-name", help="processedBy of every record (default: host name)")
+    serve.add_argument("--session-ttl", type=int, help="session TTL in seconds (default 86400)")
+    serve.add_argument("--max-payload", type=int, help="largest envelope in bytes (default 262144)")
+    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+
+
+def _call_parser(sub: Any) -> None:
+    call = sub.add_parser("call", help="send one TR50 envelope and print the reply")
+    where = call.add_mutually_exclusive_group()
+    where.add_argument("--ws", metavar="URL", help="WebSocket URL (default ws://127.0.0.1:8765/api)")
+    where.add_argument("--mqtt", metavar="URL", help="mqtt://[user:pass@]host:port")
+    call.add_argument("--client-id", help="MQTT client id (default cli-<random>); requests go to api/<id>")
+    call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
+    call.add_argument("--json", action="store_true", help="print the raw JSON reply")
+    call.add_argument("envelope", help="the TR50 JSON envelope, or - to read it from stdin")
+
+
+def _admin_parser(sub: Any) -> None:
+    admin = sub.add_parser("admin", help="provision orgs, users and applications (gateway stopped)")
+    actions = admin.add_subparsers(dest="action", required=True)
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--db", type=Path, default=Path("data/usage.duckdb"),
+                            help="DuckDB file (default ./data/usage.duckdb)")
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+    org = actions.add_parser("org-create", help="create an organization")
+    org.add_argument("key", help="short unique org key")
+    org.add_argument("--name")
+    common(org)
+    user = actions.add_parser("user-create", help="create a user")
+    user.add_argument("email")
+    user.add_argument("--org", required=True, help="org key")
+    user.add_argument("--password", required=True)
+    user.add_argument("--role", default="user", choices=["user", "org-admin", "super-ops"])
+    common(user)
+    app = actions.add_parser("app-create", help="create an application; prints appId and appToken")
+    app.add_argument("--org", required=True, help="org key")
+    app.add_argument("--name", required=True)
+    common(app)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tr50gw", description="TR50 gateway with a DuckDB usage log")
+    parser.add_argument("--version", action="version", version=f"tr50gw {__version__}")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    _serve_parser(sub)
+    _call_parser(sub)
+    _admin_parser(sub)
+    return parser
+
+
+# -- serve ---------------------------------------------------------------------------------------
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from gateway.app import Gateway
+    from gateway.settings import Settings
+    from storage.db import DatabaseLocked
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    overrides = {
+        name: value
+        for name in ("mqtt_url", "mqtt_classic", "mqtt_client_id", "shared_group", "ws_host",
+                     "ws_port", "db", "instance_name", "session_ttl", "max_payload")
+        if (value := getattr(args, name)) is not None
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        print(f"tr50gw: bad setting: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        gateway = Gateway(settings)
+    except DatabaseLocked as error:
+        print(f"tr50gw: cannot open the usage log: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, gateway.stop)
+        await gateway.serve()
+
+    asyncio.run(run())
+    return EXIT_OK
+
+
+# -- call ----------------------------------------------------------------------------------------
+def _format_reply(reply: Any) -> str:
+    if not isinstance(reply, dict):
+        return repr(reply)
+    if "success" in reply and "errorCodes" in reply:  # a root-level failure
+        return "FAILED " + "; ".join(
+            f"{code} {message}" for code, message in zip(reply["errorCodes"], reply["errorMessages"], strict=False)
+        )
+    lines = []
+    for key, outcome in reply.items():
+        if not isinstance(outcome, dict):
+            lines.append(f"{key}: {outcome!r}")
+        elif outcome.get("success"):
+            lines.append(f"{key}: ok")
+            if "params" in outcome:
+                body = orjson.dumps(outcome["params"], option=orjson.OPT_INDENT_2).decode()
+                lines.extend("    " + line for line in body.splitlines())
+        else:
+            failures = zip(outcome.get("errorCodes", []), outcome.get("errorMessages", []), strict=False)
+            lines.append(f"{key}: FAILED " + "; ".join(f"{c} {m}" for c, m in failures))
+    return "\n".join(lines)
+
+
+def _call(args: argparse.Namespace) -> int:
+    from gateway.client import call_mqtt, call_websocket
+
+    envelope = sys.stdin.read() if args.envelope == "-" else args.envelope
+    try:
+        if args.mqtt:
+            raw = call_mqtt(args.mqtt, envelope.encode(), client_id=args.client_id, timeout=args.timeout)
+        else:
+            raw = call_websocket(args.ws or "ws://127.0.0.1:8765/api", envelope, timeout=args.timeout)
+    except (OSError, TimeoutError) as error:
+        print(f"tr50gw call: {error or type(error).__name__}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(raw.decode() if isinstance(raw, bytes) else raw)
+    else:
+        print(_format_reply(orjson.loads(raw)))
+    return EXIT_OK
+
+
+# -- admin ---------------------------------------------------------------------------------------
+def _admin(args: argparse.Namespace) -> int:
+    from gateway.app import utc_now
+    from storage.db import Database, DatabaseLocked
+    from storage.identity import AlreadyExists, IdentityStore, ProvisioningError
+
+    try:
+        database = Database(args.db)
+    except DatabaseLocked as error:
+        print(f"tr50gw admin: {error}; stop the gateway first", file=sys.stderr)
+        return EXIT_FAILED
+    identity = IdentityStore(database, utc_now)
+    try:
+        if args.action == "org-create":
+            org = identity.create_org(args.key, args.name)
+            result: dict[str, Any] = {"orgId": org.org_id, "orgKey": org.org_key, "name": org.name}
+        elif args.action == "user-create":
+            org = identity.create_user(args.email, args.org, args.password, args.role)
+            result = {"email": args.email, "orgKey": org.org_key, "role": args.role}
+        else:
+            app_id, app_token = identity.create_app(args.org, args.name)
+            result = {"appId": app_id, "appToken": app_token}
+    except AlreadyExists as error:
+        print(f"tr50gw admin: {error}", file=sys.stderr)
+        return EXIT_EXISTS
+    except ProvisioningError as error:
+        print(f"tr50gw admin: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        database.close()
+    if args.json:
+        print(orjson.dumps(result).decode())
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "serve":
+        return _serve(args)
+    if args.cmd == "call":
+        return _call(args)
+    return _admin(args)

@@ -1,0 +1,131 @@
+"""Bytes <-> TR50 envelope, with no I/O.
+
+`decode` turns a transport payload into an `Envelope` (ordered command entries plus the optional
+`auth` entry) or a `RootFailure` when the payload is not a JSON object at all. `encode` is the one
+place replies become bytes. Redaction and capping of what goes into the usage log live here too,
+because they are properties of the wire format, not of any transport.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from gateway.errors import MalformedEnvelope, PayloadTooLarge, TR50Error
+
+__all__ = [
+    "MAX_DEPTH",
+    "REDACTED",
+    "Envelope",
+    "RootFailure",
+    "cap_text",
+    "decode",
+    "encode",
+    "redact",
+]
+
+MAX_DEPTH: Final = 64
+"""Deepest nesting accepted; deeper payloads are a root failure (orjson alone allows 1024)."""
+
+REDACTED: Final = "***"
+_SECRET_KEY = re.compile(r"password|passwd|secret|token|sessionid|apikey|api_key", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded request: `auth` is the raw value of the `auth` key (None when absent)."""
+
+    auth: Any
+    entries: list[tuple[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class RootFailure:
+    """The payload could not be read as an envelope; `text` is what the usage log keeps of it."""
+
+    error: TR50Error
+    text: str
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+def _as_text(payload: bytes | str, limit: int) -> str:
+    if isinstance(payload, str):
+        return cap_text(payload, limit)
+    return cap_text(payload[: limit + 4].decode("utf-8", errors="replace"), limit)
+
+
+def decode(payload: bytes | str, *, max_bytes: int, log_cap: int = 65536) -> Envelope | RootFailure:
+    """Parse one request. Never raises: every bad payload becomes a `RootFailure`."""
+    size = len(payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload)
+    if size > max_bytes:
+        return RootFailure(
+            PayloadTooLarge(f"payload too large: {size} bytes, limit {max_bytes}"),
+            _as_text(payload, log_cap),
+        )
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        reason = str(error).split(":", 1)[0]
+        return RootFailure(MalformedEnvelope(f"malformed envelope: {reason}"), _as_text(payload, log_cap))
+    if not isinstance(document, dict):
+        kind = type(document).__name__.replace("NoneType", "null")
+        return RootFailure(
+            MalformedEnvelope(f"malformed envelope: expected a JSON object, got {kind}"),
+            _as_text(payload, log_cap),
+        )
+    if not document:
+        return RootFailure(MalformedEnvelope("malformed envelope: no commands"), "{}")
+    if _depth_exceeds(document, MAX_DEPTH):
+        return RootFailure(
+            MalformedEnvelope(f"malformed envelope: nested deeper than {MAX_DEPTH}"),
+            _as_text(payload, log_cap),
+        )
+    auth = document.pop("auth", None)
+    return Envelope(auth=auth, entries=list(document.items()))
+
+
+def encode(document: Any) -> bytes:
+    return orjson.dumps(document)
+
+
+def redact(value: Any, extra_keys: frozenset[str] = frozenset()) -> Any:
+    """A copy of `value` with every secret-looking key's value replaced by `***`."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED
+            if (isinstance(key, str) and (key in extra_keys or _SECRET_KEY.search(key)))
+            else redact(item, extra_keys)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item, extra_keys) for item in value]
+    return value
+
+
+def cap_text(text: str, limit: int) -> str:
+    """Cut `text` to at most `limit` UTF-8 bytes, marking the cut so readers know it is partial."""
+    if len(text) * 4 <= limit:
+        return text
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    marker = f"...[truncated, {len(data)} bytes]"
+    head = data[: max(0, limit - len(marker))].decode("utf-8", "ignore")
+    return head + marker

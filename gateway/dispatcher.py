@@ -1,0 +1,181 @@
+"""Envelope + connection in, reply out: the transport-free heart of the gateway.
+
+Every command entry, and every payload that is not an envelope at all, ends as exactly one usage
+record. Handlers never see the wire and the wire never sees an exception's text.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from gateway import codec
+from gateway.context import CallContext, Connection, Services
+from gateway.errors import (
+    InvalidParams,
+    MalformedEnvelope,
+    TR50Error,
+    UnknownCommand,
+    failure,
+    to_failure,
+)
+from gateway.registry import Registry
+from storage.identity import Session
+from storage.usage import UsageRecord, new_record_id
+
+__all__ = ["Dispatcher"]
+
+logger = logging.getLogger("tr50gw.dispatcher")
+_NAME_CAP = 200
+
+
+class Dispatcher:
+    def __init__(self, registry: Registry, services: Services) -> None:
+        self._registry = registry
+        self._services = services
+        self._settings = services.settings
+
+    async def handle(self, payload: bytes | str, connection: Connection) -> bytes:
+        """Answer one payload. Never raises: the worst case is a root-level -90099."""
+        try:
+            return await self._handle(payload, connection)
+        except Exception as error:  # pragma: no cover - a bug; still answer and keep serving
+            logger.exception("dispatcher failed")
+            err = to_failure(error)
+            return codec.encode(failure(err.code, err.message))
+
+    async def _handle(self, payload: bytes | str, connection: Connection) -> bytes:
+        received_at = self._services.clock()
+        started = time.perf_counter_ns()
+        settings = self._settings
+        decoded = codec.decode(payload, max_bytes=settings.max_payload, log_cap=settings.log_cap)
+        session, token = await self._bound_session(connection)
+        ctx = CallContext(self._services, connection, session, token, received_at)
+        if isinstance(decoded, codec.RootFailure):
+            reply = failure(decoded.error.code, decoded.error.message)
+            encoded = codec.encode(reply)
+            self._record(ctx, "", "", decoded.text, encoded.decode(), decoded.error.code, started)
+            return encoded
+        if len(decoded.entries) > settings.max_commands:
+            error = MalformedEnvelope(
+                f"malformed envelope: {len(decoded.entries)} commands, limit {settings.max_commands}"
+            )
+            encoded = codec.encode(failure(error.code, error.message))
+            text = codec.cap_text(payload if isinstance(payload, str) else payload.decode(), settings.log_cap)
+            self._record(ctx, "", "", text, encoded.decode(), error.code, started)
+            return encoded
+
+        reply: dict[str, Any] = {}
+        if decoded.auth is not None:
+            auth = decoded.auth
+            if isinstance(auth, dict) and "command" in auth:
+                reply["auth"] = await self._run("auth", auth, ctx, auth_entry=True)
+            elif isinstance(auth, dict) and set(auth) == {"sessionId"}:
+                resolved = await self._resolve(auth["sessionId"])
+                ctx.session, ctx.session_token = resolved, (
+                    auth["sessionId"] if resolved else None
+                )
+            else:
+                reply["auth"] = await self._run("auth", auth, ctx, auth_entry=True)
+        for key, body in decoded.entries:
+            reply[key] = await self._run(key, body, ctx)
+        if ctx.opened is not None and connection.binds_sessions:
+            connection.session_token = ctx.opened[1]
+        return codec.encode(reply)
+
+    async def record_rejected(self, connection: Connection, error: TR50Error, text: str) -> None:
+        """Log a payload a transport refused before it could be dispatched (a 1009 close...)."""
+        session, token = await self._bound_session(connection)
+        ctx = CallContext(self._services, connection, session, token, self._services.clock())
+        response = codec.encode(failure(error.code, error.message)).decode()
+        self._record(ctx, "", "", text, response, error.code, time.perf_counter_ns())
+
+    async def _resolve(self, token: object) -> Session | None:
+        if not isinstance(token, str) or not token or len(token) > 512:
+            return None
+        return await self._services.identity.resolve(token)
+
+    async def _bound_session(self, connection: Connection) -> tuple[Session | None, str | None]:
+        token = connection.session_token
+        if token is None:
+            return None, None
+        session = await self._resolve(token)
+        if session is None:
+            connection.session_token = None
+            return None, None
+        return session, token
+
+    async def _run(
+        self, key: str, body: Any, ctx: CallContext, *, auth_entry: bool = False
+    ) -> dict[str, Any]:
+        started = time.perf_counter_ns()
+        service = command = ""
+        secret_keys: frozenset[str] = frozenset()
+        try:
+            if not isinstance(body, dict) or not isinstance(body.get("command"), str):
+                raise MalformedEnvelope("malformed envelope: entry without a string 'command'")
+            name: str = body["command"]
+            service, _, command = name[:_NAME_CAP].partition(".")
+            spec = self._registry.get(name)
+            if spec is None:
+                raise UnknownCommand(f"unknown command: {name[:_NAME_CAP]}")
+            if auth_entry and name != "api.authenticate":
+                raise MalformedEnvelope("malformed envelope: auth must be api.authenticate")
+            secret_keys = spec.secret_result_keys
+            params = body.get("params")
+            if params is None:
+                params = {}
+            if not isinstance(params, dict):
+                raise InvalidParams("invalid params: params must be an object")
+            if spec.needs_session:
+                ctx.require_session()
+            result = await spec.handler(spec.params_model.model_validate(params), ctx)
+            outcome: dict[str, Any] = {"success": True}
+            if result is not None:
+                outcome["params"] = result
+            error_code = None
+        except Exception as error:
+            err: TR50Error = to_failure(error)
+            outcome = failure(err.code, err.message)
+            error_code = err.code
+        cap = self._settings.log_cap
+        request = codec.cap_text(codec.encode({key: codec.redact(body)}).decode(), cap)
+        response = codec.cap_text(
+            codec.encode({key: codec.redact(outcome, secret_keys)}).decode(), cap
+        )
+        self._record(ctx, service, command, request, response, error_code, started)
+        return outcome
+
+    def _record(
+        self,
+        ctx: CallContext,
+        service: str,
+        command: str,
+        request: str,
+        response: str,
+        error_code: int | None,
+        started: int,
+    ) -> None:
+        session = ctx.session
+        connection = ctx.connection
+        self._services.usage.submit(
+            UsageRecord(
+                id=new_record_id(),
+                ts=ctx.received_at,
+                exec_time=time.perf_counter_ns() - started,
+                processed_by=self._settings.instance_name,
+                org_id=session.org_id if session else "",
+                org_key=session.org_key if session else "",
+                whoami=session.whoami if session else "",
+                service=service,
+                command=command,
+                success=error_code is None,
+                error_code=error_code,
+                transport=connection.transport,
+                client_id=connection.client_id,
+                remote_addr=connection.remote_addr,
+                request=request,
+                response=response,
+            )
+        )

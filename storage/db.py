@@ -1,0 +1,107 @@
+"""Opening the DuckDB file, its schema, and per-thread cursors."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import duckdb
+
+__all__ = ["Database", "DatabaseLocked"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage_log (
+    id UUID NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    exec_time BIGINT NOT NULL,
+    processed_by VARCHAR NOT NULL,
+    org_id VARCHAR NOT NULL,
+    org_key VARCHAR NOT NULL,
+    whoami VARCHAR NOT NULL,
+    service VARCHAR NOT NULL,
+    command VARCHAR NOT NULL,
+    success BOOLEAN NOT NULL,
+    error_code INTEGER,
+    transport VARCHAR NOT NULL,
+    client_id VARCHAR NOT NULL,
+    remote_addr VARCHAR NOT NULL,
+    request VARCHAR NOT NULL,
+    response VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS orgs (
+    org_id VARCHAR PRIMARY KEY,
+    org_key VARCHAR NOT NULL UNIQUE,
+    name VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    email VARCHAR PRIMARY KEY,
+    org_id VARCHAR NOT NULL,
+    role VARCHAR NOT NULL,
+    password_hash VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS applications (
+    app_id VARCHAR PRIMARY KEY,
+    org_id VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    token_hash VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS things (
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR NOT NULL,
+    app_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (org_id, thing_key)
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash VARCHAR PRIMARY KEY,
+    org_id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    subject VARCHAR NOT NULL,
+    role VARCHAR NOT NULL,
+    app_id VARCHAR NOT NULL,
+    ttl_seconds INTEGER NOT NULL,
+    start_time TIMESTAMP NOT NULL,
+    last_accessed TIMESTAMP NOT NULL,
+    ended BOOLEAN NOT NULL DEFAULT false
+);
+"""
+
+
+class DatabaseLocked(RuntimeError):
+    """Another process holds the DuckDB file open for writing."""
+
+
+class Database:
+    """One DuckDB file, opened once per process; each thread gets its own cursor."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._connection = duckdb.connect(str(path))
+        except duckdb.IOException as error:
+            if "lock" in str(error).lower():
+                raise DatabaseLocked(
+                    f"{path} is in use by another process (is another tr50gw running?)"
+                ) from None
+            raise
+        self._connection.execute(SCHEMA)
+        self._local = threading.local()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor owned by the calling thread (DuckDB connections are not shared across threads)."""
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._connection.cursor()
+            self._local.cursor = cursor
+        return cursor
+
+    def new_cursor(self) -> duckdb.DuckDBPyConnection:
+        return self._connection.cursor()
+
+    def close(self) -> None:
+        self._connection.close()

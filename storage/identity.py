@@ -1,0 +1,303 @@
+"""Organizations, users, applications, things and sessions.
+
+Passwords are stored as salted scrypt hashes; application tokens and session ids are random
+256-bit values stored only as SHA-256 digests, so a copied database file opens no session.
+Sessions are cached in memory and slide on use; the stored `last_accessed` is refreshed at most
+once a minute per session, which is the precision of expiry after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import duckdb
+
+from storage.db import Database
+
+__all__ = [
+    "ROLES",
+    "AlreadyExists",
+    "IdentityStore",
+    "Org",
+    "ProvisioningError",
+    "Session",
+    "hash_password",
+    "verify_password",
+]
+
+ROLES: Final = ("user", "org-admin", "super-ops")
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+_PERSIST_ACCESS_EVERY = timedelta(seconds=60)
+
+
+class ProvisioningError(ValueError):
+    """A provisioning request that cannot be carried out (unknown org, bad role...)."""
+
+
+class AlreadyExists(ProvisioningError):
+    pass
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
+    )
+    encoded_salt = base64.b64encode(salt).decode()
+    encoded_digest = base64.b64encode(digest).decode()
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encoded_salt}${encoded_digest}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    candidate = hashlib.scrypt(
+        password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32
+    )
+    return hmac.compare_digest(candidate, base64.b64decode(digest))
+
+
+_DUMMY_HASH: Final = hash_password("timing-equalizer", salt=b"0" * 16)
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    org_id: str
+    org_key: str
+    name: str
+
+
+@dataclass(slots=True)
+class Session:
+    token_hash: str
+    org_id: str
+    org_key: str
+    kind: str  # "user" or "thing"
+    subject: str  # the user's email or the thing key
+    role: str  # a user role, or "thing"
+    app_id: str
+    ttl_seconds: int
+    start_time: datetime
+    last_accessed: datetime
+    stored_access: datetime = field(repr=False, default=datetime.min)
+
+    @property
+    def whoami(self) -> str:
+        return self.subject
+
+    @property
+    def is_thing(self) -> bool:
+        return self.kind == "thing"
+
+    @property
+    def has_super_ops(self) -> bool:
+        return self.role == "super-ops"
+
+    @property
+    def has_org_admin(self) -> bool:
+        return self.role in ("org-admin", "super-ops")
+
+    def expires_at(self) -> datetime:
+        return self.last_accessed + timedelta(seconds=self.ttl_seconds)
+
+
+class IdentityStore:
+    def __init__(self, database: Database, clock: Callable[[], datetime]) -> None:
+        self._database = database
+        self._clock = clock
+        self._sessions: dict[str, Session] = {}
+
+    # -- provisioning (synchronous: used by the admin CLI while the gateway is stopped) ---------
+    def create_org(self, org_key: str, name: str | None = None) -> Org:
+        org = Org(org_id=uuid.uuid4().hex, org_key=org_key, name=name or org_key)
+        cursor = self._database.cursor()
+        if cursor.execute("SELECT 1 FROM orgs WHERE org_key = ?", [org_key]).fetchone():
+            raise AlreadyExists(f"org {org_key!r} already exists")
+        cursor.execute(
+            "INSERT INTO orgs VALUES (?, ?, ?, ?)", [org.org_id, org.org_key, org.name, self._clock()]
+        )
+        return org
+
+    def org_by_key(self, org_key: str) -> Org | None:
+        row = self._database.cursor().execute(
+            "SELECT org_id, org_key, name FROM orgs WHERE org_key = ?", [org_key]
+        ).fetchone()
+        return Org(*row) if row else None
+
+    def _require_org(self, org_key: str) -> Org:
+        org = self.org_by_key(org_key)
+        if org is None:
+            raise ProvisioningError(f"no org with key {org_key!r}")
+        return org
+
+    def create_user(self, email: str, org_key: str, password: str, role: str = "user") -> Org:
+        if role not in ROLES:
+            raise ProvisioningError(f"role must be one of {', '.join(ROLES)}")
+        if not password:
+            raise ProvisioningError("password must not be empty")
+        org = self._require_org(org_key)
+        cursor = self._database.cursor()
+        if cursor.execute("SELECT 1 FROM users WHERE email = ?", [email]).fetchone():
+            raise AlreadyExists(f"user {email!r} already exists")
+        cursor.execute(
+            "INSERT INTO users VALUES (?, ?, ?, ?, ?)",
+            [email, org.org_id, role, hash_password(password), self._clock()],
+        )
+        return org
+
+    def create_app(self, org_key: str, name: str) -> tuple[str, str]:
+        """Returns `(appId, appToken)`; the token is shown once and stored only as a digest."""
+        org = self._require_org(org_key)
+        app_id = uuid.uuid4().hex
+        app_token = secrets.token_urlsafe(32)
+        self._database.cursor().execute(
+            "INSERT INTO applications VALUES (?, ?, ?, ?, ?)",
+            [app_id, org.org_id, name, token_digest(app_token), self._clock()],
+        )
+        return app_id, app_token
+
+    # -- authentication ----------------------------------------------------------------------
+    def _user_session_sync(self, email: str, password: str, ttl: int) -> tuple[Session, str] | None:
+        row = self._database.cursor().execute(
+            "SELECT u.password_hash, u.role, o.org_id, o.org_key FROM users u "
+            "JOIN orgs o ON o.org_id = u.org_id WHERE u.email = ?",
+            [email],
+        ).fetchone()
+        if row is None:
+            verify_password(password, _DUMMY_HASH)  # same cost whether or not the user exists
+            return None
+        password_hash, role, org_id, org_key = row
+        if not verify_password(password, password_hash):
+            return None
+        return self._new_session_sync(org_id, org_key, "user", email, role, "", ttl)
+
+    def _thing_session_sync(
+        self, app_id: str, app_token: str, thing_key: str, ttl: int
+    ) -> tuple[Session, str] | None:
+        cursor = self._database.cursor()
+        row = cursor.execute(
+            "SELECT a.token_hash, o.org_id, o.org_key FROM applications a "
+            "JOIN orgs o ON o.org_id = a.org_id WHERE a.app_id = ?",
+            [app_id],
+        ).fetchone()
+        if row is None or not hmac.compare_digest(row[0], token_digest(app_token)):
+            return None
+        _, org_id, org_key = row
+        cursor.execute(
+            "INSERT INTO things VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [org_id, thing_key, app_id, self._clock()],
+        )
+        return self._new_session_sync(org_id, org_key, "thing", thing_key, "thing", app_id, ttl)
+
+    def _new_session_sync(
+        self, org_id: str, org_key: str, kind: str, subject: str, role: str, app_id: str, ttl: int
+    ) -> tuple[Session, str]:
+        token = secrets.token_urlsafe(32)
+        now = self._clock()
+        session = Session(
+            token_hash=token_digest(token),
+            org_id=org_id,
+            org_key=org_key,
+            kind=kind,
+            subject=subject,
+            role=role,
+            app_id=app_id,
+            ttl_seconds=ttl,
+            start_time=now,
+            last_accessed=now,
+            stored_access=now,
+        )
+        self._database.cursor().execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, false)",
+            [session.token_hash, org_id, kind, subject, role, app_id, ttl, now, now],
+        )
+        return session, token
+
+    async def authenticate_user(
+        self, email: str, password: str, ttl: int
+    ) -> tuple[Session, str] | None:
+        result = await asyncio.to_thread(self._user_session_sync, email, password, ttl)
+        if result:
+            self._sessions[result[0].token_hash] = result[0]
+        return result
+
+    async def authenticate_thing(
+        self, app_id: str, app_token: str, thing_key: str, ttl: int
+    ) -> tuple[Session, str] | None:
+        result = await asyncio.to_thread(
+            self._thing_session_sync, app_id, app_token, thing_key, ttl
+        )
+        if result:
+            self._sessions[result[0].token_hash] = result[0]
+        return result
+
+    # -- sessions ----------------------------------------------------------------------------
+    def _load_session_sync(self, token_hash: str) -> Session | None:
+        row = self._database.cursor().execute(
+            "SELECT s.token_hash, s.org_id, o.org_key, s.kind, s.subject, s.role, s.app_id, "
+            "s.ttl_seconds, s.start_time, s.last_accessed FROM sessions s "
+            "JOIN orgs o ON o.org_id = s.org_id WHERE s.token_hash = ? AND NOT s.ended",
+            [token_hash],
+        ).fetchone()
+        if row is None:
+            return None
+        session = Session(*row)
+        session.stored_access = session.last_accessed
+        return session
+
+    def _store_access_sync(self, token_hash: str, last_accessed: datetime) -> None:
+        try:
+            self._database.cursor().execute(
+                "UPDATE sessions SET last_accessed = ? WHERE token_hash = ?",
+                [last_accessed, token_hash],
+            )
+        except duckdb.TransactionException:
+            pass  # a concurrent refresh of the same session won; either timestamp is fine
+
+    async def resolve(self, token: str) -> Session | None:
+        """The live session for `token`, its expiry slid forward; None if unknown or expired."""
+        token_hash = token_digest(token)
+        session = self._sessions.get(token_hash)
+        if session is None:
+            session = await asyncio.to_thread(self._load_session_sync, token_hash)
+            if session is None:
+                return None
+            self._sessions[token_hash] = session
+        now = self._clock()
+        if now >= session.expires_at():
+            self._sessions.pop(token_hash, None)
+            return None
+        session.last_accessed = now
+        if now - session.stored_access >= _PERSIST_ACCESS_EVERY:
+            session.stored_access = now
+            await asyncio.to_thread(self._store_access_sync, token_hash, now)
+        return session
+
+    async def end(self, token: str) -> None:
+        token_hash = token_digest(token)
+        self._sessions.pop(token_hash, None)
+        await asyncio.to_thread(
+            lambda: self._database.cursor().execute(
+                "UPDATE sessions SET ended = true WHERE token_hash = ?", [token_hash]
+            )
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"cachedSessions": len(self._sessions)}

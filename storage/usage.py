@@ -1,0 +1,268 @@
+"""The usage log: records appended in batches on a writer thread, listed with parameterized SQL.
+
+Writes never happen row by row on the event loop. `submit` only appends to an in-memory queue; the
+writer thread takes whatever has accumulated, inserts it as one Arrow batch and commits (group
+commit: batches grow by themselves under load). `wait_visible` lets a reader wait until every
+record submitted before it is committed, which is how a record becomes visible to
+`usage.api.list` as soon as its reply has been sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from storage.db import Database
+
+__all__ = ["UsageFilter", "UsageLog", "UsageRecord", "new_record_id"]
+
+logger = logging.getLogger("tr50gw.usage")
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    id: str
+    ts: datetime
+    exec_time: int
+    processed_by: str
+    org_id: str
+    org_key: str
+    whoami: str
+    service: str
+    command: str
+    success: bool
+    error_code: int | None
+    transport: str
+    client_id: str
+    remote_addr: str
+    request: str
+    response: str
+
+
+_COLUMNS = [f.name for f in fields(UsageRecord)]
+_ARROW_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("ts", pa.timestamp("us")),
+        ("exec_time", pa.int64()),
+        ("processed_by", pa.string()),
+        ("org_id", pa.string()),
+        ("org_key", pa.string()),
+        ("whoami", pa.string()),
+        ("service", pa.string()),
+        ("command", pa.string()),
+        ("success", pa.bool_()),
+        ("error_code", pa.int32()),
+        ("transport", pa.string()),
+        ("client_id", pa.string()),
+        ("remote_addr", pa.string()),
+        ("request", pa.string()),
+        ("response", pa.string()),
+    ]
+)
+_INSERT = "INSERT INTO usage_log SELECT CAST(id AS UUID), " + ", ".join(_COLUMNS[1:]) + " FROM batch"
+
+_id_lock = threading.Lock()
+_id_last = [0, 0]
+
+
+def new_record_id(now_ms: int | None = None) -> str:
+    """A UUIDv7 string, strictly increasing within this process so ties in `ts` page stably."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with _id_lock:
+        if ms <= _id_last[0]:
+            ms = _id_last[0]
+            counter = _id_last[1] + 1
+            if counter > 0xFFF:
+                ms += 1
+                counter = 0
+        else:
+            counter = 0
+        _id_last[0], _id_last[1] = ms, counter
+    random_bits = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
+    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | random_bits
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFilter:
+    """Which records a listing may see and wants.
+
+    `org_id` and `caller` are the session's scope (`org_id=None`: every org; `caller`: a thing's
+    own key); the other fields are what the caller asked for.
+    """
+
+    org_id: str | None = None
+    caller: str | None = None
+    whoami: str | None = None
+    service: str | None = None
+    command: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    failed_only: bool = False
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        values: list[Any] = []
+        for column, value in (
+            ("org_id", self.org_id),
+            ("whoami", self.caller),
+            ("whoami", self.whoami),
+            ("service", self.service),
+            ("command", self.command),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                values.append(value)
+        if self.start is not None:
+            clauses.append("ts >= ?")
+            values.append(self.start)
+        if self.end is not None:
+            clauses.append("ts <= ?")
+            values.append(self.end)
+        if self.failed_only:
+            clauses.append("NOT success")
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
+
+
+_SELECT = """
+SELECT CAST(id AS VARCHAR), strftime(ts, '%Y-%m-%dT%H:%M:%S.%g') || 'Z', exec_time, processed_by,
+       org_id, org_key, whoami, service, command, success, error_code, transport, client_id,
+       remote_addr, request, response
+FROM usage_log"""
+_WIRE_NAMES = (
+    "id", "ts", "execTime", "processedBy", "orgId", "orgKey", "whoami", "service", "command",
+    "success", "errorCode", "transport", "clientId", "remoteAddr", "request", "response",
+)  # fmt: skip
+
+
+class UsageLog:
+    """Append-only usage records with a group-committing writer thread."""
+
+    def __init__(self, database: Database, *, max_batch: int = 10_000) -> None:
+        self._database = database
+        self._max_batch = max_batch
+        self._pending: list[UsageRecord] = []
+        self._condition = threading.Condition()
+        self._submitted = 0
+        self._committed = 0
+        self._stopping = False
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
+        self._thread.start()
+
+    # -- writing -------------------------------------------------------------------------------
+    def submit(self, record: UsageRecord) -> int:
+        """Queue a record; returns its sequence number. Never blocks on the database."""
+        with self._condition:
+            if self._stopping:
+                raise RuntimeError("usage log is closed")
+            self._pending.append(record)
+            self._submitted += 1
+            self._condition.notify()
+            return self._submitted
+
+    @property
+    def submitted(self) -> int:
+        return self._submitted
+
+    async def wait_visible(self, sequence: int | None = None) -> None:
+        """Wait until every record up to `sequence` (default: all submitted so far) is committed."""
+        loop = asyncio.get_running_loop()
+        with self._condition:
+            target = self._submitted if sequence is None else sequence
+            if self._committed >= target:
+                return
+            future: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((target, loop, future))
+        await future
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Block until everything submitted so far is committed (for shutdown and the CLI)."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            target = self._submitted
+            while self._committed < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        cursor = self._database.new_cursor()
+        while True:
+            with self._condition:
+                while not self._pending and not self._stopping:
+                    self._condition.wait()
+                if not self._pending and self._stopping:
+                    break
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+            try:
+                self._insert(cursor, batch)
+            except Exception:
+                logger.exception("failed to store %d usage records", len(batch))
+            with self._condition:
+                self._committed += len(batch)
+                self._condition.notify_all()
+                ready = [w for w in self._waiters if w[0] <= self._committed]
+                self._waiters = [w for w in self._waiters if w[0] > self._committed]
+            for _, loop, future in ready:
+                loop.call_soon_threadsafe(_resolve, future)
+        cursor.close()
+
+    @staticmethod
+    def _insert(cursor: Any, batch: list[UsageRecord]) -> None:
+        columns = {name: [getattr(r, name) for r in batch] for name in _COLUMNS}
+        table = pa.Table.from_pydict(columns, schema=_ARROW_SCHEMA)
+        cursor.register("batch", table)
+        try:
+            cursor.execute(_INSERT)
+        finally:
+            cursor.unregister("batch")
+
+    # -- reading -------------------------------------------------------------------------------
+    def list_sync(
+        self, usage_filter: UsageFilter, *, offset: int, limit: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        where, values = usage_filter.where()
+        cursor = self._database.cursor()
+        count_row = cursor.execute("SELECT count(*) FROM usage_log" + where, values).fetchone()
+        count = int(count_row[0]) if count_row else 0
+        if count <= offset:
+            return count, []
+        rows = cursor.execute(
+            _SELECT + where + " ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
+            [*values, limit, offset],
+        ).fetchall()
+        return count, [dict(zip(_WIRE_NAMES, row, strict=True)) for row in rows]
+
+    async def list(
+        self, usage_filter: UsageFilter, *, offset: int, limit: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        return await asyncio.to_thread(self.list_sync, usage_filter, offset=offset, limit=limit)
+
+    def count_sync(self) -> int:
+        row = self._database.cursor().execute("SELECT count(*) FROM usage_log").fetchone()
+        return int(row[0]) if row else 0
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
