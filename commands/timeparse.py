@@ -48,7 +48,7 @@ def parse_duration(text: str) -> timedelta:
 def parse_timestamp(text: str) -> datetime:
     """An RFC 3339 timestamp as a naive UTC datetime (a missing offset is taken as UTC)."""
     if not isinstance(text, str) or not 10 <= len(text) <= 40:
-        raise ValueError("timestamp must be an RFC 3339 string like '2024-01-31T12:00:00Z'")
+        raise ValueError("bad timestamp: use RFC 3339, e.g. '2024-01-31T12:00:00.000Z'")
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
