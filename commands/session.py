@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from gateway.context import CallContext
 from commands.timeparse import format_timestamp
+from gateway.context import CallContext
 from gateway.registry import Command
 
 __all__ = ["COMMANDS", "end_session", "session_info"]

@@ -37,7 +37,9 @@ def parse_duration(text: str) -> timedelta:
         seconds += float(match.group(1)) * _UNITS[match.group(2)]
         position = match.end()
     if position != len(text):
-        raise ValueError(f"bad duration {text[:40]!r}: use units ns, us, ms, s, m, h, d as in '1h30m'")
+        raise ValueError(
+            f"bad duration {text[:40]!r}: use units ns, us, ms, s, m, h, d as in '1h30m'"
+        )
     if seconds <= 0:
         raise ValueError("duration must be greater than zero")
     if seconds > _MAX_SECONDS:

@@ -29,7 +29,7 @@ def utc_now() -> datetime:
 
 
 class Gateway:
-    """One running gateway. `serve()` runs until cancelled or `stop()`; `ready` fires when listening."""
+    """One running gateway: `serve()` runs until `stop()`; `ready` is set once it listens."""
 
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = settings
@@ -69,7 +69,9 @@ class Gateway:
                         self.dispatcher, settings.ws_host, settings.ws_port, settings.max_payload
                     )
                     self.ws_port = next(iter(server.sockets)).getsockname()[1]
-                    logger.info("websocket listening on ws://%s:%s/api", settings.ws_host, self.ws_port)
+                    logger.info(
+                        "websocket listening on ws://%s:%s/api", settings.ws_host, self.ws_port
+                    )
                 self.ready.set()
                 await self._stop.wait()
                 if server is not None:

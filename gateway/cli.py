@@ -26,13 +26,25 @@ def _serve_parser(sub: Any) -> None:
         description="Run the gateway. Every flag can also be set as TR50GW_<FLAG> (e.g. "
         "TR50GW_MQTT_URL); flags win over the environment.",
     )
-    serve.add_argument("--mqtt-url", help="mqtt://[user:pass@]host:port, or 'none' (default mqtt://127.0.0.1:1883)")
-    serve.add_argument("--mqtt-classic", action="store_true", default=None,
-                       help="classic TR50 topics: every envelope must carry its auth block")
-    serve.add_argument("--mqtt-client-id", help="the gateway's MQTT client id (default tr50gw-<instance>)")
-    serve.add_argument("--shared-group", help="subscribe with $share/NAME/ so instances split the load")
+    serve.add_argument(
+        "--mqtt-url", help="mqtt://[user:pass@]host:port, or 'none' (default mqtt://127.0.0.1:1883)"
+    )
+    serve.add_argument(
+        "--mqtt-classic",
+        action="store_true",
+        default=None,
+        help="classic TR50 topics: every envelope must carry its auth block",
+    )
+    serve.add_argument(
+        "--mqtt-client-id", help="the gateway's MQTT client id (default tr50gw-<instance>)"
+    )
+    serve.add_argument(
+        "--shared-group", help="subscribe with $share/NAME/ so instances split the load"
+    )
     serve.add_argument("--ws-host", help="WebSocket bind address (default 127.0.0.1)")
-    serve.add_argument("--ws-port", type=int, help="WebSocket port (default 8765, 0 = any, -1 = off)")
+    serve.add_argument(
+        "--ws-port", type=int, help="WebSocket port (default 8765, 0 = any, -1 = off)"
+    )
     serve.add_argument("--db", type=Path, help="DuckDB file (default ./data/usage.duckdb)")
     serve.add_argument("--instance-name", help="processedBy of every record (default: host name)")
     serve.add_argument("--session-ttl", type=int, help="session TTL in seconds (default 86400)")
@@ -43,9 +55,13 @@ def _serve_parser(sub: Any) -> None:
 def _call_parser(sub: Any) -> None:
     call = sub.add_parser("call", help="send one TR50 envelope and print the reply")
     where = call.add_mutually_exclusive_group()
-    where.add_argument("--ws", metavar="URL", help="WebSocket URL (default ws://127.0.0.1:8765/api)")
+    where.add_argument(
+        "--ws", metavar="URL", help="WebSocket URL (default ws://127.0.0.1:8765/api)"
+    )
     where.add_argument("--mqtt", metavar="URL", help="mqtt://[user:pass@]host:port")
-    call.add_argument("--client-id", help="MQTT client id (default cli-<random>); requests go to api/<id>")
+    call.add_argument(
+        "--client-id", help="MQTT client id (default cli-<random>); requests go to api/<id>"
+    )
     call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
     call.add_argument("--json", action="store_true", help="print the raw JSON reply")
     call.add_argument("envelope", help="the TR50 JSON envelope, or - to read it from stdin")
@@ -56,8 +72,12 @@ def _admin_parser(sub: Any) -> None:
     actions = admin.add_subparsers(dest="action", required=True)
 
     def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--db", type=Path, default=Path("data/usage.duckdb"),
-                            help="DuckDB file (default ./data/usage.duckdb)")
+        parser.add_argument(
+            "--db",
+            type=Path,
+            default=Path("data/usage.duckdb"),
+            help="DuckDB file (default ./data/usage.duckdb)",
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     org = actions.add_parser("org-create", help="create an organization")
@@ -77,7 +97,9 @@ def _admin_parser(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tr50gw", description="TR50 gateway with a DuckDB usage log")
+    parser = argparse.ArgumentParser(
+        prog="tr50gw", description="TR50 gateway with a DuckDB usage log"
+    )
     parser.add_argument("--version", action="version", version=f"tr50gw {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True)
     _serve_parser(sub)
@@ -100,8 +122,18 @@ def _serve(args: argparse.Namespace) -> int:
     )
     overrides = {
         name: value
-        for name in ("mqtt_url", "mqtt_classic", "mqtt_client_id", "shared_group", "ws_host",
-                     "ws_port", "db", "instance_name", "session_ttl", "max_payload")
+        for name in (
+            "mqtt_url",
+            "mqtt_classic",
+            "mqtt_client_id",
+            "shared_group",
+            "ws_host",
+            "ws_port",
+            "db",
+            "instance_name",
+            "session_ttl",
+            "max_payload",
+        )
         if (value := getattr(args, name)) is not None
     }
     try:
@@ -131,7 +163,8 @@ def _format_reply(reply: Any) -> str:
         return repr(reply)
     if "success" in reply and "errorCodes" in reply:  # a root-level failure
         return "FAILED " + "; ".join(
-            f"{code} {message}" for code, message in zip(reply["errorCodes"], reply["errorMessages"], strict=False)
+            f"{code} {message}"
+            for code, message in zip(reply["errorCodes"], reply["errorMessages"], strict=False)
         )
     lines = []
     for key, outcome in reply.items():
@@ -143,7 +176,9 @@ def _format_reply(reply: Any) -> str:
                 body = orjson.dumps(outcome["params"], option=orjson.OPT_INDENT_2).decode()
                 lines.extend("    " + line for line in body.splitlines())
         else:
-            failures = zip(outcome.get("errorCodes", []), outcome.get("errorMessages", []), strict=False)
+            failures = zip(
+                outcome.get("errorCodes", []), outcome.get("errorMessages", []), strict=False
+            )
             lines.append(f"{key}: FAILED " + "; ".join(f"{c} {m}" for c, m in failures))
     return "\n".join(lines)
 
@@ -152,11 +187,16 @@ def _call(args: argparse.Namespace) -> int:
     from gateway.client import call_mqtt, call_websocket
 
     envelope = sys.stdin.read() if args.envelope == "-" else args.envelope
+    raw: str | bytes
     try:
         if args.mqtt:
-            raw = call_mqtt(args.mqtt, envelope.encode(), client_id=args.client_id, timeout=args.timeout)
+            raw = call_mqtt(
+                args.mqtt, envelope.encode(), client_id=args.client_id, timeout=args.timeout
+            )
         else:
-            raw = call_websocket(args.ws or "ws://127.0.0.1:8765/api", envelope, timeout=args.timeout)
+            raw = call_websocket(
+                args.ws or "ws://127.0.0.1:8765/api", envelope, timeout=args.timeout
+            )
     except (OSError, TimeoutError) as error:
         print(f"tr50gw call: {error or type(error).__name__}", file=sys.stderr)
         return EXIT_FAILED

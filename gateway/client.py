@@ -6,6 +6,7 @@ import queue
 import secrets
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from websockets.sync.client import connect
 
 from gateway.mqtt import parse_mqtt_url, set_nodelay
@@ -25,13 +26,13 @@ def call_mqtt(url: str, envelope: bytes, *, client_id: str | None, timeout: floa
     client_id = client_id or f"cli-{secrets.token_hex(4)}"
     replies: queue.Queue[bytes] = queue.Queue()
     subscribed: queue.Queue[bool] = queue.Queue()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     if target.username:
         client.username_pw_set(target.username, target.password)
     client.on_socket_open = set_nodelay
     client.on_connect = lambda c, u, f, reason, p: c.subscribe(f"reply/{client_id}/call", qos=1)
     client.on_subscribe = lambda c, u, mid, codes, p: subscribed.put(True)
-    client.on_message = lambda c, u, message: replies.put(message.payload)
+    client.on_message = lambda c, u, message: replies.put(bytes(message.payload))
     client.connect(target.host, target.port, keepalive=30)
     client.loop_start()
     try:

@@ -71,7 +71,9 @@ def _as_text(payload: bytes | str, limit: int) -> str:
     return cap_text(payload[: limit + 4].decode("utf-8", errors="replace"), limit)
 
 
-def decode(payload: bytes | str, *, max_bytes: int, log_cap: int = 65536) -> Envelope | RootFailure:
+def decode(
+    payload: bytes | str, *, max_bytes: int, max_commands: int = 500, log_cap: int = 65536
+) -> Envelope | RootFailure:
     """Parse one request. Never raises: every bad payload becomes a `RootFailure`."""
     size = len(payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload)
     if size > max_bytes:
@@ -83,7 +85,9 @@ def decode(payload: bytes | str, *, max_bytes: int, log_cap: int = 65536) -> Env
         document = orjson.loads(payload)
     except orjson.JSONDecodeError as error:
         reason = str(error).split(":", 1)[0]
-        return RootFailure(MalformedEnvelope(f"malformed envelope: {reason}"), _as_text(payload, log_cap))
+        return RootFailure(
+            MalformedEnvelope(f"malformed envelope: {reason}"), _as_text(payload, log_cap)
+        )
     if not isinstance(document, dict):
         kind = type(document).__name__.replace("NoneType", "null")
         return RootFailure(
@@ -98,6 +102,13 @@ def decode(payload: bytes | str, *, max_bytes: int, log_cap: int = 65536) -> Env
             _as_text(payload, log_cap),
         )
     auth = document.pop("auth", None)
+    if len(document) > max_commands:
+        return RootFailure(
+            MalformedEnvelope(
+                f"malformed envelope: {len(document)} commands, limit {max_commands}"
+            ),
+            _as_text(payload, log_cap),
+        )
     return Envelope(auth=auth, entries=list(document.items()))
 
 

@@ -49,21 +49,17 @@ class Dispatcher:
         received_at = self._services.clock()
         started = time.perf_counter_ns()
         settings = self._settings
-        decoded = codec.decode(payload, max_bytes=settings.max_payload, log_cap=settings.log_cap)
+        decoded = codec.decode(
+            payload,
+            max_bytes=settings.max_payload,
+            max_commands=settings.max_commands,
+            log_cap=settings.log_cap,
+        )
         session, token = await self._bound_session(connection)
         ctx = CallContext(self._services, connection, session, token, received_at)
         if isinstance(decoded, codec.RootFailure):
-            reply = failure(decoded.error.code, decoded.error.message)
-            encoded = codec.encode(reply)
+            encoded = codec.encode(failure(decoded.error.code, decoded.error.message))
             self._record(ctx, "", "", decoded.text, encoded.decode(), decoded.error.code, started)
-            return encoded
-        if len(decoded.entries) > settings.max_commands:
-            error = MalformedEnvelope(
-                f"malformed envelope: {len(decoded.entries)} commands, limit {settings.max_commands}"
-            )
-            encoded = codec.encode(failure(error.code, error.message))
-            text = codec.cap_text(payload if isinstance(payload, str) else payload.decode(), settings.log_cap)
-            self._record(ctx, "", "", text, encoded.decode(), error.code, started)
             return encoded
 
         reply: dict[str, Any] = {}
@@ -73,9 +69,7 @@ class Dispatcher:
                 reply["auth"] = await self._run("auth", auth, ctx, auth_entry=True)
             elif isinstance(auth, dict) and set(auth) == {"sessionId"}:
                 resolved = await self._resolve(auth["sessionId"])
-                ctx.session, ctx.session_token = resolved, (
-                    auth["sessionId"] if resolved else None
-                )
+                ctx.session, ctx.session_token = resolved, (auth["sessionId"] if resolved else None)
             else:
                 reply["auth"] = await self._run("auth", auth, ctx, auth_entry=True)
         for key, body in decoded.entries:

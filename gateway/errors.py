@@ -92,7 +92,7 @@ class InternalError(TR50Error):
 
 
 def failure(code: int, message: str) -> dict[str, Any]:
-    """The TR50 failure object: `{"success": false, "errorCodes": [...], "errorMessages": [...]}`."""
+    """The TR50 failure object: `{"success": false, "errorCodes": [c], "errorMessages": [m]}`."""
     return {"success": False, "errorCodes": [code], "errorMessages": [message]}
 
 
@@ -105,7 +105,7 @@ def _validation_message(error: ValidationError) -> str:
 
 
 def to_failure(error: BaseException) -> TR50Error:
-    """Map any exception to the TR50Error sent on the wire; unexpected ones are logged, not shown."""
+    """Map any exception to the TR50Error for the wire; unexpected ones are logged, not shown."""
     if isinstance(error, TR50Error):
         return error
     if isinstance(error, ValidationError):

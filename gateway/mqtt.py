@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -107,7 +108,7 @@ class MqttTransport:
 
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
@@ -126,8 +127,9 @@ class MqttTransport:
     # -- paho thread callbacks ---------------------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
-            logger.warning("mqtt connection to %s:%s refused: %s", self._target.host,
-                           self._target.port, reason)
+            logger.warning(
+                "mqtt connection to %s:%s refused: %s", self._target.host, self._target.port, reason
+            )
             return
         client.subscribe(self._subscriptions)
         logger.info(
@@ -141,9 +143,15 @@ class MqttTransport:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.set)
 
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        logger.warning("mqtt disconnected from %s:%s (%s); reconnecting",
-                       self._target.host, self._target.port, reason)
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        logger.warning(
+            "mqtt disconnected from %s:%s (%s); reconnecting",
+            self._target.host,
+            self._target.port,
+            reason,
+        )
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.clear)
 
@@ -183,10 +191,15 @@ class MqttTransport:
         wanted = getattr(props, "ResponseTopic", None) if props is not None else None
         if not wanted:
             return route.reply_topic, None
-        allowed_roots = ("reply", "replyz") if self._classic else (
-            f"reply/{route.namespace}", f"replyz/{route.namespace}")
-        ok = "+" not in wanted and "#" not in wanted and any(
-            wanted == root or wanted.startswith(root + "/") for root in allowed_roots
+        allowed_roots = (
+            ("reply", "replyz")
+            if self._classic
+            else (f"reply/{route.namespace}", f"replyz/{route.namespace}")
+        )
+        ok = (
+            "+" not in wanted
+            and "#" not in wanted
+            and any(wanted == root or wanted.startswith(root + "/") for root in allowed_roots)
         )
         if not ok:
             return route.reply_topic, None
@@ -221,7 +234,7 @@ class MqttTransport:
             reply = zlib.compress(reply)
         properties = None
         if correlation is not None:
-            properties = Properties(PacketTypes.PUBLISH)
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = correlation
         self._client.publish(topic, reply, qos=min(message.qos, 1), properties=properties)
         if message.qos:
@@ -230,7 +243,7 @@ class MqttTransport:
     async def run(self) -> None:
         """Connect (retrying in the background) and serve until cancelled."""
         self._loop = asyncio.get_running_loop()
-        connect_props = Properties(PacketTypes.CONNECT)
+        connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect_props.SessionExpiryInterval = _SESSION_EXPIRY
         self._client.connect_async(
             self._target.host,

@@ -93,7 +93,7 @@ class Database:
         self._local = threading.local()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A cursor owned by the calling thread (DuckDB connections are not shared across threads)."""
+        """A cursor owned by the calling thread (DuckDB connections are not thread-safe)."""
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cursor is None:
             cursor = self._connection.cursor()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -131,14 +132,17 @@ class IdentityStore:
         if cursor.execute("SELECT 1 FROM orgs WHERE org_key = ?", [org_key]).fetchone():
             raise AlreadyExists(f"org {org_key!r} already exists")
         cursor.execute(
-            "INSERT INTO orgs VALUES (?, ?, ?, ?)", [org.org_id, org.org_key, org.name, self._clock()]
+            "INSERT INTO orgs VALUES (?, ?, ?, ?)",
+            [org.org_id, org.org_key, org.name, self._clock()],
         )
         return org
 
     def org_by_key(self, org_key: str) -> Org | None:
-        row = self._database.cursor().execute(
-            "SELECT org_id, org_key, name FROM orgs WHERE org_key = ?", [org_key]
-        ).fetchone()
+        row = (
+            self._database.cursor()
+            .execute("SELECT org_id, org_key, name FROM orgs WHERE org_key = ?", [org_key])
+            .fetchone()
+        )
         return Org(*row) if row else None
 
     def _require_org(self, org_key: str) -> Org:
@@ -175,11 +179,15 @@ class IdentityStore:
 
     # -- authentication ----------------------------------------------------------------------
     def _user_session_sync(self, email: str, password: str, ttl: int) -> tuple[Session, str] | None:
-        row = self._database.cursor().execute(
-            "SELECT u.password_hash, u.role, o.org_id, o.org_key FROM users u "
-            "JOIN orgs o ON o.org_id = u.org_id WHERE u.email = ?",
-            [email],
-        ).fetchone()
+        row = (
+            self._database.cursor()
+            .execute(
+                "SELECT u.password_hash, u.role, o.org_id, o.org_key FROM users u "
+                "JOIN orgs o ON o.org_id = u.org_id WHERE u.email = ?",
+                [email],
+            )
+            .fetchone()
+        )
         if row is None:
             verify_password(password, _DUMMY_HASH)  # same cost whether or not the user exists
             return None
@@ -250,12 +258,16 @@ class IdentityStore:
 
     # -- sessions ----------------------------------------------------------------------------
     def _load_session_sync(self, token_hash: str) -> Session | None:
-        row = self._database.cursor().execute(
-            "SELECT s.token_hash, s.org_id, o.org_key, s.kind, s.subject, s.role, s.app_id, "
-            "s.ttl_seconds, s.start_time, s.last_accessed FROM sessions s "
-            "JOIN orgs o ON o.org_id = s.org_id WHERE s.token_hash = ? AND NOT s.ended",
-            [token_hash],
-        ).fetchone()
+        row = (
+            self._database.cursor()
+            .execute(
+                "SELECT s.token_hash, s.org_id, o.org_key, s.kind, s.subject, s.role, s.app_id, "
+                "s.ttl_seconds, s.start_time, s.last_accessed FROM sessions s "
+                "JOIN orgs o ON o.org_id = s.org_id WHERE s.token_hash = ? AND NOT s.ended",
+                [token_hash],
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         session = Session(*row)
@@ -263,13 +275,12 @@ class IdentityStore:
         return session
 
     def _store_access_sync(self, token_hash: str, last_accessed: datetime) -> None:
-        try:
+        # A concurrent refresh of the same session may win the write; either timestamp is fine.
+        with contextlib.suppress(duckdb.TransactionException):
             self._database.cursor().execute(
                 "UPDATE sessions SET last_accessed = ? WHERE token_hash = ?",
                 [last_accessed, token_hash],
             )
-        except duckdb.TransactionException:
-            pass  # a concurrent refresh of the same session won; either timestamp is fine
 
     async def resolve(self, token: str) -> Session | None:
         """The live session for `token`, its expiry slid forward; None if unknown or expired."""

@@ -68,7 +68,11 @@ _ARROW_SCHEMA = pa.schema(
         ("response", pa.string()),
     ]
 )
-_INSERT = "INSERT INTO usage_log SELECT CAST(id AS UUID), " + ", ".join(_COLUMNS[1:]) + " FROM batch"
+_INSERT = (  # column names only, from the dataclass: no values are ever spliced into SQL
+    "INSERT INTO usage_log SELECT CAST(id AS UUID), "  # noqa: S608
+    + ", ".join(_COLUMNS[1:])
+    + " FROM batch"
+)
 
 _id_lock = threading.Lock()
 _id_last = [0, 0]
@@ -241,9 +245,11 @@ class UsageLog:
     def list_sync(
         self, usage_filter: UsageFilter, *, offset: int, limit: int
     ) -> tuple[int, list[dict[str, Any]]]:
+        # `where` holds only column names and `?` placeholders; values travel as parameters.
         where, values = usage_filter.where()
         cursor = self._database.cursor()
-        count_row = cursor.execute("SELECT count(*) FROM usage_log" + where, values).fetchone()
+        count_sql = "SELECT count(*) FROM usage_log" + where  # noqa: S608
+        count_row = cursor.execute(count_sql, values).fetchone()
         count = int(count_row[0]) if count_row else 0
         if count <= offset:
             return count, []

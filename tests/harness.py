@@ -30,7 +30,9 @@ class Clock:
 class Harness:
     def __init__(self, db: Path, clock: Clock | None = None, **settings: Any) -> None:
         self.clock = clock or Clock(datetime(2024, 3, 1, 12, 0, 0))
-        self.settings = Settings(db=db, mqtt_url="none", ws_port=-1, instance_name="unit", **settings)
+        self.settings = Settings(
+            db=db, mqtt_url="none", ws_port=-1, instance_name="unit", **settings
+        )
         self.database = Database(db)
         self.usage = UsageLog(self.database)
         self.identity = IdentityStore(self.database, self.clock)
@@ -38,7 +40,9 @@ class Harness:
             build_registry(), Services(self.settings, self.identity, self.usage, self.clock)
         )
 
-    def connection(self, transport: str = "ws", client_id: str = "ws-1", *, binds: bool = True) -> Connection:
+    def connection(
+        self, transport: str = "ws", client_id: str = "ws-1", *, binds: bool = True
+    ) -> Connection:
         return Connection(transport, client_id, "127.0.0.1", binds_sessions=binds)
 
     async def raw(self, payload: bytes | str, connection: Connection | None = None) -> Any:
@@ -50,7 +54,12 @@ class Harness:
 
     async def login(self, username: str, password: str) -> str:
         reply = await self.call(
-            {"auth": {"command": "api.authenticate", "params": {"username": username, "password": password}}}
+            {
+                "auth": {
+                    "command": "api.authenticate",
+                    "params": {"username": username, "password": password},
+                }
+            }
         )
         assert reply["auth"]["success"], reply
         return str(reply["auth"]["params"]["sessionId"])

@@ -55,22 +55,46 @@ class Tenants:
 def provision(db: Path) -> Tenants:
     tenants = Tenants(db)
     for org in ("acme", "globex"):
-        code, out = run_cli("admin", "org-create", org, "--name", org.title(), "--db", str(db), "--json")
+        code, out = run_cli(
+            "admin", "org-create", org, "--name", org.title(), "--db", str(db), "--json"
+        )
         assert code == 0, out
         tenants.org_ids[org] = json.loads(out)["orgId"]
         for role in ("user", "org-admin"):
             code, out = run_cli(
-                "admin", "user-create", tenants.user(org, role), "--org", org,
-                "--password", PASSWORD, "--role", role, "--db", str(db), "--json",
+                "admin",
+                "user-create",
+                tenants.user(org, role),
+                "--org",
+                org,
+                "--password",
+                PASSWORD,
+                "--role",
+                role,
+                "--db",
+                str(db),
+                "--json",
             )
             assert code == 0, out
-        code, out = run_cli("admin", "app-create", "--org", org, "--name", "fleet", "--db", str(db), "--json")
+        code, out = run_cli(
+            "admin", "app-create", "--org", org, "--name", "fleet", "--db", str(db), "--json"
+        )
         assert code == 0, out
         app = json.loads(out)
         tenants.apps[org] = (app["appId"], app["appToken"])
     code, out = run_cli(
-        "admin", "user-create", "ops@acme.test", "--org", "acme", "--password", PASSWORD,
-        "--role", "super-ops", "--db", str(db), "--json",
+        "admin",
+        "user-create",
+        "ops@acme.test",
+        "--org",
+        "acme",
+        "--password",
+        PASSWORD,
+        "--role",
+        "super-ops",
+        "--db",
+        str(db),
+        "--json",
     )
     assert code == 0, out
     return tenants
@@ -122,7 +146,9 @@ class GatewayThread:
         """Block until the gateway is (re)connected to its broker."""
         assert self.gateway is not None and self.gateway.mqtt is not None and self._loop
         event = self.gateway.mqtt.connected
-        future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(event.wait(), timeout), self._loop)
+        future = asyncio.run_coroutine_threadsafe(
+            asyncio.wait_for(event.wait(), timeout), self._loop
+        )
         future.result(timeout + 1)
 
     def stop(self) -> None:
@@ -146,7 +172,12 @@ class WsClient:
 
     def login(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
         return self.send(
-            {"auth": {"command": "api.authenticate", "params": {"username": username, "password": password}}}
+            {
+                "auth": {
+                    "command": "api.authenticate",
+                    "params": {"username": username, "password": password},
+                }
+            }
         )
 
     def close(self) -> None:
@@ -156,8 +187,15 @@ class WsClient:
 class MqttClient:
     """A paho client that publishes on api/<client id>/... and collects what it receives."""
 
-    def __init__(self, port: int, client_id: str | None = None, *, v5: bool = False,
-                 username: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        client_id: str | None = None,
+        *,
+        v5: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.client_id = client_id or f"dev-{secrets.token_hex(3)}"
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._subscribed: queue.Queue[Any] = queue.Queue()
@@ -184,8 +222,13 @@ class MqttClient:
         self.client.subscribe(topic, qos=qos)
         return self._subscribed.get(timeout=10)
 
-    def publish(self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 1,
-                properties: Properties | None = None) -> None:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str | dict[str, Any],
+        qos: int = 1,
+        properties: Properties | None = None,
+    ) -> None:
         if isinstance(payload, dict):
             payload = json.dumps(payload)
         info = self.client.publish(topic, payload, qos=qos, properties=properties)
@@ -202,8 +245,14 @@ class MqttClient:
             return True
         return False
 
-    def call(self, envelope: dict[str, Any] | bytes, *, qos: int = 1, topic: str | None = None,
-             compressed: bool = False) -> Any:
+    def call(
+        self,
+        envelope: dict[str, Any] | bytes,
+        *,
+        qos: int = 1,
+        topic: str | None = None,
+        compressed: bool = False,
+    ) -> Any:
         """Publish on api/<id>/req (or apiz/) and return the decoded reply."""
         prefix = "apiz" if compressed else "api"
         topic = topic or f"{prefix}/{self.client_id}/req"

@@ -42,7 +42,9 @@ def test_root_failures(payload: bytes, code: int, fragment: str) -> None:
 
 
 def test_huge_integers_and_duplicate_keys_decode() -> None:
-    envelope = decode(b'{"1":{"command":"diag.ping","params":{"n":123456789012345678901234567890}},"1":{"command":"diag.time"}}')
+    envelope = decode(
+        b'{"1":{"command":"diag.ping","params":{"n":123456789012345678901234567890}},"1":{"command":"diag.time"}}'
+    )
     assert isinstance(envelope, codec.Envelope)
     assert envelope.entries == [("1", {"command": "diag.time"})]
 

@@ -32,7 +32,9 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
 async def records(h: Harness, **params: Any) -> list[dict[str, Any]]:
     """Every record (newest first) as a Super-Ops user sees them; that listing is logged too."""
     sid = await h.login("ops@acme", PW)
-    reply = await h.as_session(sid, l={"command": "usage.api.list", "params": {"showAll": True, "limit": 2000, **params}})
+    reply = await h.as_session(
+        sid, l={"command": "usage.api.list", "params": {"showAll": True, "limit": 2000, **params}}
+    )
     assert reply["l"]["success"], reply
     return reply["l"]["params"]["result"] or []
 
@@ -44,7 +46,11 @@ async def test_commands_run_in_order_and_fail_one_by_one(harness: Harness) -> No
     )
     assert list(reply) == ["b", "a", "c", "d", "e", "f"]
     assert reply["b"] == {"success": True}
-    assert reply["a"] == {"success": False, "errorCodes": [-90001], "errorMessages": ["unknown command: no.such"]}
+    assert reply["a"] == {
+        "success": False,
+        "errorCodes": [-90001],
+        "errorMessages": ["unknown command: no.such"],
+    }
     assert reply["c"]["errorCodes"] == [-90002]
     assert "x: Extra inputs are not permitted" in reply["c"]["errorMessages"][0]
     assert reply["d"]["errorCodes"] == [-90010]
@@ -62,11 +68,16 @@ async def test_diag_time_is_rfc3339_milliseconds(harness: Harness) -> None:
     assert reply == {"t": {"success": True, "params": {"time": "2024-03-01T12:00:00.000Z"}}}
 
 
-async def test_auth_command_runs_first_and_its_session_serves_the_envelope(harness: Harness) -> None:
+async def test_auth_command_runs_first_and_its_session_serves_the_envelope(
+    harness: Harness,
+) -> None:
     reply = await harness.call(
         {
             "i": {"command": "session.info"},
-            "auth": {"command": "api.authenticate", "params": {"username": "user@acme", "password": PW}},
+            "auth": {
+                "command": "api.authenticate",
+                "params": {"username": "user@acme", "password": PW},
+            },
         }
     )
     assert list(reply) == ["auth", "i"]
@@ -83,9 +94,15 @@ async def test_auth_by_session_id_and_bad_auth_blocks(harness: Harness) -> None:
     sid = await harness.login("user@acme", PW)
     ok = await harness.as_session(sid, i={"command": "session.info"})
     assert ok["i"]["params"]["whoAmI"] == "user@acme"
-    unknown = await harness.as_session("nope", i={"command": "session.info"}, p={"command": "diag.ping"})
+    unknown = await harness.as_session(
+        "nope", i={"command": "session.info"}, p={"command": "diag.ping"}
+    )
     assert unknown == {
-        "i": {"success": False, "errorCodes": [-90005], "errorMessages": ["authentication session is invalid: no valid session"]},
+        "i": {
+            "success": False,
+            "errorCodes": [-90005],
+            "errorMessages": ["authentication session is invalid: no valid session"],
+        },
         "p": {"success": True},
     }
     not_auth = await harness.call({"auth": {"command": "diag.ping"}, "p": {"command": "diag.ping"}})
@@ -105,7 +122,12 @@ async def test_bad_credentials(harness: Harness) -> None:
         reply = await harness.call({"auth": {"command": "api.authenticate", "params": params}})
         assert reply["auth"]["errorCodes"] == [-90004], params
     mixed = await harness.call(
-        {"1": {"command": "api.authenticate", "params": {"username": "u", "password": "p", "thingKey": "t"}}}
+        {
+            "1": {
+                "command": "api.authenticate",
+                "params": {"username": "u", "password": "p", "thingKey": "t"},
+            }
+        }
     )
     assert mixed["1"]["errorCodes"] == [-90002]
 
@@ -114,7 +136,10 @@ async def test_thing_authentication_registers_the_thing(harness: Harness) -> Non
     app_id, app_token = harness.identity.create_app("acme", "fleet")
     params = {"appId": app_id, "appToken": app_token, "thingKey": "truck-7"}
     reply = await harness.call(
-        {"auth": {"command": "api.authenticate", "params": params}, "i": {"command": "session.info"}}
+        {
+            "auth": {"command": "api.authenticate", "params": params},
+            "i": {"command": "session.info"},
+        }
     )
     info = reply["i"]["params"]
     assert (info["thingKey"], info["whoAmI"], info["orgKey"]) == ("truck-7", "truck-7", "acme")
@@ -137,32 +162,44 @@ async def test_sessions_slide_expire_and_end(harness: Harness) -> None:
     assert (await harness.as_session(sid, **info))["i"]["errorCodes"] == [-90005]
 
     sid = await harness.login("user@acme", PW)
-    ended = await harness.as_session(sid, e={"command": "session.end"}, i={"command": "session.info"})
+    ended = await harness.as_session(
+        sid, e={"command": "session.end"}, i={"command": "session.info"}
+    )
     assert ended["e"] == {"success": True}
     assert ended["i"]["errorCodes"] == [-90005]
     assert (await harness.as_session(sid, **info))["i"]["errorCodes"] == [-90005]
 
 
-async def test_sessions_survive_a_restart_but_not_a_copied_token_table(harness: Harness, tmp_path: Path) -> None:
+async def test_sessions_survive_a_restart_but_not_a_copied_token_table(
+    harness: Harness, tmp_path: Path
+) -> None:
     sid = await harness.login("user@acme", PW)
     stored = harness.database.cursor().execute("SELECT token_hash FROM sessions").fetchall()
     assert sid not in {row[0] for row in stored}
     harness.identity._sessions.clear()  # what a restart loses: the in-memory cache
     assert (await harness.as_session(sid, i={"command": "session.info"}))["i"]["success"]
-    assert (await harness.as_session(stored[0][0], i={"command": "session.info"}))["i"]["errorCodes"] == [-90005]
+    assert (await harness.as_session(stored[0][0], i={"command": "session.info"}))["i"][
+        "errorCodes"
+    ] == [-90005]
 
 
 async def test_connection_binding(harness: Harness) -> None:
     connection = harness.connection(binds=True)
-    login = {"auth": {"command": "api.authenticate", "params": {"username": "user@acme", "password": PW}}}
+    login = {
+        "auth": {"command": "api.authenticate", "params": {"username": "user@acme", "password": PW}}
+    }
     await harness.call(login, connection)
     assert (await harness.call({"i": {"command": "session.info"}}, connection))["i"]["success"]
     other = harness.connection(binds=False)
     await harness.call(login, other)
-    assert (await harness.call({"i": {"command": "session.info"}}, other))["i"]["errorCodes"] == [-90005]
+    assert (await harness.call({"i": {"command": "session.info"}}, other))["i"]["errorCodes"] == [
+        -90005
+    ]
 
 
-async def test_unexpected_errors_answer_90099_without_detail(harness: Harness, tmp_path: Path) -> None:
+async def test_unexpected_errors_answer_90099_without_detail(
+    harness: Harness, tmp_path: Path
+) -> None:
     class NoParams(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
@@ -172,12 +209,21 @@ async def test_unexpected_errors_answer_90099_without_detail(harness: Harness, t
     registry = Registry([[Command("test.boom", NoParams, boom, needs_session=False)]])
     dispatcher = Dispatcher(registry, harness.dispatcher._services)
     reply = await dispatcher.handle(b'{"1":{"command":"test.boom"}}', harness.connection())
-    assert reply == b'{"1":{"success":false,"errorCodes":[-90099],"errorMessages":["internal error"]}}'
+    assert (
+        reply == b'{"1":{"success":false,"errorCodes":[-90099],"errorMessages":["internal error"]}}'
+    )
 
 
 def test_registry_rejects_duplicates() -> None:
     commands = list(build_registry().names())
-    assert {"api.authenticate", "session.info", "session.end", "diag.ping", "diag.time", "usage.api.list"} <= set(commands)
+    assert {
+        "api.authenticate",
+        "session.info",
+        "session.end",
+        "diag.ping",
+        "diag.time",
+        "usage.api.list",
+    } <= set(commands)
     table = [Command("diag.ping", BaseModel, lambda p, c: None)]  # type: ignore[arg-type,return-value]
     with pytest.raises(ValueError, match="twice"):
         Registry([table, table])
@@ -189,7 +235,11 @@ async def test_command_cap_per_envelope(tmp_path: Path) -> None:
         reply = await h.call({str(i): {"command": "diag.ping"} for i in range(4)})
         assert reply["errorCodes"] == [-90010]
         assert "4 commands, limit 3" in reply["errorMessages"][0]
-        assert list(await h.call({str(i): {"command": "diag.ping"} for i in range(3)})) == ["0", "1", "2"]
+        assert list(await h.call({str(i): {"command": "diag.ping"} for i in range(3)})) == [
+            "0",
+            "1",
+            "2",
+        ]
     finally:
         h.close()
 
@@ -197,11 +247,20 @@ async def test_command_cap_per_envelope(tmp_path: Path) -> None:
 async def test_every_call_is_logged_and_secrets_are_not(harness: Harness) -> None:
     sid = await harness.login("user@acme", PW)
     await harness.raw(b"\xff not json")
-    await harness.raw(b'{"x":{"command":"no.such"},"y":{"command":"diag.ping","params":{"appToken":"tok-123"}}}')
+    await harness.raw(
+        b'{"x":{"command":"no.such"},"y":{"command":"diag.ping","params":{"appToken":"tok-123"}}}'
+    )
     await harness.as_session(sid, i={"command": "session.info"})
-    await harness.call({"auth": {"command": "api.authenticate", "params": {"username": "user@acme", "password": "bad-pw-9"}}})
+    await harness.call(
+        {
+            "auth": {
+                "command": "api.authenticate",
+                "params": {"username": "user@acme", "password": "bad-pw-9"},
+            }
+        }
+    )
     rows = await records(harness)
-    # oldest first: login, malformed, no.such, diag.ping, session.info, failed login (+ the ops login)
+    # oldest first: login, malformed, no.such, diag.ping, session.info, failed login, ops login
     shapes = [(r["service"], r["command"], r["success"], r["errorCode"]) for r in reversed(rows)]
     assert shapes[:6] == [
         ("api", "authenticate", True, None),
@@ -220,8 +279,22 @@ async def test_every_call_is_logged_and_secrets_are_not(harness: Harness) -> Non
     failed_login = rows[-6]
     assert (failed_login["orgId"], failed_login["whoami"]) == ("", "")
     assert set(login) == {
-        "id", "ts", "execTime", "processedBy", "orgId", "orgKey", "whoami", "service", "command",
-        "success", "errorCode", "transport", "clientId", "remoteAddr", "request", "response",
+        "id",
+        "ts",
+        "execTime",
+        "processedBy",
+        "orgId",
+        "orgKey",
+        "whoami",
+        "service",
+        "command",
+        "success",
+        "errorCode",
+        "transport",
+        "clientId",
+        "remoteAddr",
+        "request",
+        "response",
     }
     assert login["ts"] == "2024-03-01T12:00:00.000Z" and login["processedBy"] == "unit"
     assert isinstance(login["execTime"], int) and login["execTime"] > 0
@@ -240,7 +313,7 @@ async def test_request_and_response_are_capped_and_marked(tmp_path: Path) -> Non
         # the listing's own response holds the listed records and is capped too
         sid = await h.login("ops@acme", PW)
         await h.as_session(sid, l={"command": "usage.api.list", "params": {"showAll": True}})
-        newest = (await records(h, limit=3))
+        newest = await records(h, limit=3)
         listing = next(r for r in newest if r["command"] == "api.list")
         assert len(listing["response"].encode()) <= 300 and "truncated" in listing["response"]
     finally:

@@ -72,8 +72,13 @@ async def test_durations_compose_and_windows_are_inclusive(harness: Harness) -> 
         page = await ok(harness, sid, last=last, service="diag")
         assert page["count"] == 2, last
     assert (await ok(harness, sid, last="1d", service="diag"))["count"] == 3
-    window = await ok(harness, sid, start="2024-03-01T13:00:00Z", end="2024-03-01T14:00:00.000Z", service="diag")
-    assert [r["ts"] for r in window["result"]] == ["2024-03-01T14:00:00.000Z", "2024-03-01T13:00:00.000Z"]
+    window = await ok(
+        harness, sid, start="2024-03-01T13:00:00Z", end="2024-03-01T14:00:00.000Z", service="diag"
+    )
+    assert [r["ts"] for r in window["result"]] == [
+        "2024-03-01T14:00:00.000Z",
+        "2024-03-01T13:00:00.000Z",
+    ]
     berlin = await ok(harness, sid, start="2024-03-01T15:00:00+01:00", service="diag")
     assert berlin["count"] == 2  # 14:00Z onwards, up to now
     assert (await ok(harness, sid, start="2024-03-01T14:30:00Z", service="diag"))["count"] == 1
@@ -82,16 +87,25 @@ async def test_durations_compose_and_windows_are_inclusive(harness: Harness) -> 
 async def test_filters(harness: Harness) -> None:
     user = await harness.login("user@acme", PW)
     admin = await harness.login("admin@acme", PW)
-    await harness.as_session(user, a={"command": "diag.ping"}, b={"command": "diag.time"}, c={"command": "no.such"})
-    await harness.as_session(admin, a={"command": "diag.ping"}, b={"command": "session.info", "params": {"x": 1}})
+    await harness.as_session(
+        user, a={"command": "diag.ping"}, b={"command": "diag.time"}, c={"command": "no.such"}
+    )
+    await harness.as_session(
+        admin, a={"command": "diag.ping"}, b={"command": "session.info", "params": {"x": 1}}
+    )
     assert (await ok(harness, user, who="admin@acme"))["count"] == 3  # login, ping, failed info
     assert (await ok(harness, user, who="user@acme", service="diag"))["count"] == 2
     pings = await ok(harness, user, service="diag", command="ping")
-    assert pings["count"] == 2 and {r["whoami"] for r in pings["result"]} == {"user@acme", "admin@acme"}
+    assert pings["count"] == 2 and {r["whoami"] for r in pings["result"]} == {
+        "user@acme",
+        "admin@acme",
+    }
     failures = await ok(harness, user, hasFailure=True)
     assert sorted(r["errorCode"] for r in failures["result"]) == [-90002, -90001]
     # hasFailure false means all calls; the second listing also counts the first one
-    assert (await ok(harness, user, hasFailure=False))["count"] + 1 == (await ok(harness, user))["count"]
+    assert (await ok(harness, user, hasFailure=False))["count"] + 1 == (await ok(harness, user))[
+        "count"
+    ]
     assert await ok(harness, user, service="nothing") == {"count": 0, "result": None}
 
 
@@ -142,8 +156,13 @@ async def test_a_thing_sees_only_its_own_calls(harness: Harness) -> None:
     things = {}
     for key in ("truck-1", "truck-2"):
         reply = await harness.call(
-            {"auth": {"command": "api.authenticate", "params": {"appId": app_id, "appToken": app_token, "thingKey": key}},
-             "p": {"command": "diag.ping"}}
+            {
+                "auth": {
+                    "command": "api.authenticate",
+                    "params": {"appId": app_id, "appToken": app_token, "thingKey": key},
+                },
+                "p": {"command": "diag.ping"},
+            }
         )
         things[key] = reply["auth"]["params"]["sessionId"]
     user = await harness.login("user@acme", PW)
