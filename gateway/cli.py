@@ -120,6 +120,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # we log our own one line
     overrides = {
         name: value
         for name in (

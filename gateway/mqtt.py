@@ -103,6 +103,7 @@ class MqttTransport:
         self._connections: dict[str, Connection] = {}
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
         self.connected = asyncio.Event()
         self._client = self._make_client()
 
@@ -146,6 +147,8 @@ class MqttTransport:
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        if self._stopping:
+            return
         logger.warning(
             "mqtt disconnected from %s:%s (%s); reconnecting",
             self._target.host,
@@ -257,6 +260,7 @@ class MqttTransport:
             await asyncio.Event().wait()
         finally:
             await asyncio.gather(*self._tails.values(), return_exceptions=True)
+            self._stopping = True
             self._client.disconnect()
             self._client.loop_stop()
             logger.info("mqtt stopped")

@@ -1,0 +1,84 @@
+# Development entry points. Everything runs non-interactively (CI=true, no stdin) on a fresh
+# Debian machine: missing system packages come from apt, Python packages go into .venv.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export DEBIAN_FRONTEND := noninteractive
+
+# apt needs root; use sudo only when we are not root already (CI containers usually are).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+# Install $(1); refresh the package lists only when the first attempt fails.
+apt_install = $(APT_GET) install -y --no-install-recommends $(1) \
+	|| { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends $(1); }
+
+# Mosquitto lives in /usr/sbin, which is not on a normal user's PATH.
+MOSQUITTO_TOOLS := mosquitto mosquitto_pub mosquitto_sub mosquitto_rr mosquitto_passwd
+
+.PHONY: help venv mosquitto run test lint bench clean distclean
+
+help:
+	@echo "make venv       create .venv and install the project with its test extras"
+	@echo "make mosquitto  install mosquitto and mosquitto-clients from apt if missing"
+	@echo "make run        start a local broker and the gateway, print how to connect"
+	@echo "make test       run the whole test suite (real Mosquitto on free ports)"
+	@echo "make lint       ruff check, ruff format --check, mypy"
+	@echo "make bench      run the benchmarks"
+	@echo "make clean      remove caches; make distclean also removes .venv, .run and data"
+
+venv: $(STAMP)
+
+# Re-run the install only when pyproject.toml changes (the stamp is newer otherwise).
+# Debian ships venv's ensurepip separately (python3-venv); minimal images lack python3.
+$(STAMP): pyproject.toml
+	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+		$(call apt_install,python3 python3-venv); \
+	fi
+	@[ -x $(VPY) ] || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VPY) -m pip install --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+mosquitto:
+	@missing=""; \
+	for tool in $(MOSQUITTO_TOOLS); do \
+		command -v $$tool >/dev/null || [ -x /usr/sbin/$$tool ] || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing mosquitto (missing:$$missing)"; \
+		$(call apt_install,mosquitto mosquitto-clients); \
+	fi
+
+run: venv mosquitto
+	$(VPY) -m devtools.run
+
+test: venv mosquitto
+	$(VPY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: venv mosquitto
+	@if [ -f bench/__main__.py ]; then \
+		$(VPY) -m bench; \
+	else \
+		echo "bench: not yet (bench/__main__.py does not exist)"; \
+	fi
+
+clean:
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+
+# Also forgets the dev credentials and the dev database (they belong together: a user created
+# with one password in data/ would not match freshly generated credentials in .run/).
+distclean: clean
+	rm -rf $(VENV) .run data

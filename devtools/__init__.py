@@ -1,0 +1,1 @@
+"""Development helpers: a real Mosquitto for the tests (broker) and `make run` (run)."""
