@@ -99,7 +99,9 @@ class MqttTransport:
         self._classic = classic
         self._max_payload = max_payload
         prefix = f"$share/{shared_group}/" if shared_group else ""
-        self._subscriptions = [(prefix + t, 1) for t in ("api", "api/#", "apiz", "apiz/#")]
+        # `api/#` also matches bare `api`; subscribing to both would deliver a bare-`api` request
+        # twice under MQTT v5 (one copy per matching subscription).
+        self._subscriptions = [(prefix + topic, 1) for topic in ("api/#", "apiz/#")]
         self._connections: dict[str, Connection] = {}
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -48,6 +48,9 @@ def start_gateway(tenants: Tenants) -> Iterator[Callable[..., GatewayThread]]:
 
 
 @pytest.fixture
-def gateway(start_gateway: Callable[..., GatewayThread], broker: Broker) -> GatewayThread:
-    """A gateway serving WebSocket on a free port and MQTT through `broker` (isolated mode)."""
+def gateway(broker: Broker, start_gateway: Callable[..., GatewayThread]) -> GatewayThread:
+    """A gateway serving WebSocket on a free port and MQTT through `broker` (isolated mode).
+
+    `broker` comes first so that it is torn down after the gateway, not under it.
+    """
     return start_gateway(mqtt_url=broker.url_for_gateway)
