@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from commands import build_registry
 from gateway.context import Services
 from gateway.dispatcher import Dispatcher
-from gateway.mqtt import MqttTransport, parse_mqtt_url
+from gateway.mqtt import MqttTransport
 from gateway.settings import Settings
 from gateway.websocket import start_websocket_server
 from storage.db import Database
@@ -51,10 +51,11 @@ class Gateway:
         logger.info("tr50gw starting as %s, usage log %s", settings.instance_name, settings.db)
         try:
             async with asyncio.TaskGroup() as group:
-                if settings.mqtt_url.lower() not in ("", "none", "off"):
+                target = settings.mqtt_target
+                if target is not None:
                     self.mqtt = MqttTransport(
                         self.dispatcher,
-                        parse_mqtt_url(settings.mqtt_url),
+                        target,
                         client_id=settings.client_id,
                         classic=settings.mqtt_classic,
                         shared_group=settings.shared_group,

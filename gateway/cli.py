@@ -140,7 +140,10 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as error:
-        print(f"tr50gw: bad setting: {error}", file=sys.stderr)
+        # Without the input values: a bad MQTT URL may carry a password.
+        for item in error.errors(include_input=False, include_url=False):
+            name = ".".join(str(part) for part in item["loc"])
+            print(f"tr50gw: bad setting {name}: {item['msg']}", file=sys.stderr)
         return EXIT_USAGE
     try:
         gateway = Gateway(settings)

@@ -9,7 +9,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from websockets.sync.client import connect
 
-from gateway.mqtt import parse_mqtt_url, set_nodelay
+from gateway.mqtt import set_nodelay
+from gateway.settings import parse_mqtt_url
 
 __all__ = ["call_mqtt", "call_websocket"]
 

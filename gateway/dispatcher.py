@@ -65,12 +65,11 @@ class Dispatcher:
         reply: dict[str, Any] = {}
         if decoded.auth is not None:
             auth = decoded.auth
-            if isinstance(auth, dict) and "command" in auth:
-                reply["auth"] = await self._run("auth", auth, ctx, auth_entry=True)
-            elif isinstance(auth, dict) and set(auth) == {"sessionId"}:
-                resolved = await self._resolve(auth["sessionId"])
-                ctx.session, ctx.session_token = resolved, (auth["sessionId"] if resolved else None)
-            else:
+            if isinstance(auth, dict) and set(auth) == {"sessionId"}:
+                # An explicit session replaces a bound one, even when it turns out invalid.
+                ctx.session = await self._resolve(auth["sessionId"])
+                ctx.session_token = auth["sessionId"] if ctx.session else None
+            else:  # api.authenticate, or a malformed auth entry answered under "auth"
                 reply["auth"] = await self._run("auth", auth, ctx, auth_entry=True)
         for key, body in decoded.entries:
             reply[key] = await self._run(key, body, ctx)

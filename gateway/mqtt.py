@@ -16,7 +16,6 @@ import socket
 import zlib
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -27,35 +26,12 @@ from gateway.codec import encode
 from gateway.context import Connection
 from gateway.dispatcher import Dispatcher
 from gateway.errors import MalformedEnvelope, PayloadTooLarge, TR50Error, failure
+from gateway.settings import MqttTarget
 
-__all__ = ["MqttTarget", "MqttTransport", "parse_mqtt_url", "reply_route"]
+__all__ = ["MqttTransport", "reply_route", "set_nodelay"]
 
 logger = logging.getLogger("tr50gw.mqtt")
 _SESSION_EXPIRY = 7 * 86400
-
-
-@dataclass(frozen=True, slots=True)
-class MqttTarget:
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-
-    def __repr__(self) -> str:  # never show the password
-        user = f"{self.username}@" if self.username else ""
-        return f"MqttTarget(mqtt://{user}{self.host}:{self.port})"
-
-
-def parse_mqtt_url(url: str) -> MqttTarget:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise ValueError("MQTT URL must look like mqtt://[user:pass@]host:port")
-    return MqttTarget(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 1883,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,41 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["MqttTarget", "Settings", "parse_mqtt_url"]
+
+_MQTT_OFF = ("", "none", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class MqttTarget:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+
+    def __repr__(self) -> str:  # never show the password
+        user = f"{self.username}@" if self.username else ""
+        return f"MqttTarget(mqtt://{user}{self.host}:{self.port})"
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    """`mqtt://[user:pass@]host[:port]`; user and password may be percent-encoded."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp"):
+        raise ValueError("MQTT URL must look like mqtt://[user:pass@]host:port")
+    return MqttTarget(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 1883,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
 
 
 class Settings(BaseSettings):
@@ -28,6 +57,20 @@ class Settings(BaseSettings):
     max_payload: int = Field(256 * 1024, ge=1024)
     log_cap: int = Field(64 * 1024, ge=256)
     max_commands: int = Field(500, ge=1)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _valid_mqtt_url(cls, value: str) -> str:
+        if value.lower() not in _MQTT_OFF:
+            parse_mqtt_url(value)
+        return value
+
+    @property
+    def mqtt_target(self) -> MqttTarget | None:
+        """Where to connect, or None when MQTT is off."""
+        if self.mqtt_url.lower() in _MQTT_OFF:
+            return None
+        return parse_mqtt_url(self.mqtt_url)
 
     @property
     def client_id(self) -> str:

@@ -358,6 +358,15 @@ def test_call_without_a_server_fails_cleanly(workdir: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_bad_mqtt_url_is_a_usage_error_that_hides_the_password(workdir: Path) -> None:
+    for url in ("mqtt://gw:hunter2@127.0.0.1:notaport", "http://gw:hunter2@127.0.0.1"):
+        done = tr50gw("serve", "--ws-port", "-1", "--db", "x.duckdb", cwd=workdir,
+                      env={"TR50GW_MQTT_URL": url})  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("tr50gw: bad setting mqtt_url: ")
+        assert "hunter2" not in done.stderr + done.stdout
+
+
 # -- 4 and 5. settings from the environment; one gateway per DuckDB file ------------------------
 @dataclass
 class EnvServer:
