@@ -67,12 +67,14 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: venv mosquitto
-	@if [ -f bench/__main__.py ]; then \
-		$(VPY) -m bench; \
-	else \
-		echo "bench: not yet (bench/__main__.py does not exist)"; \
-	fi
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(VPY) -m pip install --disable-pip-version-check -e '.[test,bench]'
+	@touch $@
+
+bench: venv mosquitto $(BENCH_STAMP)
+	$(VPY) -m bench $(BENCH_ARGS)
 
 clean:
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +

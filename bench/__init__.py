@@ -1,0 +1,1 @@
+"""Benchmarks for tr50gw (`make bench`): never part of `make test`."""
