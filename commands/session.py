@@ -48,8 +48,8 @@ async def end_session(params: SessionEndParams, ctx: CallContext) -> None:
     ctx.require_session()
     if ctx.session_token is not None:
         await ctx.services.identity.end(ctx.session_token)
-    if ctx.connection.session_token == ctx.session_token:
-        ctx.connection.session_token = None
+    if ctx.connection.session is ctx.session:
+        ctx.connection.bind(None, None)
     ctx.session = None
     ctx.session_token = None
 

@@ -8,6 +8,7 @@ because they are properties of the wire format, not of any transport.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -65,6 +66,13 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+def _bracket_count(payload: bytes | str) -> int:
+    """An upper bound of the nesting depth, counted in C: most envelopes skip the walk."""
+    if isinstance(payload, str):
+        return payload.count("{") + payload.count("[")
+    return payload.count(b"{") + payload.count(b"[")
+
+
 def _as_text(payload: bytes | str, limit: int) -> str:
     if isinstance(payload, str):
         return cap_text(payload, limit)
@@ -96,7 +104,7 @@ def decode(
         )
     if not document:
         return RootFailure(MalformedEnvelope("malformed envelope: no commands"), "{}")
-    if _depth_exceeds(document, MAX_DEPTH):
+    if _bracket_count(payload) > MAX_DEPTH and _depth_exceeds(document, MAX_DEPTH):
         return RootFailure(
             MalformedEnvelope(f"malformed envelope: nested deeper than {MAX_DEPTH}"),
             _as_text(payload, log_cap),
@@ -116,12 +124,17 @@ def encode(document: Any) -> bytes:
     return orjson.dumps(document)
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
 def redact(value: Any, extra_keys: frozenset[str] = frozenset()) -> Any:
     """A copy of `value` with every secret-looking key's value replaced by `***`."""
     if isinstance(value, dict):
         return {
             key: REDACTED
-            if (isinstance(key, str) and (key in extra_keys or _SECRET_KEY.search(key)))
+            if key in extra_keys or _is_secret_key(key)
             else redact(item, extra_keys)
             for key, item in value.items()
         }

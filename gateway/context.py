@@ -30,6 +30,10 @@ class Connection:
     remote_addr: str = ""
     binds_sessions: bool = False
     session_token: str | None = None
+    session: Session | None = None
+
+    def bind(self, session: Session | None, token: str | None) -> None:
+        self.session, self.session_token = session, token
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,7 @@ class Dispatcher:
         for key, body in decoded.entries:
             reply[key] = await self._run(key, body, ctx)
         if ctx.opened is not None and connection.binds_sessions:
-            connection.session_token = ctx.opened[1]
+            connection.bind(*ctx.opened)
         return codec.encode(reply)
 
     async def record_rejected(self, connection: Connection, error: TR50Error, text: str) -> None:
@@ -90,14 +90,13 @@ class Dispatcher:
         return await self._services.identity.resolve(token)
 
     async def _bound_session(self, connection: Connection) -> tuple[Session | None, str | None]:
-        token = connection.session_token
-        if token is None:
-            return None, None
-        session = await self._resolve(token)
+        session = connection.session
         if session is None:
-            connection.session_token = None
             return None, None
-        return session, token
+        if not await self._services.identity.touch(session):
+            connection.bind(None, None)
+            return None, None
+        return session, connection.session_token
 
     async def _run(
         self, key: str, body: Any, ctx: CallContext, *, auth_entry: bool = False

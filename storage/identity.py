@@ -98,6 +98,7 @@ class Session:
     start_time: datetime
     last_accessed: datetime
     stored_access: datetime = field(repr=False, default=datetime.min)
+    ended: bool = False
 
     @property
     def whoami(self) -> str:
@@ -291,19 +292,32 @@ class IdentityStore:
             if session is None:
                 return None
             self._sessions[token_hash] = session
+        return session if await self.touch(session) else None
+
+    async def touch(self, session: Session) -> bool:
+        """Whether `session` is still alive; if so its expiry slides forward.
+
+        Transports keep the Session of a bound connection and call this directly, which spares
+        hashing the token on every envelope.
+        """
+        if session.ended:
+            return False
         now = self._clock()
         if now >= session.expires_at():
-            self._sessions.pop(token_hash, None)
-            return None
+            session.ended = True
+            self._sessions.pop(session.token_hash, None)
+            return False
         session.last_accessed = now
         if now - session.stored_access >= _PERSIST_ACCESS_EVERY:
             session.stored_access = now
-            await asyncio.to_thread(self._store_access_sync, token_hash, now)
-        return session
+            await asyncio.to_thread(self._store_access_sync, session.token_hash, now)
+        return True
 
     async def end(self, token: str) -> None:
         token_hash = token_digest(token)
-        self._sessions.pop(token_hash, None)
+        session = self._sessions.pop(token_hash, None)
+        if session is not None:
+            session.ended = True
         await asyncio.to_thread(
             lambda: self._database.cursor().execute(
                 "UPDATE sessions SET ended = true WHERE token_hash = ?", [token_hash]
