@@ -33,7 +33,7 @@ class Gateway:
 
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = settings
-        self.database = Database(settings.db)
+        self.database = Database(settings.db, memory_limit=settings.db_memory_limit)
         self.usage = UsageLog(self.database)
         self.identity = IdentityStore(self.database, clock)
         self.services = Services(settings, self.identity, self.usage, clock)

@@ -77,12 +77,17 @@ class DatabaseLocked(RuntimeError):
 class Database:
     """One DuckDB file, opened once per process; each thread gets its own cursor."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, memory_limit: str | None = None) -> None:
+        """`memory_limit` caps DuckDB's buffer cache (its default is 80% of RAM); beyond it,
+        DuckDB spills to a temporary folder next to the file."""
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        config: dict[str, str | bool | int | float | list[str]] = {}
+        if memory_limit:
+            config["memory_limit"] = memory_limit
         try:
-            self._connection = duckdb.connect(str(path))
+            self._connection = duckdb.connect(str(path), config=config)
         except duckdb.IOException as error:
             if "lock" in str(error).lower():
                 raise DatabaseLocked(

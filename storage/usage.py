@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -75,6 +75,7 @@ _INSERT = (  # column names only, from the dataclass: no values are ever spliced
     + " FROM batch"
 )
 
+_HOUR = timedelta(hours=1)
 _id_lock = threading.Lock()
 # Ids need uniqueness, not secrecy: a PRNG seeded from the OS is ~20x cheaper than os.urandom.
 _random = random.Random(os.urandom(16))
@@ -249,17 +250,59 @@ class UsageLog:
     def list_sync(
         self, usage_filter: UsageFilter, *, offset: int, limit: int
     ) -> tuple[int, list[dict[str, Any]]]:
+        """One page, newest first, and the total count, in three narrow steps.
+
+        1. One scan of the filter columns counts the matches per hour (the total is their sum).
+        2. The hours that hold rows `offset .. offset+limit` bound a small window in which only
+           the sort keys `(ts, id)` are ranked: no wide rows are sorted, however deep the page.
+        3. The full rows of the page are read by its key span, with plain range predicates
+           that zone maps can use (an `id IN (...)` list would become a join over a scan).
+        """
         # `where` holds only column names and `?` placeholders; values travel as parameters.
         where, values = usage_filter.where()
+        glue = " AND " if where else " WHERE "
         cursor = self._database.cursor()
-        count_sql = "SELECT count(*) FROM usage_log" + where  # noqa: S608
-        count_row = cursor.execute(count_sql, values).fetchone()
-        count = int(count_row[0]) if count_row else 0
+        histogram = cursor.execute(
+            "SELECT date_trunc('hour', ts) AS hour, count(*) FROM usage_log"  # noqa: S608
+            + where
+            + " GROUP BY hour ORDER BY hour DESC",
+            values,
+        ).fetchall()
+        count = sum(n for _, n in histogram)
         if count <= offset:
             return count, []
+        newer = skipped = 0
+        upper: datetime | None = None
+        lower: datetime | None = None
+        for hour, n in histogram:
+            if upper is None and newer + n > offset:
+                upper, skipped = hour + _HOUR, newer
+            newer += n
+            if newer >= offset + limit:
+                lower = hour
+                break
+        window, window_values = ["ts < ?"], [upper]
+        if lower is not None:
+            window.append("ts >= ?")
+            window_values.append(lower)
+        keys = cursor.execute(
+            "SELECT ts, id FROM usage_log"  # noqa: S608
+            + where
+            + glue
+            + " AND ".join(window)
+            + " ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
+            [*values, *window_values, limit, offset - skipped],
+        ).fetchall()
+        if not keys:  # rows vanished between the two statements (cannot happen: append-only)
+            return count, []
+        (newest_ts, newest_id), (oldest_ts, oldest_id) = keys[0], keys[-1]
         rows = cursor.execute(
-            _SELECT + where + " ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
-            [*values, limit, offset],
+            _SELECT
+            + where
+            + glue
+            + "ts BETWEEN ? AND ? AND (ts > ? OR id >= ?) AND (ts < ? OR id <= ?)"
+            " ORDER BY ts DESC, id DESC",
+            [*values, oldest_ts, newest_ts, oldest_ts, oldest_id, newest_ts, newest_id],
         ).fetchall()
         return count, [dict(zip(_WIRE_NAMES, row, strict=True)) for row in rows]
 
