@@ -76,4 +76,11 @@ async def list_api_usage(params: ListApiUsageParams, ctx: CallContext) -> dict[s
     return {"count": count, "result": records or None}
 
 
-COMMANDS = [Command("usage.api.list", ListApiUsageParams, list_api_usage)]
+def listing_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What the usage log keeps of a listing: how many matched and how many were returned."""
+    return {"count": result["count"], "returned": len(result["result"] or ())}
+
+
+COMMANDS = [
+    Command("usage.api.list", ListApiUsageParams, list_api_usage, log_result=listing_summary),
+]

@@ -133,9 +133,7 @@ def redact(value: Any, extra_keys: frozenset[str] = frozenset()) -> Any:
     """A copy of `value` with every secret-looking key's value replaced by `***`."""
     if isinstance(value, dict):
         return {
-            key: REDACTED
-            if key in extra_keys or _is_secret_key(key)
-            else redact(item, extra_keys)
+            key: REDACTED if key in extra_keys or _is_secret_key(key) else redact(item, extra_keys)
             for key, item in value.items()
         }
     if isinstance(value, list):

@@ -20,7 +20,7 @@ from gateway.errors import (
     failure,
     to_failure,
 )
-from gateway.registry import Registry
+from gateway.registry import Command, Registry
 from storage.identity import Session
 from storage.usage import UsageRecord, new_record_id
 
@@ -103,7 +103,7 @@ class Dispatcher:
     ) -> dict[str, Any]:
         started = time.perf_counter_ns()
         service = command = ""
-        secret_keys: frozenset[str] = frozenset()
+        spec: Command | None = None
         try:
             if not isinstance(body, dict) or not isinstance(body.get("command"), str):
                 raise MalformedEnvelope("malformed envelope: entry without a string 'command'")
@@ -114,7 +114,6 @@ class Dispatcher:
                 raise UnknownCommand(f"unknown command: {name[:_NAME_CAP]}")
             if auth_entry and name != "api.authenticate":
                 raise MalformedEnvelope("malformed envelope: auth must be api.authenticate")
-            secret_keys = spec.secret_result_keys
             params = body.get("params")
             if params is None:
                 params = {}
@@ -131,10 +130,16 @@ class Dispatcher:
             err: TR50Error = to_failure(error)
             outcome = failure(err.code, err.message)
             error_code = err.code
+        logged = outcome
+        secret_keys: frozenset[str] = frozenset()
+        if spec is not None:
+            secret_keys = spec.secret_result_keys
+            if spec.log_result is not None and "params" in outcome:
+                logged = {**outcome, "params": spec.log_result(outcome["params"])}
         cap = self._settings.log_cap
         request = codec.cap_text(codec.encode({key: codec.redact(body)}).decode(), cap)
         response = codec.cap_text(
-            codec.encode({key: codec.redact(outcome, secret_keys)}).decode(), cap
+            codec.encode({key: codec.redact(logged, secret_keys)}).decode(), cap
         )
         self._record(ctx, service, command, request, response, error_code, started)
         return outcome

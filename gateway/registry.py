@@ -20,6 +20,9 @@ class Command:
     """One TR50 command: its full name (`service.command`), params model and handler.
 
     `secret_result_keys` names result fields the usage log must redact (session ids).
+    `log_result`, when set, is what the usage log keeps of a successful result instead of the
+    result itself (a listing logs its count, not the records it returned, which are in the log
+    already: otherwise every listing of listings would store pages of pages).
     """
 
     name: str
@@ -27,6 +30,7 @@ class Command:
     handler: Handler
     needs_session: bool = True
     secret_result_keys: frozenset[str] = field(default_factory=frozenset)
+    log_result: Callable[[Any], Any] | None = None
 
 
 class Registry:

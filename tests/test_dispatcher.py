@@ -306,15 +306,35 @@ async def test_request_and_response_are_capped_and_marked(tmp_path: Path) -> Non
         h.identity.create_org("acme")
         h.identity.create_user("ops@acme", "acme", PW, "super-ops")
         await h.call({"1": {"command": "diag.ping", "params": {"blob": "x" * 5000}}})
+
+        class NoParams(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+
+        async def big(params: NoParams, ctx: CallContext) -> dict[str, Any]:
+            return {"blob": "y" * 5000}
+
+        registry = Registry([[Command("test.big", NoParams, big, needs_session=False)]])
+        reply = await Dispatcher(registry, h.dispatcher._services).handle(
+            b'{"2":{"command":"test.big"}}', h.connection()
+        )
+        assert len(reply) > 5000  # the caller gets it all; only the log is capped
         rows = await records(h)
-        big = rows[-1]
-        assert len(big["request"].encode()) <= 300
-        assert big["request"].endswith("bytes]") and "truncated" in big["request"]
-        # the listing's own response holds the listed records and is capped too
-        sid = await h.login("ops@acme", PW)
-        await h.as_session(sid, l={"command": "usage.api.list", "params": {"showAll": True}})
-        newest = await records(h, limit=3)
-        listing = next(r for r in newest if r["command"] == "api.list")
-        assert len(listing["response"].encode()) <= 300 and "truncated" in listing["response"]
+        big_request, big_response = rows[-1], rows[-2]
+        assert len(big_request["request"].encode()) <= 300
+        assert big_request["request"].endswith("bytes]") and "truncated" in big_request["request"]
+        assert len(big_response["response"].encode()) <= 300
+        assert big_response["response"].endswith("bytes]") and "yyyy" in big_response["response"]
     finally:
         h.close()
+
+
+async def test_a_listing_logs_its_count_not_the_records_it_returned(harness: Harness) -> None:
+    sid = await harness.login("user@acme", PW)
+    for _ in range(3):
+        await harness.as_session(sid, p={"command": "diag.ping"})
+    reply = await harness.as_session(sid, l={"command": "usage.api.list", "params": {"limit": 2}})
+    assert reply["l"]["params"]["count"] == 4 and len(reply["l"]["params"]["result"]) == 2
+    logged = next(r for r in await records(harness) if r["command"] == "api.list")
+    assert logged["response"] == '{"l":{"success":true,"params":{"count":4,"returned":2}}}'
+    failed = await harness.as_session(sid, l={"command": "usage.api.list", "params": {"limit": 0}})
+    assert failed["l"]["errorCodes"] == [-90002]
