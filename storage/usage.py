@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -75,7 +75,9 @@ _INSERT = (  # column names only, from the dataclass: no values are ever spliced
     + " FROM batch"
 )
 
-_HOUR = timedelta(hours=1)
+# How far back from a listing's end the first scan also counts; the page is ranked within the
+# smallest horizon that holds it.
+_HORIZONS = tuple(timedelta(minutes=minutes) for minutes in (5, 30, 120, 720, 4320, 20160, 86400))
 _id_lock = threading.Lock()
 # Ids need uniqueness, not secrecy: a PRNG seeded from the OS is ~20x cheaper than os.urandom.
 _random = random.Random(os.urandom(16))
@@ -252,48 +254,45 @@ class UsageLog:
     ) -> tuple[int, list[dict[str, Any]]]:
         """One page, newest first, and the total count, in three narrow steps.
 
-        1. One scan of the filter columns counts the matches per hour (the total is their sum).
-        2. The hours that hold rows `offset .. offset+limit` bound a small window in which only
-           the sort keys `(ts, id)` are ranked: no wide rows are sorted, however deep the page.
-        3. The full rows of the page are read by its key span, with plain range predicates
-           that zone maps can use (an `id IN (...)` list would become a join over a scan).
+        1. One scan of the filter columns counts all matches and, in the same pass, those
+           within a few growing horizons before the window's end (filtered aggregates, no sort).
+        2. The smallest horizon holding rows `0 .. offset+limit` bounds where the page's sort
+           keys `(ts, id)` are ranked: zone maps skip older row groups, and no wide rows are
+           sorted however deep the page.
+        3. The page's full rows are read by its key span, with plain range predicates that
+           zone maps can use (an `id IN (...)` list would become a join over a scan).
         """
         # `where` holds only column names and `?` placeholders; values travel as parameters.
         where, values = usage_filter.where()
         glue = " AND " if where else " WHERE "
         cursor = self._database.cursor()
-        histogram = cursor.execute(
-            "SELECT date_trunc('hour', ts) AS hour, count(*) FROM usage_log"  # noqa: S608
-            + where
-            + " GROUP BY hour ORDER BY hour DESC",
-            values,
-        ).fetchall()
-        count = sum(n for _, n in histogram)
+        end = usage_filter.end or datetime.now(UTC).replace(tzinfo=None)
+        cutoffs = [end - horizon for horizon in _HORIZONS]
+        counted = cursor.execute(
+            "SELECT count(*)"  # noqa: S608
+            + "".join(", count(*) FILTER (WHERE ts >= ?)" for _ in cutoffs)
+            + " FROM usage_log"
+            + where,
+            [*cutoffs, *values],
+        ).fetchone()
+        assert counted is not None
+        count = int(counted[0])
         if count <= offset:
             return count, []
-        newer = skipped = 0
-        upper: datetime | None = None
-        lower: datetime | None = None
-        for hour, n in histogram:
-            if upper is None and newer + n > offset:
-                upper, skipped = hour + _HOUR, newer
-            newer += n
-            if newer >= offset + limit:
-                lower = hour
-                break
-        window, window_values = ["ts < ?"], [upper]
+        lower = next(
+            (cut for cut, n in zip(cutoffs, counted[1:], strict=True) if n >= offset + limit),
+            None,
+        )
+        keys_sql = "SELECT ts, id FROM usage_log" + where  # noqa: S608
+        keys_values: list[Any] = list(values)
         if lower is not None:
-            window.append("ts >= ?")
-            window_values.append(lower)
+            keys_sql += glue + "ts >= ?"
+            keys_values.append(lower)
         keys = cursor.execute(
-            "SELECT ts, id FROM usage_log"  # noqa: S608
-            + where
-            + glue
-            + " AND ".join(window)
-            + " ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
-            [*values, *window_values, limit, offset - skipped],
+            keys_sql + " ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
+            [*keys_values, limit, offset],
         ).fetchall()
-        if not keys:  # rows vanished between the two statements (cannot happen: append-only)
+        if not keys:  # cannot happen in an append-only table; be safe anyway
             return count, []
         (newest_ts, newest_id), (oldest_ts, oldest_id) = keys[0], keys[-1]
         rows = cursor.execute(
