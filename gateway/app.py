@@ -60,6 +60,7 @@ class Gateway:
                         classic=settings.mqtt_classic,
                         shared_group=settings.shared_group,
                         max_payload=settings.max_payload,
+                        max_reply=settings.mqtt_max_reply,
                     )
                     mqtt_task = group.create_task(self.mqtt.run())
                 else:

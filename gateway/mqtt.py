@@ -1,8 +1,10 @@
 """The MQTT transport: paho-mqtt against Mosquitto, classic TR50 topics.
 
-`api/<rest>` is answered on `reply/<rest>`, `apiz/<rest>` (zlib) on `replyz/<rest>`. paho runs its
-network loop in its own thread (which also reconnects with backoff); received messages hop onto
-the asyncio loop with `call_soon_threadsafe`, and envelopes of one namespace are handled in order.
+`api/<rest>` is answered on `reply/<rest>`, `apiz/<rest>` (zlib) on `replyz/<rest>`. paho is
+driven from the asyncio loop, as aiomqtt does: its socket is registered with the loop for reads
+and (while it has packets queued) writes, so messages are dispatched and replies written without
+a thread hop; only the blocking TCP connect runs in an executor. Envelopes of one namespace are
+handled in order.
 QoS 1 requests are acknowledged only after their reply is published (paho's manual ack), and the
 gateway keeps a persistent session, so requests that wait in the broker while it is away are
 answered when it returns.
@@ -11,8 +13,10 @@ answered when it returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -68,12 +72,14 @@ class MqttTransport:
         classic: bool,
         shared_group: str,
         max_payload: int,
+        max_reply: int = 1_000_000,
     ) -> None:
         self._dispatcher = dispatcher
         self._target = target
         self._client_id = client_id
         self._classic = classic
         self._max_payload = max_payload
+        self._max_reply = max_reply
         prefix = f"$share/{shared_group}/" if shared_group else ""
         # `api/#` also matches bare `api`; subscribing to both would deliver a bare-`api` request
         # twice under MQTT v5 (one copy per matching subscription).
@@ -81,8 +87,13 @@ class MqttTransport:
         self._connections: dict[str, Connection] = {}
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._stopping = False
+        self._connected_once = False
+        self._connecting = False
+        self._session_ok = False
         self.connected = asyncio.Event()
+        self._lost = asyncio.Event()
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -94,16 +105,47 @@ class MqttTransport:
         )
         if self._target.username:
             client.username_pw_set(self._target.username, self._target.password)
-        client.on_socket_open = set_nodelay
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(100)
         client.max_queued_messages_set(0)
         return client
 
-    # -- paho thread callbacks ---------------------------------------------------------------
+    # -- paho callbacks: on the loop thread, except socket ones during the executor's connect ---
+    def _in_loop(self, callback: Any, *args: Any) -> None:
+        loop = self._loop
+        assert loop is not None
+        if threading.get_ident() == self._loop_thread:
+            callback(*args)
+        else:
+            loop.call_soon_threadsafe(callback, *args)
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        set_nodelay(client, userdata, sock)
+        assert self._loop is not None
+        self._in_loop(self._loop.add_reader, sock, self._read)
+
+    def _on_socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._in_loop(self._loop.remove_reader, sock)
+        self._in_loop(self._loop.remove_writer, sock)
+
+    def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._in_loop(self._loop.add_writer, sock, self._client.loop_write)
+
+    def _on_socket_unregister_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._in_loop(self._loop.remove_writer, sock)
+
+    def _read(self) -> None:
+        self._client.loop_read()
+
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             logger.warning(
@@ -119,26 +161,24 @@ class MqttTransport:
             "classic" if self._classic else "isolated",
             "resumed" if flags.session_present else "new",
         )
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.connected.set)
+        self._session_ok = True
+        self.connected.set()
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
-        if self._stopping:
-            return
-        logger.warning(
-            "mqtt disconnected from %s:%s (%s); reconnecting",
-            self._target.host,
-            self._target.port,
-            reason,
-        )
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.connected.clear)
+        self.connected.clear()
+        self._lost.set()
+        if not self._stopping:
+            logger.warning(
+                "mqtt disconnected from %s:%s (%s); reconnecting",
+                self._target.host,
+                self._target.port,
+                reason,
+            )
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._schedule, message)
+        self._schedule(message)
 
     # -- asyncio side ------------------------------------------------------------------------
     def _schedule(self, message: mqtt.MQTTMessage) -> None:
@@ -213,6 +253,19 @@ class MqttTransport:
         topic, correlation = self._response_topic(message, route)
         if route.compressed:
             reply = zlib.compress(reply)
+        if len(reply) > self._max_reply:
+            # The broker would drop the connection over it, and the unacknowledged request would
+            # come back on reconnect, forever; answer -90011 instead.
+            logger.warning(
+                "mqtt reply of %d bytes on %s exceeds %d", len(reply), topic, self._max_reply
+            )
+            too_large = PayloadTooLarge(
+                f"payload too large: the reply has {len(reply)} bytes, MQTT allows "
+                f"{self._max_reply}; ask for less (a smaller limit)"
+            )
+            reply = encode(failure(too_large.code, too_large.message))
+            if route.compressed:
+                reply = zlib.compress(reply)
         properties = None
         if correlation is not None:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -221,24 +274,77 @@ class MqttTransport:
         if message.qos:
             self._client.ack(message.mid, message.qos)
 
-    async def run(self) -> None:
-        """Connect (retrying in the background) and serve until cancelled."""
-        self._loop = asyncio.get_running_loop()
+    async def _connect(self) -> None:
+        """Open the TCP connection and send CONNECT; blocking, so it runs in an executor."""
+        self._connecting = True
+        try:
+            await self._connect_in_executor()
+        finally:
+            self._connecting = False
+
+    async def _connect_in_executor(self) -> None:
+        if self._connected_once:
+            await asyncio.to_thread(self._client.reconnect)
+            return
         connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect_props.SessionExpiryInterval = _SESSION_EXPIRY
-        self._client.connect_async(
+        await asyncio.to_thread(
+            self._client.connect,
             self._target.host,
             self._target.port,
             keepalive=30,
             clean_start=False,
             properties=connect_props,
         )
-        self._client.loop_start()
+        self._connected_once = True
+
+    async def _keep_connected(self) -> None:
+        """Connect, and reconnect with backoff (1 s doubling to 30 s) whenever the link drops."""
+        delay = 1.0
+        while True:
+            self._lost.clear()
+            try:
+                await self._connect()
+            except OSError as error:
+                logger.warning(
+                    "mqtt cannot reach %s:%s (%s); retrying in %.0f s",
+                    self._target.host,
+                    self._target.port,
+                    error.strerror or error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            await self._lost.wait()
+            delay = 1.0 if self._was_connected() else min(delay * 2, 30.0)
+            await asyncio.sleep(delay)
+
+    def _was_connected(self) -> bool:
+        connected = self._session_ok
+        self._session_ok = False
+        return connected
+
+    async def _housekeeping(self) -> None:
+        """paho's keep-alive pings and timeouts, which its own loop would otherwise run."""
+        while True:
+            await asyncio.sleep(1)
+            if not self._connecting:  # paho's state belongs to the executor meanwhile
+                self._client.loop_misc()
+
+    async def run(self) -> None:
+        """Connect (retrying in the background) and serve until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         try:
-            await asyncio.Event().wait()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._keep_connected())
+                group.create_task(self._housekeeping())
         finally:
             await asyncio.gather(*self._tails.values(), return_exceptions=True)
             self._stopping = True
-            self._client.disconnect()
-            self._client.loop_stop()
+            if self.connected.is_set():
+                self._client.disconnect()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lost.wait(), 5)
             logger.info("mqtt stopped")

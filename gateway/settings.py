@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     instance_name: str = Field(default_factory=socket.gethostname)
     session_ttl: int = Field(86400, ge=1)
     max_payload: int = Field(256 * 1024, ge=1024)
+    mqtt_max_reply: int = Field(
+        1_000_000,
+        ge=1024,
+        description="largest MQTT reply; keep below the broker's max_packet_size",
+    )
     log_cap: int = Field(64 * 1024, ge=256)
     max_commands: int = Field(500, ge=1)
 

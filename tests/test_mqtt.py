@@ -442,6 +442,25 @@ def test_both_ends_of_the_gateway_connection_disable_nagle(
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
+def test_a_reply_too_large_for_the_broker_is_answered_90011_and_serving_goes_on(
+    broker: Broker, start_gateway: Callable[..., GatewayThread], tenants: Tenants, connect: Connect
+) -> None:
+    """Published as is, it would get the gateway disconnected and the request redelivered."""
+    start_gateway(mqtt_url=broker.url_for_gateway, mqtt_max_reply=4096)
+    device = connect(broker.port, new_id("dev"))
+    device.subscribe(f"reply/{device.client_id}/#")
+    assert device.call({"auth": thing_auth(tenants, new_id("meter"))})["auth"]["success"]
+    pings = {f"p{number}": PING for number in range(40)}
+    assert all(outcome["success"] for outcome in device.call(pings).values())
+
+    too_large = device.call({"l": {"command": "usage.api.list", "params": {"limit": 40}}})
+    assert too_large["success"] is False and too_large["errorCodes"] == [-90011]
+    assert "a smaller limit" in too_large["errorMessages"][0]
+    small = device.call({"l": {"command": "usage.api.list", "params": {"limit": 2}}})
+    assert small["l"]["success"] and len(small["l"]["params"]["result"]) == 2
+    assert device.nothing_received(QUIET)  # the refused request did not come back around
+
+
 # -- 9. the usage log -----------------------------------------------------------------------------
 
 
