@@ -34,7 +34,7 @@ class Gateway:
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = settings
         self.database = Database(settings.db, memory_limit=settings.db_memory_limit)
-        self.usage = UsageLog(self.database)
+        self.usage = UsageLog(self.database, flush_interval=settings.flush_interval_ms / 1000)
         self.identity = IdentityStore(self.database, clock)
         self.services = Services(settings, self.identity, self.usage, clock)
         self.dispatcher = Dispatcher(build_registry(), self.services)

@@ -46,6 +46,11 @@ def _serve_parser(sub: Any) -> None:
         "--ws-port", type=int, help="WebSocket port (default 8765, 0 = any, -1 = off)"
     )
     serve.add_argument("--db", type=Path, help="DuckDB file (default ./data/usage.duckdb)")
+    serve.add_argument(
+        "--flush-interval-ms",
+        type=int,
+        help="how long the usage writer lets a batch grow before committing (default 10)",
+    )
     serve.add_argument("--db-memory-limit", help="DuckDB's memory cap, e.g. 128MB (default)")
     serve.add_argument("--instance-name", help="processedBy of every record (default: host name)")
     serve.add_argument("--session-ttl", type=int, help="session TTL in seconds (default 86400)")
@@ -133,6 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
             "ws_port",
             "db",
             "db_memory_limit",
+            "flush_interval_ms",
             "instance_name",
             "session_ttl",
             "max_payload",

@@ -158,9 +158,15 @@ _WIRE_NAMES = (
 class UsageLog:
     """Append-only usage records with a group-committing writer thread."""
 
-    def __init__(self, database: Database, *, max_batch: int = 10_000) -> None:
+    def __init__(
+        self, database: Database, *, max_batch: int = 10_000, flush_interval: float = 0.01
+    ) -> None:
+        """`flush_interval` (seconds): how long the writer lets a batch grow before committing,
+        unless a reader is waiting for it. A commit costs ~5 ms whatever its size, so this
+        trades at most one interval of records (on a hard crash) for far fewer commits."""
         self._database = database
         self._max_batch = max_batch
+        self._flush_interval = flush_interval
         self._pending: list[UsageRecord] = []
         self._condition = threading.Condition()
         self._submitted = 0
@@ -195,6 +201,7 @@ class UsageLog:
                 return
             future: asyncio.Future[None] = loop.create_future()
             self._waiters.append((target, loop, future))
+            self._condition.notify()  # a lingering writer commits now
         await future
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -223,6 +230,7 @@ class UsageLog:
                     self._condition.wait()
                 if not self._pending and self._stopping:
                     break
+                self._linger()
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
             try:
@@ -237,6 +245,15 @@ class UsageLog:
             for _, loop, future in ready:
                 loop.call_soon_threadsafe(_resolve, future)
         cursor.close()
+
+    def _linger(self) -> None:
+        """Let the batch grow for up to one flush interval (called holding the condition)."""
+        deadline = time.monotonic() + self._flush_interval
+        while not (self._stopping or self._waiters or len(self._pending) >= self._max_batch):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._condition.wait(remaining)
 
     @staticmethod
     def _insert(cursor: Any, batch: list[UsageRecord]) -> None:

@@ -1,0 +1,680 @@
+"""A realistic synthetic usage log, generated inside DuckDB for benchmarks and tests.
+
+Every value of row `i` is computed in SQL by `INSERT ... SELECT ... FROM range()` (no Python per
+row) from hashes of `hash(i, seed)`: deterministic for a seed, independent of thread scheduling
+and of how the rows are split into statements. `range()` feeds the insert in order, so rows land
+in ascending `ts` and DuckDB's zone maps can skip whole row groups for time filters, as they do
+for the gateway's own appends.
+
+The shape of the data:
+
+* time: `days` ending at `end`, with a diurnal peak around 14:00 UTC and quieter weekends. Row
+  `i` gets its time from a monotone warp `g` of `(i + jitter) / rows` whose slope sets the local
+  rate, so `ts` never decreases with `i` without sorting anything.
+* ids: UUIDv7 (RFC 9562, method 3): 48-bit Unix milliseconds, then the microseconds within the
+  millisecond in `rand_a`, then `i` and random bits in `rand_b`; ids therefore increase with `i`
+  and `ORDER BY ts DESC, id DESC` is exactly the reverse insertion order.
+* callers: a Zipf-like popularity (a few busy, most quiet), spread over orgs whose sizes are
+  skewed too; 85% are things (`thing-0042`, MQTT mostly), 15% users (`user17@org3.example`,
+  WebSocket) with a different command mix.
+* commands: 40 `service.command` names over 9 services, outcome failed at `failure_rate` with
+  the error codes of SPEC §1; log-normal execution times per command; short TR50 request and
+  response strings like the gateway's own (compact JSON, secrets as `"***"`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+import duckdb
+
+from storage.db import Database
+
+__all__ = ["COMMANDS", "GENERATOR_VERSION", "generate_usage", "main", "stored_summary"]
+
+# Bumped whenever the same parameters would generate different data or a different summary, so
+# that cached datasets (bench/queries.py) are regenerated.
+GENERATOR_VERSION: Final = 1
+_EPOCH: Final = datetime(1970, 1, 1)
+_DAY_US: Final = 86_400_000_000
+_LUT_SIZE: Final = 4096
+_ERROR_LUT_SIZE: Final = 1024
+_USER_SHARE: Final = 0.15  # of callers
+_DIURNAL: Final = 0.45  # 0 = flat; peak/mean rate = 1 / (1 - diurnal - weekly)
+_WEEKLY: Final = 0.20
+_PEAK_HOUR_UTC: Final = 14.0
+_INSTANCES: Final = ("tr50gw-a", "tr50gw-b")
+_PROPERTY_KEYS: Final = (
+    "temp", "humidity", "battery", "rssi", "speed", "fuel", "pressure", "voltage",
+)  # fmt: skip
+_METHODS: Final = ("reboot", "setInterval", "fwUpdate", "ping")
+
+
+class CommandSpec(NamedTuple):
+    """One generated command: its name, how often things and users call it, how long it takes."""
+
+    service: str
+    command: str
+    thing_weight: float
+    user_weight: float
+    median_us: float  # median execution time
+    family: int  # which request/response template (see _FAMILIES)
+
+
+# Families of request/response templates.
+_NONE, _AUTH, _LOC_PUB, _PROP_PUB, _ALARM_PUB, _BATCH, _THING_READ, _PROP_READ = range(8)
+_HISTORY, _LIST, _THING_WRITE, _METHOD, _USAGE, _SESSION, _TIME = range(8, 15)
+
+# Ordered by importance: `commands=k` keeps the first k.
+COMMANDS: Final[tuple[CommandSpec, ...]] = (
+    CommandSpec("property", "publish", 26.0, 0.0, 150, _PROP_PUB),
+    CommandSpec("location", "publish", 20.0, 0.0, 180, _LOC_PUB),
+    CommandSpec("alarm", "publish", 6.0, 0.0, 170, _ALARM_PUB),
+    CommandSpec("diag", "ping", 5.0, 1.5, 25, _NONE),
+    CommandSpec("api", "authenticate", 2.0, 6.0, 9_000, _AUTH),
+    CommandSpec("thing", "find", 0.5, 8.0, 900, _THING_READ),
+    CommandSpec("usage", "api.list", 0.0, 5.0, 12_000, _USAGE),
+    CommandSpec("property", "batch", 6.0, 0.0, 400, _BATCH),
+    CommandSpec("property", "current", 0.5, 5.0, 700, _PROP_READ),
+    CommandSpec("property", "history", 0.0, 4.0, 4_500, _HISTORY),
+    CommandSpec("session", "info", 0.5, 4.0, 60, _SESSION),
+    CommandSpec("thing", "list", 0.0, 6.0, 2_500, _LIST),
+    CommandSpec("location", "current", 0.2, 3.0, 650, _THING_READ),
+    CommandSpec("location", "history", 0.0, 2.5, 5_200, _HISTORY),
+    CommandSpec("alarm", "current", 0.2, 2.0, 600, _PROP_READ),
+    CommandSpec("alarm", "history", 0.0, 1.5, 4_800, _HISTORY),
+    CommandSpec("method", "ack", 1.5, 0.0, 250, _METHOD),
+    CommandSpec("method", "exec", 0.0, 2.0, 30_000, _METHOD),
+    CommandSpec("diag", "time", 2.0, 1.0, 30, _TIME),
+    CommandSpec("session", "end", 0.3, 1.5, 300, _SESSION),
+    CommandSpec("location", "batch", 2.0, 0.0, 420, _BATCH),
+    CommandSpec("alarm", "batch", 1.0, 0.0, 380, _BATCH),
+    CommandSpec("thing", "update", 0.3, 1.5, 1_200, _THING_WRITE),
+    CommandSpec("thing", "create", 0.0, 1.0, 1_500, _THING_WRITE),
+    CommandSpec("property", "aggregate", 0.0, 1.5, 8_000, _HISTORY),
+    CommandSpec("usage", "api.activity", 0.0, 1.0, 25_000, _USAGE),
+    CommandSpec("thing", "tag.add", 0.0, 0.5, 900, _THING_WRITE),
+    CommandSpec("method", "update", 0.5, 0.0, 300, _METHOD),
+    CommandSpec("thing", "attr.set", 0.4, 0.3, 800, _THING_WRITE),
+    CommandSpec("location", "decode", 0.3, 0.2, 1_100, _LOC_PUB),
+    CommandSpec("usage", "api.times", 0.0, 0.6, 30_000, _USAGE),
+    CommandSpec("usage", "api.statuses", 0.0, 0.5, 22_000, _USAGE),
+    CommandSpec("thing", "delete", 0.0, 0.3, 1_100, _THING_READ),
+    CommandSpec("alarm", "delete", 0.0, 0.2, 900, _PROP_READ),
+    CommandSpec("property", "delete", 0.0, 0.2, 950, _PROP_READ),
+    CommandSpec("method", "find", 0.0, 0.4, 700, _THING_READ),
+    CommandSpec("thing", "bind", 0.2, 0.1, 1_000, _THING_WRITE),
+    CommandSpec("usage", "api.breakdown", 0.0, 0.4, 40_000, _USAGE),
+    CommandSpec("usage", "api.get", 0.0, 0.3, 2_000, _USAGE),
+    CommandSpec("usage", "api.history", 0.0, 0.3, 35_000, _USAGE),
+)
+
+# (code, weight, message) for failures of a known caller; -90004/-90005 come without a session.
+_ERRORS: Final = (
+    (-90002, 45.0, "invalid params: thingKey: Field required"),
+    (-90008, 20.0, "not found: no such thing"),
+    (-90005, 12.0, "authentication session is invalid"),
+    (-90003, 8.0, "permission denied"),
+    (-90012, 8.0, "rate limited: slow down"),
+    (-90001, 4.0, "unknown command"),
+    (-90099, 3.0, "internal error"),
+)
+_AUTH_FAILED: Final = (-90004, "authentication failed")
+_ANONYMOUS_CODES: Final = (-90004, -90005)
+
+
+def _h(key: str, salt: int) -> str:
+    """SQL for a 64-bit hash of the hashed `key` column (`k`: row, `kc`: caller) and a salt.
+
+    `hash(a, b, c)` only combines the three hashes cheaply: values for different salts are
+    almost perfectly correlated. Hashing the row's hash again after XOR with a spread-out salt
+    goes through DuckDB's full 64-bit mixer, so every salt gives an independent stream.
+    """
+    return f"hash(xor({key}, {salt * 0x9E3779B97F4A7C15 % 2**64}::UBIGINT))"
+
+
+def _u(key: str, salt: int) -> str:
+    """SQL for a uniform double in [0, 1) (53 random bits) from `_h(key, salt)`."""
+    return f"(({_h(key, salt)} >> 11)::DOUBLE / 9007199254740992.0)"
+
+
+# Per family: SQL for the `params` object of the request, and for the `params` of a success
+# reply ('' = none). Columns available: tk (thing key), pk (property key), n1, n2, n3 (uniform
+# doubles), whoami, org_key, is_user, ts_us, i.
+_TK = """'"thingKey":"' || tk || '"'"""
+
+
+def _with_tk(rest: str) -> str:
+    """A params object that starts with the thing key: `{"thingKey":"..."` + rest."""
+    return "'{' || " + _TK + rest
+
+
+_FAMILIES: Final[dict[int, tuple[str, str]]] = {
+    _NONE: ("", ""),
+    _TIME: ("", """'{"time":' || (ts_us // 1000)::VARCHAR || '}'"""),
+    _AUTH: (
+        """CASE WHEN is_user
+             THEN '{"username":"' || whoami || '","password":"***"}'
+             ELSE '{"appId":"' || md5(org_key || '-fleet') || '","appToken":"***",'
+                  || """
+        + _TK
+        + """ || '}' END""",
+        """'{"sessionId":"***"}'""",
+    ),
+    _LOC_PUB: (
+        _with_tk(""" || ',"lat":' || round(35 + 20 * n1, 5)::VARCHAR
+          || ',"lng":' || round(-10 + 40 * n2, 5)::VARCHAR
+          || ',"heading":' || (n3 * 360)::INTEGER::VARCHAR
+          || ',"speed":' || round(n3 * n1 * 130, 1)::VARCHAR
+          || ',"fixAcc":' || (3 + n2 * 20)::INTEGER::VARCHAR || ',"fixType":"gps"}'"""),
+        "",
+    ),
+    _PROP_PUB: (
+        _with_tk(""" || ',"key":"' || pk || '","value":' || round(100 * n1, 2)::VARCHAR
+          || ',"ts":' || (ts_us // 1000 - (n2 * 900)::BIGINT)::VARCHAR
+          || ',"corrId":"' || lpad(to_hex((n3 * 16777215)::UBIGINT), 6, '0')
+          || '"}'"""),
+        "",
+    ),
+    _ALARM_PUB: (
+        _with_tk(""" || ',"key":"' || pk || '_alarm","state":'
+          || (n1 * 4)::INTEGER::VARCHAR || ',"msg":"' || pk || ' threshold crossed"}'"""),
+        "",
+    ),
+    _BATCH: (
+        _with_tk(""" || ',"data":[{"key":"' || pk || '","value":'
+          || round(100 * n1, 2)::VARCHAR || '},{"key":"battery","value":'
+          || round(100 * n2, 1)::VARCHAR || '},{"key":"rssi","value":-'
+          || (40 + n3 * 60)::INTEGER::VARCHAR || '}]}'"""),
+        "",
+    ),
+    _THING_READ: (
+        _with_tk(" || '}'"),
+        """'{"key":"' || tk || '","name":"Unit ' || upper(tk) || '","defKey":"tracker",'
+          || '"tags":["fleet-' || (n1 * 9)::INTEGER::VARCHAR || '"],"lastSeen":'
+          || (ts_us // 1000 - (n2 * 3600000)::BIGINT)::VARCHAR || '}'""",
+    ),
+    _PROP_READ: (
+        _with_tk(""" || ',"key":"' || pk || '"}'"""),
+        """'{"value":' || round(100 * n1, 2)::VARCHAR || ',"ts":'
+          || (ts_us // 1000 - (n2 * 600000)::BIGINT)::VARCHAR || '}'""",
+    ),
+    _HISTORY: (
+        _with_tk(""" || ',"key":"' || pk || '","last":"'
+          || (1 + (n1 * 48)::INTEGER)::VARCHAR || 'h","records":100}'"""),
+        """'{"values":[{"value":' || round(100 * n2, 2)::VARCHAR || ',"ts":'
+          || (ts_us // 1000 - 60000)::VARCHAR || '},{"value":' || round(100 * n3, 2)::VARCHAR
+          || ',"ts":' || (ts_us // 1000 - 120000)::VARCHAR || '}]}'""",
+    ),
+    _LIST: (
+        """'{"offset":0,"limit":' || (10 * (1 + (n1 * 9)::INTEGER))::VARCHAR
+          || ',"tags":["fleet-' || (n2 * 9)::INTEGER::VARCHAR || '"]}'""",
+        """'{"count":' || (1 + (n3 * 400)::INTEGER)::VARCHAR || ',"result":[{"key":"' || tk
+          || '","name":"Unit ' || upper(tk) || '"}]}'""",
+    ),
+    _THING_WRITE: (
+        _with_tk(""" || ',"name":"Unit ' || upper(tk) || '","tags":["fleet-'
+          || (n1 * 9)::INTEGER::VARCHAR || '"],"attrs":{"site":"depot-'
+          || (n2 * 30)::INTEGER::VARCHAR || '"}}'"""),
+        "",
+    ),
+    _METHOD: (
+        _with_tk(""" || ',"method":"' || $methods[1 + (n1 * 4)::INTEGER % 4]
+          || '","params":{"delay":' || (n2 * 60)::INTEGER::VARCHAR || '},"ackTimeout":30}'"""),
+        "",
+    ),
+    _USAGE: (
+        """'{"last":"' || (1 + (n1 * 72)::INTEGER)::VARCHAR || 'h","limit":'
+          || (10 * (1 + (n2 * 9)::INTEGER))::VARCHAR || ',"who":"' || tk || '"}'""",
+        """'{"count":' || (n3 * 5000)::INTEGER::VARCHAR || ',"result":null}'""",
+    ),
+    _SESSION: ("", """'{"id":"***","orgKey":"' || org_key || '","ttl":86400}'"""),
+}
+
+
+def _family_case(part: int) -> str:
+    branches = " ".join(
+        f"WHEN {family} THEN {sql[part]}" for family, sql in _FAMILIES.items() if sql[part]
+    )
+    return f"CASE family {branches} ELSE '' END"
+
+
+_INSERT_SQL: Final = f"""
+INSERT INTO usage_log
+WITH base AS (
+    SELECT i, k,
+        $start_us + floor((
+            $span_us * u - $c1 * (sin($w1 * u - $p1) + sin($p1))
+                         - $c2 * (sin($w2 * u - $p2) + sin($p2))
+        ) * $scale)::BIGINT AS ts_us,
+        floor($callers * pow({_u("k", 1)}, $zipf))::BIGINT AS caller_rank,
+        1 + floor({_u("k", 2)} * {_LUT_SIZE})::BIGINT AS slot,
+        {_u("k", 3)} < $failure_rate AS failed,
+        1 + floor({_u("k", 4)} * {_ERROR_LUT_SIZE})::BIGINT AS error_slot,
+        sqrt(-2 * ln(1 - {_u("k", 5)})) * cos(2 * pi() * {_u("k", 6)}) AS z,
+        {_u("k", 7)} AS n1, {_u("k", 8)} AS n2, {_u("k", 9)} AS n3,
+        {_u("k", 10)} AS n4, {_u("k", 11)} AS n5
+    FROM (
+        SELECT i, k, (i + {_u("k", 0)}) / $rows AS u
+        FROM (SELECT i, hash(i, $seed) AS k FROM range($first, $first + $count) t(i))
+    )
+), callers AS (
+    SELECT *,
+        (caller_rank * $caller_mult + $caller_offset) % $callers AS caller,
+    FROM base
+), caller_facts AS (
+    SELECT *,
+        {_u("kc", 20)} < {_USER_SHARE} AS is_user,
+        1 + floor($orgs * pow({_u("kc", 21)}, 2))::INTEGER AS org_no,
+    FROM (SELECT *, hash(caller, $seed) AS kc FROM callers)
+), picked AS (
+    SELECT *,
+        ascii(substr(CASE WHEN is_user THEN $user_lut ELSE $thing_lut END, slot, 1)) - 64
+            AS command_no,
+    FROM caller_facts
+), outcome AS (
+    SELECT *,
+        CASE WHEN NOT failed THEN NULL
+             WHEN $families[command_no] = {_AUTH} THEN {_AUTH_FAILED[0]}
+             ELSE $error_codes[ascii(substr($error_lut, error_slot, 1)) - 64] END AS error_code,
+        $families[command_no] AS family,
+        $org_keys[org_no] AS org_key,
+        CASE WHEN is_user THEN 'user' || caller::VARCHAR || '@' || $org_keys[org_no] || '.example'
+             ELSE 'thing-' || lpad(caller::VARCHAR, $key_width, '0') END AS whoami,
+        CASE WHEN is_user
+             THEN 'thing-' || lpad(({_h("k", 30)} % $callers)::VARCHAR, $key_width, '0')
+             ELSE 'thing-' || lpad(caller::VARCHAR, $key_width, '0') END AS tk,
+        $property_keys[(1 + ({_h("kc", 31)} + (n4 * 3)::UBIGINT) % 8)::BIGINT] AS pk,
+        CASE WHEN is_user THEN (1 + i % 7)::VARCHAR ELSE '1' END AS cid,
+        CASE WHEN is_user THEN (CASE WHEN n5 < 0.9 THEN 'ws' ELSE 'mqtt' END)
+             ELSE (CASE WHEN n5 < 0.93 THEN 'mqtt' ELSE 'ws' END) END AS transport,
+    FROM picked
+), described AS (
+    SELECT *,
+        error_code IN {_ANONYMOUS_CODES} AS anonymous,
+        '{{"' || cid || '":{{"command":"' || $names[command_no] || '"'
+            || CASE WHEN params = '' THEN '' ELSE ',"params":' || params END
+            || '}}}}' AS request,
+        '{{"' || cid || '":{{"success":'
+            || CASE WHEN error_code IS NOT NULL
+                    THEN 'false,"errorCodes":[' || error_code::VARCHAR
+                         || '],"errorMessages":["'
+                         || $messages[list_position($message_codes, error_code)] || '"]'
+                    WHEN result = '' THEN 'true'
+                    ELSE 'true,"params":' || result END
+            || '}}}}' AS response,
+    FROM (
+        SELECT *, {_family_case(0)} AS params, {_family_case(1)} AS result FROM outcome
+    )
+)
+SELECT
+    (printf('%012x7%03x%016x', ts_us // 1000, ts_us % 1000,
+            9223372036854775808::UBIGINT
+            | (i::UBIGINT << 24) | ({_h("k", 40)} & 16777215::UBIGINT)))::UUID,
+    make_timestamp(ts_us),
+    greatest(1000, exp($log_median[command_no] + 0.6 * z)
+                   * CASE WHEN error_code IS NULL OR error_code = -90099 THEN 1 ELSE 0.3 END
+            )::BIGINT,
+    $instances[(1 + {_h("k", 42)} % {len(_INSTANCES)})::BIGINT],
+    CASE WHEN anonymous THEN '' ELSE $org_ids[org_no] END,
+    CASE WHEN anonymous THEN '' ELSE org_key END,
+    CASE WHEN anonymous THEN '' ELSE whoami END,
+    $services[command_no],
+    $commands[command_no],
+    error_code IS NULL,
+    error_code,
+    transport,
+    CASE WHEN transport = 'mqtt'
+         THEN 'dev-' || lpad(to_hex({_h("kc", 43)} & 16777215::UBIGINT), 6, '0')
+         ELSE 'ws-' || (1 + (hash(xor(kc, (i // 5000)::UBIGINT)) % 100000))::VARCHAR END,
+    CASE WHEN transport = 'mqtt' THEN ''
+         WHEN is_user THEN '198.51.100.' || (1 + {_h("kc", 44)} % 254)::VARCHAR
+         ELSE '10.' || org_no::VARCHAR || '.' || (caller // 254 % 254)::VARCHAR || '.'
+              || (1 + caller % 254)::VARCHAR END,
+    request,
+    response
+FROM described
+"""  # noqa: S608 - only code constants are formatted in; every value is a $parameter
+
+_INFO_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS synthetic_dataset (
+    generated_at TIMESTAMP NOT NULL,
+    parameters VARCHAR NOT NULL,
+    summary VARCHAR NOT NULL
+)"""
+
+
+def _lookup_table(weights: Sequence[float], size: int) -> str:
+    """`size` slots given to items in proportion to `weights`, item n (1-based) as chr(64 + n).
+
+    A string rather than a list: `ascii(substr(lut, slot, 1))` is cheaper per row than indexing
+    a constant list, and binding a Python list of thousands of ints costs seconds per call.
+    """
+    total = sum(weights)
+    table: list[int] = []
+    cumulative = 0.0
+    for number, weight in enumerate(weights, start=1):
+        cumulative += weight
+        table.extend([number] * (round(cumulative / total * size) - len(table)))
+    table = table[:size] + [len(weights)] * (size - len(table))
+    return "".join(chr(64 + number) for number in table)
+
+
+def _coprime_multiplier(modulus: int) -> int:
+    multiplier = 7919
+    while math.gcd(multiplier, modulus) != 1:
+        multiplier += 2
+    return multiplier
+
+
+def _epoch_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _time_warp(start: datetime, days: int) -> dict[str, float]:
+    """Coefficients of the monotone warp u -> time that gives daily and weekly rhythms.
+
+    g(u) = span*u - c1*(sin(w1*u - p1) + sin p1) - c2*(sin(w2*u - p2) + sin p2) has slope
+    span*(1 - d*cos(...) - w*cos(...)) > 0, so it is increasing; the local event rate is
+    inversely proportional to the slope, highest at 14:00 UTC and mid-week.
+    """
+    span = days * _DAY_US
+    day_fraction = (_epoch_us(start) % _DAY_US) / _DAY_US
+    # 1970-01-01 was a Thursday: Monday 00:00 is week fraction 0.
+    week_fraction = (((_epoch_us(start) / _DAY_US) + 3) % 7) / 7
+    w1 = 2 * math.pi * days
+    w2 = 2 * math.pi * days / 7
+    p1 = 2 * math.pi * (_PEAK_HOUR_UTC / 24 - day_fraction)
+    p2 = 2 * math.pi * (2.5 / 7 - week_fraction)  # Wednesday noon
+    c1 = _DIURNAL * span / w1
+    c2 = _WEEKLY * span / w2
+    g1 = span - c1 * (math.sin(w1 - p1) + math.sin(p1)) - c2 * (math.sin(w2 - p2) + math.sin(p2))
+    return {
+        "span_us": float(span), "w1": w1, "w2": w2, "p1": p1, "p2": p2, "c1": c1, "c2": c2,
+        "scale": span / g1,
+    }  # fmt: skip
+
+
+def _org_rows(orgs: int, seed: int) -> list[tuple[str, str, str]]:
+    """(org_id, org_key, name): ids look like `uuid4().hex` but are fixed by the seed."""
+    rows = []
+    for number in range(1, orgs + 1):
+        org_id = hashlib.md5(f"tr50gw-synthetic:{seed}:{number}".encode()).hexdigest()  # noqa: S324
+        rows.append((org_id, f"org{number}", f"Synthetic Org {number}"))
+    return rows
+
+
+def _insert_parameters(
+    *,
+    rows: int,
+    orgs: list[tuple[str, str, str]],
+    callers: int,
+    commands: int,
+    failure_rate: float,
+    days: int,
+    start: datetime,
+    seed: int,
+) -> dict[str, Any]:
+    """The `$parameters` of `_INSERT_SQL`: scalars, lookup tables and the time warp."""
+    specs = COMMANDS[:commands]
+    thing_weights = [spec.thing_weight for spec in specs]
+    user_weights = [spec.user_weight for spec in specs]
+    if not any(thing_weights):
+        thing_weights = user_weights
+    if not any(user_weights):
+        user_weights = thing_weights
+    return {
+        "seed": seed,
+        "rows": rows,
+        "callers": callers,
+        "orgs": len(orgs),
+        "start_us": _epoch_us(start),
+        **_time_warp(start, days),
+        "zipf": 2.5,
+        "failure_rate": failure_rate,
+        "caller_mult": _coprime_multiplier(callers),
+        "caller_offset": (seed * 7_777_777) % callers,
+        "key_width": max(4, len(str(callers - 1))),
+        "user_lut": _lookup_table(user_weights, _LUT_SIZE),
+        "thing_lut": _lookup_table(thing_weights, _LUT_SIZE),
+        "error_lut": _lookup_table([weight for _, weight, _ in _ERRORS], _ERROR_LUT_SIZE),
+        "error_codes": [code for code, _, _ in _ERRORS],
+        "message_codes": [code for code, _, _ in _ERRORS] + [_AUTH_FAILED[0]],
+        "messages": [message for _, _, message in _ERRORS] + [_AUTH_FAILED[1]],
+        "families": [spec.family for spec in specs],
+        "names": [f"{spec.service}.{spec.command}" for spec in specs],
+        "services": [spec.service for spec in specs],
+        "commands": [spec.command for spec in specs],
+        "log_median": [math.log(spec.median_us * 1000) for spec in specs],
+        "org_ids": [org_id for org_id, _, _ in orgs],
+        "org_keys": [org_key for _, org_key, _ in orgs],
+        "instances": list(_INSTANCES),
+        "property_keys": list(_PROPERTY_KEYS),
+        "methods": list(_METHODS),
+    }
+
+
+def generate_usage(
+    database: Database,
+    *,
+    rows: int,
+    orgs: int = 50,
+    callers: int = 5000,
+    commands: int = 40,
+    failure_rate: float = 0.02,
+    days: int = 30,
+    end: datetime | None = None,
+    seed: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    chunk_rows: int = 1_000_000,
+) -> dict[str, Any]:
+    """Append `rows` synthetic usage records ending at `end` (naive UTC, default now).
+
+    The orgs `org1`..`org<orgs>` are created in `orgs` (their ids fixed by `seed`; existing ones
+    with the same id are reused). Meant for a fresh file: existing usage rows are left alone, and
+    the new rows are in time order among themselves. Returns a summary: counts, the orgs (with
+    their row counts), the busiest callers, the time range, and how long it took.
+
+    The rows go in by statements of `chunk_rows` within one transaction (every value depends
+    only on the row number, so chunking changes nothing); `progress(done, rows)` is called after
+    each, which is how a long generation reports its rate.
+    """
+    if rows < 1 or orgs < 1 or callers < 1 or days < 1 or chunk_rows < 1:
+        raise ValueError("rows, orgs, callers, days and chunk_rows must be positive")
+    if not 1 <= commands <= len(COMMANDS):
+        raise ValueError(f"commands must be between 1 and {len(COMMANDS)}")
+    if not 0.0 <= failure_rate <= 1.0:
+        raise ValueError("failure_rate must be between 0 and 1")
+    if end is None:
+        end = datetime.now(UTC).replace(tzinfo=None)
+    elif end.tzinfo is not None:
+        end = end.astimezone(UTC).replace(tzinfo=None)
+    start = end - timedelta(days=days)
+    started = time.perf_counter()
+
+    org_rows = _org_rows(orgs, seed)
+    parameters = _insert_parameters(
+        rows=rows, orgs=org_rows, callers=callers, commands=commands,
+        failure_rate=failure_rate, days=days, start=start, seed=seed,
+    )  # fmt: skip
+
+    cursor = database.new_cursor()
+    try:
+        cursor.execute("SET enable_progress_bar = false")
+        cursor.execute("BEGIN")
+        for org_id, org_key, name in org_rows:
+            cursor.execute(
+                "INSERT INTO orgs VALUES (?, ?, ?, ?) ON CONFLICT (org_id) DO NOTHING",
+                [org_id, org_key, name, start],
+            )
+        for first in range(0, rows, chunk_rows):
+            count = min(chunk_rows, rows - first)
+            cursor.execute(_INSERT_SQL, {**parameters, "first": first, "count": count})
+            if progress is not None:
+                progress(first + count, rows)
+        cursor.execute("COMMIT")
+        inserted_at = time.perf_counter()
+        cursor.execute("CHECKPOINT")
+        summary = _summarize(cursor, start, end, rows)
+        summary["parameters"] = {
+            "rows": rows, "orgs": orgs, "callers": callers, "commands": commands,
+            "failure_rate": failure_rate, "days": days, "seed": seed,
+        }  # fmt: skip
+        summary["seconds"] = round(time.perf_counter() - started, 2)
+        summary["insert_seconds"] = round(inserted_at - started, 2)
+        summary["rows_per_second"] = round(rows / (inserted_at - started))
+        summary["generated_at"] = datetime.now(UTC).replace(tzinfo=None).isoformat()
+        summary["generator_version"] = GENERATOR_VERSION
+        cursor.execute(_INFO_SCHEMA)
+        cursor.execute("DELETE FROM synthetic_dataset")
+        cursor.execute(
+            "INSERT INTO synthetic_dataset VALUES (?, ?, ?)",
+            [
+                datetime.now(UTC).replace(tzinfo=None),
+                json.dumps(summary["parameters"], sort_keys=True),
+                json.dumps(summary),
+            ],
+        )
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):  # nothing open to roll back
+            cursor.execute("ROLLBACK")
+        raise
+    finally:
+        cursor.close()
+    return summary
+
+
+def _summarize(cursor: Any, start: datetime, end: datetime, rows: int) -> dict[str, Any]:
+    """Counts, orgs, busiest callers and time range of the rows in [start, end)."""
+    window = [start, end]
+    totals = cursor.execute(
+        "SELECT count(*), count(*) FILTER (WHERE NOT success), min(ts), max(ts), "
+        "count(DISTINCT whoami) FILTER (WHERE whoami <> ''), "
+        "count(DISTINCT service || '.' || command) "
+        "FROM usage_log WHERE ts >= ? AND ts < ?",
+        window,
+    ).fetchone()
+    cursor.execute(
+        "CREATE OR REPLACE TEMP TABLE synthetic_per_caller AS "
+        "SELECT org_id, org_key, whoami, count(*) AS n FROM usage_log "
+        "WHERE ts >= ? AND ts < ? AND whoami <> '' GROUP BY ALL",
+        window,
+    )
+    per_org = cursor.execute(
+        "SELECT o.org_id, o.org_key, o.name, sum(n)::BIGINT, "
+        "first(whoami ORDER BY n DESC, whoami), max(n) FROM orgs o "
+        "JOIN synthetic_per_caller p ON p.org_id = o.org_id GROUP BY ALL ORDER BY 4 DESC, 2"
+    ).fetchall()
+    busy = cursor.execute(
+        "SELECT whoami, org_key, org_id, n FROM synthetic_per_caller "
+        "ORDER BY n DESC, whoami LIMIT 10"
+    ).fetchall()
+    cursor.execute("DROP TABLE synthetic_per_caller")
+    return {
+        "rows": rows,
+        "rows_in_window": totals[0],
+        "failures": totals[1],
+        "callers": totals[4],
+        "commands": totals[5],
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "first_ts": totals[2].isoformat() if totals[2] else None,
+        "last_ts": totals[3].isoformat() if totals[3] else None,
+        "orgs": [
+            {
+                "orgId": org_id,
+                "orgKey": org_key,
+                "name": name,
+                "rows": count,
+                "busiest_caller": {"whoami": who, "rows": calls},
+            }
+            for org_id, org_key, name, count, who, calls in per_org
+        ],
+        "busy_callers": [
+            {"whoami": who, "orgKey": org_key, "orgId": org_id, "rows": count}
+            for who, org_key, org_id, count in busy
+        ],
+    }
+
+
+def stored_summary(database: Database) -> dict[str, Any] | None:
+    """The summary `generate_usage` left in this file, or None if it holds no synthetic data."""
+    cursor = database.new_cursor()
+    try:
+        exists = cursor.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE table_name = 'synthetic_dataset'"
+        ).fetchone()
+        if not exists:
+            return None
+        row = cursor.execute("SELECT summary FROM synthetic_dataset LIMIT 1").fetchone()
+    finally:
+        cursor.close()
+    if row is None:
+        return None
+    summary: dict[str, Any] = json.loads(row[0])
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m storage.synthetic",
+        description="Fill a DuckDB file's usage_log with a realistic synthetic dataset.",
+    )
+    parser.add_argument("--db", type=Path, required=True, help="DuckDB file (created if missing)")
+    parser.add_argument("--rows", type=int, required=True)
+    parser.add_argument("--orgs", type=int, default=50)
+    parser.add_argument("--callers", type=int, default=5000)
+    parser.add_argument("--commands", type=int, default=40)
+    parser.add_argument("--failure-rate", type=float, default=0.02)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument(
+        "--end", type=datetime.fromisoformat, help="last moment, UTC (default: now)"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        rate = done / (time.perf_counter() - started)
+        print(f"{done:,}/{total:,} rows ({rate:,.0f} rows/s)", file=sys.stderr, flush=True)
+
+    database = Database(args.db)
+    try:
+        summary = generate_usage(
+            database,
+            rows=args.rows,
+            orgs=args.orgs,
+            callers=args.callers,
+            commands=args.commands,
+            failure_rate=args.failure_rate,
+            days=args.days,
+            end=args.end,
+            seed=args.seed,
+            progress=report,
+        )
+    finally:
+        database.close()
+    size_mb = args.db.stat().st_size / 2**20
+    summary["file_mb"] = round(size_mb, 1)
+    json.dump(summary, sys.stdout, indent=2)
+    print()
+    print(
+        f"{summary['rows']:,} rows in {summary['seconds']} s "
+        f"({summary['rows_per_second']:,} rows/s insert), file {size_mb:,.0f} MiB",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
