@@ -1,0 +1,515 @@
+"""`python -m bench [--quick] [--only mqtt,ws,ingest,queries]` (what `make bench` runs).
+
+Runs the suites one after the other (round trips over MQTT and WebSocket, sustained ingest, queries
+on 10M records), prints one table on stdout, and writes bench/results/latest.json (rows plus the
+machine they ran on) and bench/results/latest.png. Progress goes to stderr. The exit status is 1
+when a suite crashed (its row says so), not when a target was missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS_DIR, Result
+from bench.roundtrip import progress
+from devtools.broker import REPO_ROOT
+
+__all__ = ["machine_info", "main", "render_chart", "render_table"]
+
+SUITES = ("mqtt", "ws", "ingest", "queries")
+
+
+# -- machine -------------------------------------------------------------------------------------
+def _first_match(path: str, pattern: str) -> str:
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return ""
+    match = re.search(pattern, text, re.MULTILINE)
+    return match.group(1).strip() if match else ""
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _mosquitto_version() -> str:
+    for candidate in ("mosquitto", "/usr/sbin/mosquitto"):
+        try:
+            done = subprocess.run(
+                [candidate, "-h"], capture_output=True, text=True, timeout=5, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        match = re.search(r"mosquitto version (\S+)", done.stdout + done.stderr)
+        if match:
+            return match.group(1)
+    return ""
+
+
+def _git_commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip()
+
+
+def busy_percent(seconds: float = 1.0) -> float:
+    """How much of the machine's CPU something else uses right now (before we start)."""
+
+    def sample() -> list[int]:
+        return [int(field) for field in Path("/proc/stat").read_text().split()[1:9]]
+
+    try:
+        before = sample()
+        time.sleep(seconds)
+        after = sample()
+    except OSError:
+        return math.nan
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    idle = delta[3] + delta[4]  # idle + iowait
+    return round(100 * (1 - idle / max(1, sum(delta))), 1)
+
+
+def machine_info() -> dict[str, Any]:
+    mem_kb = _first_match("/proc/meminfo", r"^MemTotal:\s+(\d+) kB")
+    return {
+        "cpu": _first_match("/proc/cpuinfo", r"^model name\s*:\s*(.+)$") or platform.processor(),
+        "cores": os.cpu_count(),
+        "ram_gb": round(int(mem_kb) / 1024 / 1024, 1) if mem_kb else None,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "duckdb": _version("duckdb"),
+        "mosquitto": _mosquitto_version(),
+        "paho_mqtt": _version("paho-mqtt"),
+        "websockets": _version("websockets"),
+        "commit": _git_commit(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+# -- table ---------------------------------------------------------------------------------------
+_MAIN = ("rps", "p50_ms", "p99_ms", "ratio")
+_QUIET = {
+    "requests",
+    "p90_ms",
+    "rss_mean_mb",
+    "rps_min",
+    "rps_max",
+}  # kept in the JSON, left out of the table
+
+
+def _number(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _others(result: Result) -> str:
+    parts = []
+    for key, value in result.metrics.items():
+        if key in _MAIN or key in _QUIET:
+            continue
+        if key in ("errors", "lost") and not value:
+            continue
+        if key == "others_cpu" and value < 10:  # only when something else took a real share
+            continue
+        if key == "runs_used" and value >= 2:  # only when a disturbed floor run was dropped
+            continue
+        parts.append(f"{key}={_number(value)}")
+    return " ".join(parts)
+
+
+def render_table(results: Sequence[Result]) -> str:
+    header = (
+        "suite",
+        "case",
+        "side",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "ratio",
+        "other",
+        "target",
+        "met",
+    )
+    rows = [header]
+    for result in results:
+        metrics = result.metrics
+        rows.append(
+            (
+                result.suite,
+                result.case,
+                result.side,
+                _number(metrics["rps"]) if "rps" in metrics else "",
+                _number(metrics["p50_ms"]) if "p50_ms" in metrics else "",
+                _number(metrics["p99_ms"]) if "p99_ms" in metrics else "",
+                _number(metrics["ratio"]) if "ratio" in metrics else "",
+                _others(result),
+                result.target,
+                "" if result.met is None else ("yes" if result.met else "NO"),
+            )
+        )
+    widths = [max(len(row[index]) for row in rows) for index in range(len(header))]
+    numeric = {3, 4, 5, 6}
+    lines = []
+    for number, row in enumerate(rows):
+        cells = [
+            cell.rjust(width) if index in numeric else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+# -- chart ---------------------------------------------------------------------------------------
+_GATEWAY, _FLOOR, _MISS, _MET = "#1f77b4", "#b0b0b0", "#d62728", "#2ca02c"
+
+
+def _pairs(results: Sequence[Result], suites: Sequence[str]) -> list[tuple[str, Result, Result]]:
+    floors = {(r.suite, r.case): r for r in results if r.side == "floor"}
+    pairs = []
+    for result in results:
+        if result.side == "gateway" and result.suite in suites:
+            floor = floors.get((result.suite, result.case))
+            if floor is not None:
+                pairs.append((f"{result.suite}: {result.case}", floor, result))
+    return pairs
+
+
+def _short(label: str) -> str:
+    """`mqtt: usage.api.list qos1 100 in flight` -> `mqtt\nlist q1\nx100`."""
+    suite, _, case = label.partition(": ")
+    case = (
+        case.replace(" in flight", "")
+        .replace("usage.api.list", "list")
+        .replace("diag.ping", "ping")
+        .replace("qos", "q")
+    )
+    head, _, window = case.rpartition(" ")
+    return f"{suite}\n{head}\nx{window}"
+
+
+def _verdict(gateway: Result) -> str:
+    """What the target of a case looks at: the p50 difference at 1 in flight, else the ratio."""
+    if "p50_diff_ms" in gateway.metrics:
+        return f"{gateway.metrics['p50_diff_ms']:+.2f} ms"
+    ratio = gateway.metrics.get("ratio", math.nan)
+    return "" if math.isnan(ratio) else f"{ratio:.0%}"
+
+
+def _throughput_panel(axis: Any, results: Sequence[Result]) -> None:
+    pairs = _pairs(results, ("mqtt", "ws"))
+    if not pairs:
+        _empty(axis, "round trips not run")
+        return
+    positions = range(len(pairs))
+    width = 0.4
+    floor_values = [floor.metrics.get("rps", 0) for _, floor, _ in pairs]
+    gateway_values = [gateway.metrics.get("rps", 0) for _, _, gateway in pairs]
+    spread = [
+        [
+            value - floor.metrics.get("rps_min", value)
+            for value, (_, floor, _) in zip(floor_values, pairs, strict=True)
+        ],
+        [
+            floor.metrics.get("rps_max", value) - value
+            for value, (_, floor, _) in zip(floor_values, pairs, strict=True)
+        ],
+    ]
+    axis.bar(
+        [p - width / 2 for p in positions],
+        floor_values,
+        width,
+        yerr=spread,
+        capsize=3,
+        error_kw={"elinewidth": 1, "ecolor": "#555555"},
+        color=_FLOOR,
+        label="floor (runs before and after the gateway's; whisker: both)",
+    )
+    axis.bar(
+        [p + width / 2 for p in positions], gateway_values, width, color=_GATEWAY, label="gateway"
+    )
+    for position, (_, _, gateway) in zip(positions, pairs, strict=True):
+        top = max(floor_values[position], gateway_values[position])
+        axis.annotate(
+            _verdict(gateway),
+            (position + width / 2, top),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+            color=_MET if gateway.met else _MISS,
+            fontweight="bold",
+        )
+    axis.set_xticks(list(positions), [_short(label) for label, _, _ in pairs], fontsize=7)
+    axis.set_ylabel("requests/s")
+    axis.set_title(
+        "Round trips, requests/s: gateway vs floor\n"
+        "label: gateway/floor at 100 in flight, p50 difference at 1; green = target met",
+        fontsize=10,
+    )
+    axis.legend(fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+
+
+def _latency_panel(axis: Any, results: Sequence[Result]) -> None:
+    pairs = _pairs(results, ("mqtt", "ws"))
+    if not pairs:
+        _empty(axis, "round trips not run")
+        return
+    positions = range(len(pairs))
+    width = 0.4
+    for offset, side, color in ((-width / 2, 1, _FLOOR), (width / 2, 2, _GATEWAY)):
+        p50 = [pair[side].metrics.get("p50_ms", math.nan) for pair in pairs]
+        p99 = [pair[side].metrics.get("p99_ms", math.nan) for pair in pairs]
+        xs = [p + offset for p in positions]
+        axis.bar(xs, p50, width, color=color, label=f"{'floor' if side == 1 else 'gateway'} p50")
+        axis.scatter(xs, p99, marker="_", s=120, color="black", zorder=3)
+    axis.scatter([], [], marker="_", s=120, color="black", label="p99")
+    axis.set_yscale("log")
+    axis.set_xticks(list(positions), [_short(label) for label, _, _ in pairs], fontsize=7)
+    axis.set_ylabel("latency, ms (log)")
+    axis.set_title("Round-trip latency, ms (log): p50 bars, p99 ticks", fontsize=10)
+    axis.legend(fontsize=8)
+    axis.grid(axis="y", alpha=0.3, which="both")
+
+
+def _target_number(target: str) -> float | None:
+    """The threshold in a target text: `p50 < 20 ms` -> 20, `>= 50,000 stored/s` -> 50000."""
+    match = re.search(r"[<>=]=?\s*([\d][\d,]*(?:\.\d+)?)", target)
+    if not match:
+        return None
+    return float(match.group(1).replace(",", ""))
+
+
+def _hbars(axis: Any, rows: list[tuple[str, float, float | None, bool | None]], unit: str) -> None:
+    labels = [label for label, _, _, _ in rows]
+    values = [value for _, value, _, _ in rows]
+    colors = [_GATEWAY if met is None else (_MET if met else _MISS) for _, _, _, met in rows]
+    axis.barh(range(len(rows)), values, color=colors)
+    for index, (_, value, target, _) in enumerate(rows):
+        axis.annotate(f" {_number(value)} {unit}", (value, index), va="center", fontsize=7)
+        if target is not None:
+            axis.plot([target, target], [index - 0.4, index + 0.4], color="black", lw=2)
+    axis.set_yticks(range(len(rows)), labels, fontsize=7)
+    axis.invert_yaxis()
+    axis.grid(axis="x", alpha=0.3)
+
+
+def _empty(axis: Any, text: str) -> None:
+    axis.text(0.5, 0.5, text, ha="center", transform=axis.transAxes)
+    axis.set_axis_off()
+
+
+def _ingest_panel(axis: Any, results: Sequence[Result]) -> None:
+    rows: list[tuple[str, float, float | None, bool | None]] = []
+    for result in results:
+        if result.suite == "ingest" and "stored_per_s" in result.metrics:
+            target = _target_number(result.target)
+            rows.append(("stored", result.metrics["stored_per_s"], target, result.met))
+            rows.append(("answered", result.metrics.get("records_per_s", math.nan), None, None))
+    if not rows:
+        _empty(axis, "ingest not run")
+        return
+    _hbars(axis, rows, "/s")
+    axis.set_title("Sustained ingest: usage records/s\nblack tick = target", fontsize=10)
+
+
+def _memory_panel(axis: Any, results: Sequence[Result]) -> None:
+    rows: list[tuple[str, float, float | None, bool | None]] = []
+    for result in results:
+        if result.suite == "memory" and "rss_mb" in result.metrics:
+            target = _target_number(result.target) if result.target else None
+            rows.append((result.case, result.metrics["rss_mb"], target, result.met))
+    if not rows:
+        _empty(axis, "memory not measured")
+        return
+    _hbars(axis, rows, "MB")
+    axis.set_title("Gateway RSS, MB\nblack tick = target", fontsize=10)
+
+
+def _queries_panel(axis: Any, results: Sequence[Result]) -> None:
+    from matplotlib.ticker import NullFormatter
+
+    rows: list[tuple[str, float, float | None, bool | None]] = []
+    for result in results:
+        if result.suite != "queries":
+            continue
+        value = result.metrics.get("p50_ms")
+        if value is None:
+            continue
+        target = _target_number(result.target) if "ms" in result.target else None
+        rows.append((result.case, value, target, result.met))
+    if not rows:
+        _empty(axis, "queries not run")
+        return
+    _hbars(axis, rows, "ms")
+    axis.set_xscale("log")
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    smallest = min([value for _, value, _, _ in rows] + [t for _, _, t, _ in rows if t])
+    axis.set_xlim(left=max(smallest / 3, 1e-3))
+    axis.set_title("usage.api.list on 10M records, p50 ms (log)\nblack tick = target", fontsize=10)
+
+
+def render_chart(results: Sequence[Result], machine: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=(17, 10))
+    grid = figure.add_gridspec(2, 6, height_ratios=(3, 2))
+    _throughput_panel(figure.add_subplot(grid[0, :3]), results)
+    _latency_panel(figure.add_subplot(grid[0, 3:]), results)
+    _ingest_panel(figure.add_subplot(grid[1, :2]), results)
+    _memory_panel(figure.add_subplot(grid[1, 2:4]), results)
+    _queries_panel(figure.add_subplot(grid[1, 4:]), results)
+    figure.suptitle(
+        f"tr50gw benchmarks {machine['date']} - {machine['cpu']}, {machine['cores']} cores, "
+        f"{machine['ram_gb']} GB, Python {machine['python']}, DuckDB {machine['duckdb']}, "
+        f"Mosquitto {machine['mosquitto']}",
+        fontsize=10,
+    )
+    figure.tight_layout(rect=(0, 0, 1, 0.96))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# -- running -------------------------------------------------------------------------------------
+def _suite_runners(only: set[str]) -> list[tuple[str, Callable[[bool], list[Result]]]]:
+    runners: list[tuple[str, Callable[[bool], list[Result]]]] = []
+    round_trips = [suite for suite in ("mqtt", "ws") if suite in only]
+    if round_trips:
+        from bench import roundtrip
+
+        runners.append(
+            ("+".join(round_trips), lambda quick: roundtrip.run(quick, suites=round_trips))
+        )
+    if "ingest" in only:
+        from bench import ingest
+
+        runners.append(("ingest", ingest.run))
+    if "queries" in only:
+        try:  # written separately; may not exist yet
+            queries = importlib.import_module("bench.queries")
+        except ModuleNotFoundError as error:
+            if error.name != "bench.queries":
+                raise
+            progress("note: bench/queries.py is not there yet; skipping the queries suite")
+        else:
+            runners.append(("queries", queries.run))
+    return runners
+
+
+def _clean(value: Any) -> Any:
+    """NaN is not JSON: null instead."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    parser.add_argument(
+        "--only",
+        default=",".join(SUITES),
+        help=f"comma-separated suites out of {','.join(SUITES)} (default: all)",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where results go")
+    args = parser.parse_args(argv)
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    unknown = only - set(SUITES)
+    if unknown:
+        parser.error(f"unknown suite(s): {', '.join(sorted(unknown))}")
+
+    started = time.monotonic()
+    machine = machine_info()
+    progress(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gb']} GB")
+    machine["busy_before_percent"] = busy_percent()
+    if machine["busy_before_percent"] > 15:
+        progress(
+            f"note: {machine['busy_before_percent']:.0f}% of the CPU was in use before the run "
+            "started; the figures will be noisy"
+        )
+    results: list[Result] = []
+    crashed = False
+    for name, runner in _suite_runners(only):
+        progress(f"suite {name}{' (quick)' if args.quick else ''}")
+        suite_started = time.monotonic()
+        try:
+            results += runner(args.quick)
+        except Exception as error:
+            crashed = True
+            traceback.print_exc(file=sys.stderr)
+            results.append(Result(name, f"crashed: {type(error).__name__}", "", {}, "", False))
+        progress(f"suite {name} done in {time.monotonic() - suite_started:.0f} s")
+    elapsed = time.monotonic() - started
+
+    print(render_table(results))
+    print(
+        f"\n{machine['cpu']}, {machine['cores']} cores, {machine['ram_gb']} GB RAM; "
+        f"Python {machine['python']}, DuckDB {machine['duckdb']}, "
+        f"Mosquitto {machine['mosquitto']}; {elapsed:.0f} s"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    document = {
+        "machine": machine,
+        "quick": args.quick,
+        "suites": sorted(only),
+        "seconds": round(elapsed, 1),
+        "results": [result.as_dict() for result in results],
+    }
+    json_path = args.out / "latest.json"
+    json_path.write_text(json.dumps(_clean(document), indent=2) + "\n")
+    chart_path = args.out / "latest.png"
+    try:
+        render_chart(results, machine, chart_path)
+    except ImportError:
+        progress("note: matplotlib is missing (pip install -e '.[bench]'); no chart")
+    else:
+        progress(f"wrote {json_path} and {chart_path}")
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

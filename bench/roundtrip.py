@@ -1,0 +1,453 @@
+"""Round trips through the gateway against the floor, over MQTT and WebSocket.
+
+MQTT: two Mosquittos from the repo's config and ACL, one for each side (on one broker both would
+answer `api/#`). The floor is bench.echo's bare paho responder logged in with the gateway's broker
+account; the gateway is `tr50gw serve` as a subprocess. Cases: `diag.ping` and `usage.api.list`
+(limit 10; the floor echoes the same envelope) x QoS 0 and 1 x 1 and 100 requests in flight.
+WebSocket: `diag.ping` through the gateway vs a bare websockets echo server, 1 and 100 in flight.
+The same load generator (bench.load, its own process) drives both sides. Both sides stay up for
+the whole suite and every case runs floor, gateway, floor back to back: the floor is the mean of
+its two runs, their spread reported, so both sides see the same machine. Each run also records
+how much CPU processes outside the benchmark took meanwhile (`others_cpu`, % of a core); a floor
+run much busier than its twin is left out of the mean.
+
+Afterwards the gateway is stopped and the rows of its DuckDB file are counted: every request the
+load generators were answered (warm-up and drain included) plus their auth calls must be there.
+The gateway's RSS is sampled while it serves the 100-in-flight loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import load
+from bench.common import GatewayProcess, Result, rss_mb
+from devtools.broker import REPO_ROOT, Broker
+
+__all__ = [
+    "LIST_ENVELOPE",
+    "PING_ENVELOPE",
+    "Account",
+    "Case",
+    "EchoProcess",
+    "RssSampler",
+    "count_usage_rows",
+    "progress",
+    "provision",
+    "run",
+    "run_load",
+]
+
+PING_ENVELOPE = '{"1":{"command":"diag.ping"}}'
+# Filtered to `diag`: an unfiltered listing lists the earlier listings, each reply embedding the
+# previous ones (capped at 64 KiB per field), so replies grow to ~1.4 MB, beyond Mosquitto's
+# max_packet_size. The `diag` records come from the pings sent with the auth envelope.
+LIST_ENVELOPE = '{"1":{"command":"usage.api.list","params":{"limit":10,"service":"diag"}}}'
+SEED_PINGS = 10
+RATIO_TARGET = 0.60
+P50_SLACK_MS = 0.5
+QUIET_SLACK = 25.0  # % of a core: a floor run this much busier than the quietest one is dropped
+_started = time.monotonic()
+
+
+def progress(message: str) -> None:
+    """One line of progress on stderr (stdout is for the table)."""
+    print(f"[bench {time.monotonic() - _started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+# -- set-up --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Account:
+    username: str
+    password: str
+    org_key: str
+    app_id: str
+
+    @property
+    def auth_envelope(self) -> str:
+        """api.authenticate, then a few pings as this user: records for the listings to find."""
+        params = {"username": self.username, "password": self.password}
+        envelope: dict[str, Any] = {"auth": {"command": "api.authenticate", "params": params}}
+        for index in range(SEED_PINGS):
+            envelope[f"seed{index}"] = {"command": "diag.ping"}
+        return json.dumps(envelope)
+
+
+def _admin(*argv: str) -> dict[str, Any]:
+    from gateway.cli import main as cli_main  # the provisioning CLI, in-process
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli_main(["admin", *argv, "--json"])
+    if code != 0:
+        raise RuntimeError(f"tr50gw admin {' '.join(argv)} failed ({code}): {out.getvalue()}")
+    result: dict[str, Any] = json.loads(out.getvalue())
+    return result
+
+
+def provision(db: Path, org_key: str = "bench") -> Account:
+    """An org, a user and an application in a fresh DuckDB file, via `tr50gw admin`."""
+    password = "bench password 1234"
+    username = f"bench@{org_key}.test"
+    _admin("org-create", org_key, "--name", "Benchmarks", "--db", str(db))
+    _admin("user-create", username, "--org", org_key, "--password", password, "--db", str(db))
+    app = _admin("app-create", "--org", org_key, "--name", "bench", "--db", str(db))
+    return Account(username, password, org_key, app["appId"])
+
+
+def count_usage_rows(db: Path) -> int:
+    """Rows in the usage log, read from the file once the gateway has exited."""
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as connection:
+        row = connection.execute("SELECT count(*) FROM usage_log").fetchone()
+    return int(row[0]) if row else 0
+
+
+class EchoProcess:
+    """`python -m bench.echo ...` until `stop()`; `url` is what it printed after "ready"."""
+
+    def __init__(self, *argv: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.echo", *argv],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()  # blocks until ready (or exit)
+        if not line.startswith("ready"):
+            self.stop()
+            raise RuntimeError(f"echo {argv[0]} did not start: {line} {self.stderr()}")
+        self.url = line.partition(" ")[2]
+
+    def stderr(self) -> str:
+        if self.process.poll() is None or self.process.stderr is None:
+            return ""
+        return self.process.stderr.read()[-1500:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> EchoProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RssSampler:
+    """Samples a process's RSS in the background while `active`; keeps the peak and the mean."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[float] = []
+        self._active = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._active.is_set():
+                with contextlib.suppress(OSError):
+                    self.samples.append(rss_mb(self.pid))
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        self._active.set()
+        try:
+            yield
+        finally:
+            self._active.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+# -- running loads -------------------------------------------------------------------------------
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_by_process() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds so far) for every process on the machine."""
+    found: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        found[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS)
+    return found
+
+
+class OthersCpu:
+    """CPU used by processes outside this benchmark's own tree while a run lasts.
+
+    The machine may be shared; this says how much of it something else took (in % of one
+    core), so a noisy figure can be told from a slow one.
+    """
+
+    def __enter__(self) -> OthersCpu:
+        self._before = _cpu_by_process()
+        self._started = time.monotonic()
+        self.percent = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after = _cpu_by_process()
+        elapsed = max(1e-9, time.monotonic() - self._started)
+        ours = {os.getpid()}
+        changed = True
+        while changed:  # the benchmark's descendants: loads, echo, gateway, broker
+            grown = {pid for pid, (parent, _) in after.items() if parent in ours} | ours
+            changed = grown != ours
+            ours = grown
+        used = sum(
+            cpu - self._before.get(pid, (0, 0.0))[1]
+            for pid, (_, cpu) in after.items()
+            if pid not in ours and pid in self._before
+        )
+        self.percent = round(100 * used / elapsed, 1)
+
+
+@dataclass(frozen=True)
+class Case:
+    suite: str  # "mqtt" or "ws"
+    command: str  # "diag.ping" or "usage.api.list"
+    window: int
+    qos: int = 1
+
+    @property
+    def name(self) -> str:
+        qos = f" qos{self.qos}" if self.suite == "mqtt" else ""
+        return f"{self.command}{qos} {self.window} in flight"
+
+    @property
+    def envelope(self) -> str:
+        return LIST_ENVELOPE if self.command == "usage.api.list" else PING_ENVELOPE
+
+
+def run_load(
+    argv: Sequence[str],
+    *,
+    warmup: float,
+    duration: float,
+    processes: int = 1,
+    per_process: Sequence[Sequence[str]] = (),
+) -> dict[str, Any]:
+    """Run `processes` load generators side by side (each with its own extra args); merged."""
+    common = [*argv, "--warmup", str(warmup), "--duration", str(duration)]
+    if processes > 1:
+        common.append("--emit-samples")
+    spawned = [
+        load.spawn([*common, *(per_process[index] if per_process else ())])
+        for index in range(processes)
+    ]
+    timeout = warmup + duration + 60
+    with OthersCpu() as others:
+        results = [load.wait_result(process, timeout) for process in spawned]
+    merged = load.merge(results)
+    merged["others_cpu"] = others.percent
+    if others.percent > 10:
+        progress(f"  note: other processes used {others.percent:.0f}% of a core during this run")
+    return merged
+
+
+def _case_argv(case: Case, url: str, client_id: str, auth: str | None) -> list[str]:
+    argv = [case.suite, "--url", url, "--window", str(case.window), "--payload", case.envelope]
+    if case.suite == "mqtt":
+        argv += ["--client-id", client_id, "--qos", str(case.qos)]
+    if auth is not None:
+        argv += ["--auth", auth]
+    return argv
+
+
+def _metrics(result: dict[str, Any]) -> dict[str, float]:
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "requests", "errors", "lost", "others_cpu")
+    return {key: float(result[key]) for key in keys}
+
+
+def _compare(case: Case, floor: dict[str, Any], gateway: dict[str, Any]) -> list[Result]:
+    ratio = gateway["rps"] / floor["rps"] if floor["rps"] else float("nan")
+    metrics = _metrics(gateway) | {"ratio": round(ratio, 3)}
+    clean = gateway["errors"] == 0 and gateway["lost"] == 0
+    if case.window == 1:
+        p50_diff = gateway["p50_ms"] - floor["p50_ms"]
+        metrics["p50_diff_ms"] = round(p50_diff, 4)
+        target = f"p50 <= floor + {P50_SLACK_MS} ms"
+        met = clean and p50_diff <= P50_SLACK_MS
+    else:
+        target = f"ratio >= {RATIO_TARGET:.2f}"
+        met = clean and ratio >= RATIO_TARGET
+    return [
+        Result(case.suite, case.name, "floor", _metrics(floor)),
+        Result(case.suite, case.name, "gateway", metrics, target, met),
+    ]
+
+
+def cases(suites: Sequence[str]) -> list[Case]:
+    found: list[Case] = []
+    if "mqtt" in suites:
+        for command in ("diag.ping", "usage.api.list"):
+            for qos in (0, 1):
+                for window in (1, 100):
+                    found.append(Case("mqtt", command, window, qos))
+    if "ws" in suites:
+        for window in (1, 100):
+            found.append(Case("ws", "diag.ping", window))
+    return found
+
+
+def _mean_floor(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The floor of a case from its runs before and after the gateway's (the machine drifts).
+
+    Runs during which other processes took much more CPU than in the quietest one are left
+    out; the spread still covers every run.
+    """
+    quietest = min(run["others_cpu"] for run in runs)
+    used = [run for run in runs if run["others_cpu"] <= quietest + QUIET_SLACK]
+    merged = dict(used[0])
+    for key in ("rps", "p50_ms", "p90_ms", "p99_ms"):
+        merged[key] = round(sum(run[key] for run in used) / len(used), 4)
+    for key in ("requests", "errors", "lost"):
+        merged[key] = sum(run[key] for run in used)
+    merged["others_cpu"] = max(run["others_cpu"] for run in used)
+    rates = [run["rps"] for run in runs]
+    merged["spread"] = round((max(rates) - min(rates)) / merged["rps"], 3) if merged["rps"] else 0
+    merged["rps_min"], merged["rps_max"] = min(rates), max(rates)
+    merged["runs_used"] = len(used)
+    return merged
+
+
+def run(quick: bool = False, suites: Sequence[str] = ("mqtt", "ws")) -> list[Result]:
+    """Both sides of every round-trip case, the gateway's memory, and the usage-log check.
+
+    Floor and gateway run side by side for the whole suite, each behind its own Mosquitto
+    (same config, same ACL: the two would both answer `api/#` on one broker), and every case
+    runs floor, gateway, floor back to back, so both sides see the same machine.
+    """
+    warmup, duration = (0.5, 1.5) if quick else (1.0, 4.0)
+    todo = cases(suites)
+    if not todo:
+        return []
+    floor_runs: dict[Case, list[dict[str, Any]]] = {case: [] for case in todo}
+    gateway_runs: dict[Case, dict[str, Any]] = {}
+    answered = 0
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tr50gw-bench-")))
+        db = workdir / "usage.duckdb"
+        account = provision(db)
+        floor_broker = gateway_broker = None
+        ws_echo: EchoProcess | None = None
+        if "mqtt" in suites:
+            floor_broker = stack.enter_context(Broker())
+            gateway_broker = stack.enter_context(Broker())
+            stack.enter_context(EchoProcess("mqtt", "--url", floor_broker.url_for_gateway))
+        if "ws" in suites:
+            ws_echo = stack.enter_context(EchoProcess("ws", "--port", "0"))
+        progress("starting the gateway")
+        gateway = GatewayProcess(
+            db, mqtt_url=gateway_broker.url_for_gateway if gateway_broker else "none"
+        )
+        sampler: RssSampler | None = None
+        try:
+            gateway.wait_ready()
+            time.sleep(0.5)
+            idle_rss = rss_mb(gateway.pid)
+            sampler = RssSampler(gateway.pid)
+            for index, case in enumerate(todo):
+                auth = account.auth_envelope if case.command == "usage.api.list" else None
+                if case.suite == "mqtt":
+                    assert floor_broker is not None and gateway_broker is not None
+                    floor_url = f"mqtt://127.0.0.1:{floor_broker.port}"
+                    gateway_url = f"mqtt://127.0.0.1:{gateway_broker.port}"
+                else:
+                    assert ws_echo is not None
+                    floor_url, gateway_url = ws_echo.url, gateway.ws_url
+                for turn in ("floor", "gateway", "floor"):
+                    progress(f"{case.suite} {turn}: {case.name}")
+                    url = floor_url if turn == "floor" else gateway_url
+                    argv = _case_argv(case, url, f"{turn}{index}-{len(floor_runs[case])}", auth)
+                    if turn == "floor":
+                        floor_runs[case].append(run_load(argv, warmup=warmup, duration=duration))
+                        continue
+                    with sampler.active() if case.window > 1 else contextlib.nullcontext():
+                        result = run_load(argv, warmup=warmup, duration=duration)
+                    answered += result["answered"] + result["auth_calls"] * (1 + SEED_PINGS)
+                    if result["lost"]:
+                        progress(f"  {result['lost']} requests never answered")
+                    gateway_runs[case] = result
+                floor = _mean_floor(floor_runs[case])
+                ratio = result["rps"] / floor["rps"] if floor["rps"] else float("nan")
+                progress(
+                    f"  floor {floor['rps']:.0f} req/s p50 {floor['p50_ms']:.2f} ms"
+                    f" | gateway {result['rps']:.0f} req/s p50 {result['p50_ms']:.2f} ms"
+                    f" | ratio {ratio:.2f}"
+                )
+        finally:
+            if sampler is not None:
+                sampler.close()
+            code = gateway.stop()
+        if code != 0:
+            progress(f"gateway exited with {code}: " + "\n".join(gateway.lines[-20:]))
+        rows = count_usage_rows(db)
+        progress(f"usage log: {rows} rows, {answered} calls answered")
+
+    results: list[Result] = []
+    for case in todo:
+        floor = _mean_floor(floor_runs[case])
+        results += _compare(case, floor, gateway_runs[case])
+        for key in ("spread", "rps_min", "rps_max", "runs_used"):
+            results[-2].metrics[key] = floor[key]
+    results.append(
+        Result(
+            "log",
+            "every call logged (" + "+".join(sorted({c.suite for c in todo})) + " runs)",
+            "gateway",
+            {"rows": float(rows), "answered": float(answered)},
+            "rows == answered",
+            rows == answered,
+        )
+    )
+    results.append(Result("memory", "idle", "gateway", {"rss_mb": round(idle_rss, 1)}))
+    if sampler is not None and sampler.samples:
+        peak = max(sampler.samples)
+        results.append(
+            Result(
+                "memory",
+                "under load",
+                "gateway",
+                {
+                    "rss_mb": round(peak, 1),
+                    "rss_mean_mb": round(sum(sampler.samples) / len(sampler.samples), 1),
+                },
+                "< 250 MB",
+                peak < 250,
+            )
+        )
+    return results
