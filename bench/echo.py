@@ -24,7 +24,6 @@ import signal
 import socket
 import sys
 import threading
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -32,7 +31,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+
+from gateway.websocket import server_options
 
 __all__ = ["main", "reply_topic", "run_mqtt_echo", "run_ws_echo"]
 
@@ -94,12 +94,6 @@ def run_mqtt_echo(url: str, client_id: str = "bench-echo") -> int:
     return 0
 
 
-def _only_api_path(connection: ServerConnection, request: Request) -> Response | None:
-    if request.path.split("?", 1)[0] != "/api":
-        return connection.respond(HTTPStatus.NOT_FOUND, "echo is served at /api\n")
-    return None
-
-
 async def _serve_ws(host: str, port: int, max_payload: int) -> None:
     async def echo(websocket: ServerConnection) -> None:
         try:
@@ -113,17 +107,7 @@ async def _serve_ws(host: str, port: int, max_payload: int) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     # The gateway's server settings (gateway/websocket.py), so only the work per message differs.
-    async with serve(
-        echo,
-        host,
-        port,
-        process_request=_only_api_path,
-        max_size=max_payload * 4,
-        max_queue=16,
-        write_limit=256 * 1024,
-        ping_interval=20,
-        ping_timeout=20,
-    ) as server:
+    async with serve(echo, host, port, **server_options(max_payload)) as server:
         bound = next(iter(server.sockets)).getsockname()[1]
         print(f"ready ws://{host}:{bound}/api", flush=True)
         await stop.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -19,7 +20,7 @@ from gateway.context import Connection
 from gateway.dispatcher import Dispatcher
 from gateway.errors import PayloadTooLarge
 
-__all__ = ["start_websocket_server"]
+__all__ = ["server_options", "start_websocket_server"]
 
 logger = logging.getLogger("tr50gw.websocket")
 _connection_ids = itertools.count(1)
@@ -29,6 +30,18 @@ def _only_api_path(connection: ServerConnection, request: Request) -> Response |
     if request.path.split("?", 1)[0] != "/api":
         return connection.respond(HTTPStatus.NOT_FOUND, "TR50 is served at /api\n")
     return None
+
+
+def server_options(max_payload: int) -> dict[str, Any]:
+    """The server's settings, shared with the benchmark's bare echo server to compare fairly."""
+    return {
+        "process_request": _only_api_path,
+        "max_size": max_payload * 4,
+        "max_queue": 16,
+        "write_limit": 256 * 1024,
+        "ping_interval": 20,
+        "ping_timeout": 20,
+    }
 
 
 async def start_websocket_server(
@@ -52,15 +65,4 @@ async def start_websocket_server(
                     connection, PayloadTooLarge("payload too large: message closed with 1009"), ""
                 )
 
-    server = await serve(
-        handle,
-        host,
-        port,
-        process_request=_only_api_path,
-        max_size=max_payload * 4,
-        max_queue=16,
-        write_limit=256 * 1024,
-        ping_interval=20,
-        ping_timeout=20,
-    )
-    return server
+    return await serve(handle, host, port, **server_options(max_payload))
