@@ -49,7 +49,7 @@ def _serve_parser(sub: Any) -> None:
     serve.add_argument(
         "--flush-interval-ms",
         type=int,
-        help="how long the usage writer lets a batch grow before committing (default 10)",
+        help="how long the usage writer lets a batch grow before committing (default 50)",
     )
     serve.add_argument("--db-memory-limit", help="DuckDB's memory cap, e.g. 128MB (default)")
     serve.add_argument("--instance-name", help="processedBy of every record (default: host name)")

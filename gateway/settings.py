@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     ws_host: str = "127.0.0.1"
     ws_port: int = Field(8765, ge=-1, le=65535, description="0 = any free port, -1 = off")
     db: Path = Path("data/usage.duckdb")
-    flush_interval_ms: int = Field(10, ge=0, le=10_000)
+    flush_interval_ms: int = Field(50, ge=0, le=10_000)
     db_memory_limit: str = Field("128MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$")
     instance_name: str = Field(default_factory=socket.gethostname)
     session_ttl: int = Field(86400, ge=1)

@@ -159,7 +159,7 @@ class UsageLog:
     """Append-only usage records with a group-committing writer thread."""
 
     def __init__(
-        self, database: Database, *, max_batch: int = 10_000, flush_interval: float = 0.01
+        self, database: Database, *, max_batch: int = 10_000, flush_interval: float = 0.05
     ) -> None:
         """`flush_interval` (seconds): how long the writer lets a batch grow before committing,
         unless a reader is waiting for it. A commit costs ~5 ms whatever its size, so this
