@@ -238,6 +238,12 @@ class MqttTransport:
             return PayloadTooLarge(f"payload too large: inflates beyond {self._max_payload} bytes")
         return data
 
+    @staticmethod
+    def _wire(route: Route, reply: bytes | dict[str, Any]) -> bytes:
+        """A reply as published: encoded if it is a document, zlib-compressed on `replyz`."""
+        data = reply if isinstance(reply, bytes) else encode(reply)
+        return zlib.compress(data) if route.compressed else data
+
     async def _process(
         self, message: mqtt.MQTTMessage, route: Route, previous: asyncio.Task[None] | None
     ) -> None:
@@ -247,12 +253,10 @@ class MqttTransport:
         payload = self._unpack(message, route)
         if isinstance(payload, TR50Error):
             await self._dispatcher.record_rejected(connection, payload, "")
-            reply = encode(failure(payload.code, payload.message))
+            reply = self._wire(route, failure(payload.code, payload.message))
         else:
-            reply = await self._dispatcher.handle(payload, connection)
+            reply = self._wire(route, await self._dispatcher.handle(payload, connection))
         topic, correlation = self._response_topic(message, route)
-        if route.compressed:
-            reply = zlib.compress(reply)
         if len(reply) > self._max_reply:
             # The broker would drop the connection over it, and the unacknowledged request would
             # come back on reconnect, forever; answer -90011 instead.
@@ -263,9 +267,7 @@ class MqttTransport:
                 f"payload too large: the reply has {len(reply)} bytes, MQTT allows "
                 f"{self._max_reply}; ask for less (a smaller limit)"
             )
-            reply = encode(failure(too_large.code, too_large.message))
-            if route.compressed:
-                reply = zlib.compress(reply)
+            reply = self._wire(route, failure(too_large.code, too_large.message))
         properties = None
         if correlation is not None:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -317,13 +319,10 @@ class MqttTransport:
                 delay = min(delay * 2, 30.0)
                 continue
             await self._lost.wait()
-            delay = 1.0 if self._was_connected() else min(delay * 2, 30.0)
+            # Back off further only when the link never got as far as a CONNACK.
+            delay = 1.0 if self._session_ok else min(delay * 2, 30.0)
+            self._session_ok = False
             await asyncio.sleep(delay)
-
-    def _was_connected(self) -> bool:
-        connected = self._session_ok
-        self._session_ok = False
-        return connected
 
     async def _housekeeping(self) -> None:
         """paho's keep-alive pings and timeouts, which its own loop would otherwise run."""

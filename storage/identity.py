@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 import duckdb
 
@@ -323,6 +323,3 @@ class IdentityStore:
                 "UPDATE sessions SET ended = true WHERE token_hash = ?", [token_hash]
             )
         )
-
-    def describe(self) -> dict[str, Any]:
-        return {"cachedSessions": len(self._sessions)}

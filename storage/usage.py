@@ -327,10 +327,6 @@ class UsageLog:
     ) -> tuple[int, list[dict[str, Any]]]:
         return await asyncio.to_thread(self.list_sync, usage_filter, offset=offset, limit=limit)
 
-    def count_sync(self) -> int:
-        row = self._database.cursor().execute("SELECT count(*) FROM usage_log").fetchone()
-        return int(row[0]) if row else 0
-
 
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
