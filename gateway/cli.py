@@ -51,7 +51,7 @@ def _serve_parser(sub: Any) -> None:
         type=int,
         help="how long the usage writer lets a batch grow before committing (default 50)",
     )
-    serve.add_argument("--db-memory-limit", help="DuckDB's memory cap, e.g. 128MB (default)")
+    serve.add_argument("--db-memory-limit", help="DuckDB's memory cap, e.g. 64MB (default)")
     serve.add_argument("--instance-name", help="processedBy of every record (default: host name)")
     serve.add_argument("--session-ttl", type=int, help="session TTL in seconds (default 86400)")
     serve.add_argument("--max-payload", type=int, help="largest envelope in bytes (default 262144)")

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     ws_port: int = Field(8765, ge=-1, le=65535, description="0 = any free port, -1 = off")
     db: Path = Path("data/usage.duckdb")
     flush_interval_ms: int = Field(50, ge=0, le=10_000)
-    db_memory_limit: str = Field("128MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$")
+    db_memory_limit: str = Field("64MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$")
     instance_name: str = Field(default_factory=socket.gethostname)
     session_ttl: int = Field(86400, ge=1)
     max_payload: int = Field(256 * 1024, ge=1024)

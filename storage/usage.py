@@ -271,11 +271,13 @@ class UsageLog:
     ) -> tuple[int, list[dict[str, Any]]]:
         """One page, newest first, and the total count, in three narrow steps.
 
-        1. One scan of the filter columns counts all matches and, in the same pass, those
-           within a few growing horizons before the window's end (filtered aggregates, no sort).
-        2. The smallest horizon holding rows `0 .. offset+limit` bounds where the page's sort
-           keys `(ts, id)` are ranked: zone maps skip older row groups, and no wide rows are
-           sorted however deep the page.
+        1. One scan of the filter columns counts all matches (a bare filtered count: counting
+           at several horizons in the same pass doubled its cost).
+        2. Unless the page reaches the window's oldest rows, growing horizons before the
+           window's end are counted until one holds rows `0 .. offset+limit`; zone maps skip
+           older row groups, so each probe costs about what its horizon holds. The page's sort
+           keys `(ts, id)` are ranked within that horizon only: no wide rows are sorted, however
+           deep the page.
         3. The page's full rows are read by its key span, with plain range predicates that
            zone maps can use (an `id IN (...)` list would become a join over a scan).
         """
@@ -283,23 +285,15 @@ class UsageLog:
         where, values = usage_filter.where()
         glue = " AND " if where else " WHERE "
         cursor = self._database.cursor()
-        end = usage_filter.end or datetime.now(UTC).replace(tzinfo=None)
-        cutoffs = [end - horizon for horizon in _HORIZONS]
         counted = cursor.execute(
-            "SELECT count(*)"  # noqa: S608
-            + "".join(", count(*) FILTER (WHERE ts >= ?)" for _ in cutoffs)
-            + " FROM usage_log"
-            + where,
-            [*cutoffs, *values],
+            "SELECT count(*) FROM usage_log" + where,  # noqa: S608
+            values,
         ).fetchone()
         assert counted is not None
         count = int(counted[0])
         if count <= offset:
             return count, []
-        lower = next(
-            (cut for cut, n in zip(cutoffs, counted[1:], strict=True) if n >= offset + limit),
-            None,
-        )
+        lower = self._horizon(cursor, usage_filter, where + glue, values, offset + limit, count)
         keys_sql = "SELECT ts, id FROM usage_log" + where  # noqa: S608
         keys_values: list[Any] = list(values)
         if lower is not None:
@@ -321,6 +315,32 @@ class UsageLog:
             [*values, oldest_ts, newest_ts, oldest_ts, oldest_id, newest_ts, newest_id],
         ).fetchall()
         return count, [dict(zip(_WIRE_NAMES, row, strict=True)) for row in rows]
+
+    @staticmethod
+    def _horizon(
+        cursor: Any,
+        usage_filter: UsageFilter,
+        where_and: str,
+        values: list[Any],
+        needed: int,
+        count: int,
+    ) -> datetime | None:
+        """The latest cutoff whose rows up to the window's end hold `needed` matches (None: the
+        whole window is needed)."""
+        if needed >= count:
+            return None
+        end = usage_filter.end or datetime.now(UTC).replace(tzinfo=None)
+        for horizon in _HORIZONS:
+            cutoff = end - horizon
+            if usage_filter.start is not None and cutoff <= usage_filter.start:
+                return None
+            held = cursor.execute(
+                "SELECT count(*) FROM usage_log" + where_and + "ts >= ?",  # noqa: S608
+                [*values, cutoff],
+            ).fetchone()
+            if held is not None and held[0] >= needed:
+                return cutoff
+        return None
 
     async def list(
         self, usage_filter: UsageFilter, *, offset: int, limit: int
