@@ -8,6 +8,9 @@ __all__ = ["build_registry"]
 
 
 def build_registry() -> Registry:
-    from commands import api, diag, session, usage
+    from commands import analytics, api, diag, session, usage
 
-    return Registry([api.COMMANDS, session.COMMANDS, diag.COMMANDS, usage.COMMANDS])
+    # The usage service is two modules: the raw log (usage.py) and its aggregates (analytics.py).
+    return Registry(
+        [api.COMMANDS, session.COMMANDS, diag.COMMANDS, usage.COMMANDS, analytics.COMMANDS]
+    )

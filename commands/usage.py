@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,6 +28,10 @@ class WindowParams(BaseModel):
     start: Timestamp | None = None
     end: Timestamp | None = None
     has_failure: bool = Field(False, alias="hasFailure")
+    search_text: str | None = Field(None, alias="searchText", min_length=1, max_length=200)
+    remote_addr: str | None = Field(None, alias="remoteAddr", min_length=1, max_length=100)
+    client_id: str | None = Field(None, alias="clientId", min_length=1, max_length=300)
+    transport: Literal["mqtt", "ws", "http"] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> WindowParams:
@@ -65,6 +69,10 @@ def scoped_filter(params: WindowParams, ctx: CallContext) -> UsageFilter:
         start=start,
         end=end,
         failed_only=params.has_failure,
+        search_text=params.search_text,
+        remote_addr=params.remote_addr,
+        client_id=params.client_id,
+        transport=params.transport,
     )
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from gateway.errors import InvalidSession
+from storage.analytics import UsageAnalytics
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -42,6 +43,11 @@ class Services:
     identity: IdentityStore
     usage: UsageLog
     clock: Callable[[], datetime]
+
+    @property
+    def analytics(self) -> UsageAnalytics:
+        """Aggregates over the usage log (a stateless view: each query takes a reader cursor)."""
+        return UsageAnalytics(self.usage.database)
 
 
 @dataclass(slots=True)

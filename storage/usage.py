@@ -119,6 +119,10 @@ class UsageFilter:
     start: datetime | None = None
     end: datetime | None = None
     failed_only: bool = False
+    search_text: str | None = None
+    remote_addr: str | None = None
+    client_id: str | None = None
+    transport: str | None = None
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -129,10 +133,20 @@ class UsageFilter:
             ("whoami", self.whoami),
             ("service", self.service),
             ("command", self.command),
+            ("client_id", self.client_id),
+            ("transport", self.transport),
         ):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 values.append(value)
+        if self.remote_addr is not None:  # functions, not LIKE: `%` and `_` stay plain characters
+            clauses.append("starts_with(remote_addr, ?)")
+            values.append(self.remote_addr)
+        if self.search_text is not None:
+            clauses.append(
+                "(contains(lower(request), lower(?)) OR contains(lower(response), lower(?)))"
+            )
+            values += [self.search_text] * 2
         if self.start is not None:
             clauses.append("ts >= ?")
             values.append(self.start)
@@ -187,6 +201,10 @@ class UsageLog:
             if len(self._pending) == 1:  # the writer sleeps only when the queue is empty
                 self._condition.notify()
             return self._submitted
+
+    @property
+    def database(self) -> Database:
+        return self._database
 
     @property
     def submitted(self) -> int:

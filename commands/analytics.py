@@ -1,0 +1,161 @@
+"""Usage analytics commands (`usage.api.activity`, `.times`, `.statuses`, `.breakdown`,
+`.endpoints`, `.history`, `.get`): the tenancy and filters of usage.api.list, bucketed in a zone."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from commands.usage import WindowParams, scoped_filter
+from gateway.context import CallContext
+from gateway.errors import InvalidParams, NotFound
+from gateway.registry import Command
+from storage.buckets import BucketPlan, plan_buckets
+from storage.usage import UsageFilter
+
+__all__ = ["COMMANDS"]
+
+DEFAULT_WINDOW = timedelta(hours=24)
+Interval = Literal["year", "quarter", "month", "week", "day", "hour", "minute", "second"]
+_UUID = re.compile(
+    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+)
+
+
+class AnalyticsParams(WindowParams):
+    interval: Interval | None = None
+    timezone: str = Field("UTC", min_length=1, max_length=64)
+
+
+class BreakdownParams(AnalyticsParams):
+    by: Literal["service", "command", "who", "org"]
+    top: int = Field(10, ge=1, le=100)
+
+
+class HistoryParams(WindowParams):
+    series: Literal["hour", "day"] = "day"
+    dimension: Literal["service", "org"] = "service"
+    timezone: str = Field("UTC", min_length=1, max_length=64)
+
+
+class EndpointsParams(WindowParams):
+    offset: int = Field(0, ge=0, le=10_000_000)
+    limit: int = Field(100, ge=1, le=2000)
+
+
+class GetParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str = Field(min_length=1, max_length=64)
+    show_all: bool = Field(False, alias="showAll")
+
+
+def _window(params: WindowParams, ctx: CallContext) -> UsageFilter:
+    """The scoped filter, with the default window (the last 24 hours) when none was given."""
+    if params.last is None and params.start is None:
+        params = params.model_copy(update={"last": DEFAULT_WINDOW})
+    return scoped_filter(params, ctx)
+
+
+def _plan(
+    params: WindowParams, ctx: CallContext, interval: str | None, timezone: str
+) -> tuple[UsageFilter, BucketPlan]:
+    usage_filter = _window(params, ctx)
+    start, end = usage_filter.start, usage_filter.end or ctx.services.clock()
+    assert start is not None  # _window always sets one
+    try:
+        plan = plan_buckets(start, end, interval, timezone)
+    except ValueError as error:
+        raise InvalidParams(f"invalid params: {error}") from None
+    # The filter's end is explicit, so the buckets and the rows counted in them always agree.
+    return replace(usage_filter, end=end), plan
+
+
+async def activity(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
+    usage_filter, plan = _plan(params, ctx, params.interval, params.timezone)
+    await ctx.services.usage.wait_visible()
+    analytics = ctx.services.analytics
+    return await analytics.run(analytics.activity, usage_filter, plan)
+
+
+async def times(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
+    usage_filter, plan = _plan(params, ctx, params.interval, params.timezone)
+    await ctx.services.usage.wait_visible()
+    analytics = ctx.services.analytics
+    return await analytics.run(analytics.times, usage_filter, plan)
+
+
+async def statuses(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
+    usage_filter, plan = _plan(params, ctx, params.interval, params.timezone)
+    await ctx.services.usage.wait_visible()
+    analytics = ctx.services.analytics
+    return await analytics.run(analytics.statuses, usage_filter, plan)
+
+
+async def breakdown(params: BreakdownParams, ctx: CallContext) -> dict[str, Any]:
+    usage_filter, plan = _plan(params, ctx, params.interval, params.timezone)
+    await ctx.services.usage.wait_visible()
+    analytics = ctx.services.analytics
+    return await analytics.run(analytics.breakdown, usage_filter, plan, params.by, params.top)
+
+
+async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
+    usage_filter, plan = _plan(params, ctx, params.series, params.timezone)
+    await ctx.services.usage.wait_visible()
+    analytics = ctx.services.analytics
+    return await analytics.run(analytics.history, usage_filter, plan, params.dimension)
+
+
+async def endpoints(params: EndpointsParams, ctx: CallContext) -> dict[str, Any]:
+    usage_filter = _window(params, ctx)
+    await ctx.services.usage.wait_visible()
+    analytics = ctx.services.analytics
+
+    def page() -> dict[str, Any]:
+        return analytics.endpoints(usage_filter, offset=params.offset, limit=params.limit)
+
+    return await analytics.run(page)
+
+
+async def get(params: GetParams, ctx: CallContext) -> dict[str, Any]:
+    if not _UUID.match(params.id):
+        raise InvalidParams("invalid params: id must be a record id (a UUID)")
+    usage_filter = scoped_filter(WindowParams(showAll=params.show_all), ctx)
+    await ctx.services.usage.wait_visible()
+    analytics = ctx.services.analytics
+    record = await analytics.run(analytics.get, usage_filter, params.id)
+    if record is None:
+        raise NotFound("not found: no usage record with that id")
+    return record
+
+
+def _buckets_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What the usage log keeps of an analytics reply: its shape, not its series."""
+    summary: dict[str, Any] = {
+        key: result[key] for key in ("interval", "timezone", "by") if key in result
+    }
+    summary["buckets"] = len(result.get("result") or result.get("ts") or ())
+    return summary
+
+
+def _page_summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {"count": result["count"], "returned": len(result["result"] or ())}
+
+
+def _record_summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {"id": result["id"]}
+
+
+COMMANDS = [
+    Command("usage.api.activity", AnalyticsParams, activity, log_result=_buckets_summary),
+    Command("usage.api.times", AnalyticsParams, times, log_result=_buckets_summary),
+    Command("usage.api.statuses", AnalyticsParams, statuses, log_result=_buckets_summary),
+    Command("usage.api.breakdown", BreakdownParams, breakdown, log_result=_buckets_summary),
+    Command("usage.api.history", HistoryParams, history, log_result=_buckets_summary),
+    Command("usage.api.endpoints", EndpointsParams, endpoints, log_result=_page_summary),
+    Command("usage.api.get", GetParams, get, log_result=_record_summary),
+]

@@ -1,0 +1,231 @@
+"""Usage analytics: one parameterized DuckDB query per command, aggregated in the database.
+
+Python touches only the aggregated rows (at most one per bucket, key or endpoint) to lay them
+out on the full bucket plan; no per-record loop runs here. SQL text is assembled only from fixed
+fragments (column names, the plan's `?`-placeholder expression); every value is a parameter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+from storage.buckets import BucketPlan
+from storage.db import Database
+from storage.usage import _SELECT, _WIRE_NAMES, UsageFilter  # one record shape for list and get
+
+__all__ = ["DIMENSIONS", "UsageAnalytics"]
+
+T = TypeVar("T")
+
+# The grouping key of a breakdown/history dimension. A command without a dot counts under its
+# service alone; a payload that was not an envelope under "".
+_FULL_NAME: Final = "CASE WHEN command = '' THEN service ELSE service || '.' || command END"
+DIMENSIONS: Final = {
+    "service": "service",
+    "command": _FULL_NAME,
+    "who": "whoami",
+    "org": "org_key",
+}
+_MS: Final = 1_000_000.0  # exec_time is stored in nanoseconds
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else float(value) / _MS
+
+
+def _timestamp(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+class UsageAnalytics:
+    """Read-only aggregates over `usage_log`, each computed by one query on a reader cursor."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(function, *args)
+
+    def _grouped(
+        self, usage_filter: UsageFilter, plan: BucketPlan, aggregates: str
+    ) -> dict[Any, tuple[Any, ...]]:
+        where, values = usage_filter.where()
+        sql = f"SELECT {plan.key_sql} AS bucket, {aggregates} FROM usage_log{where} GROUP BY bucket"  # noqa: S608
+        rows = self._database.cursor().execute(sql, [*plan.key_values, *values]).fetchall()
+        return {row[0]: row[1:] for row in rows}
+
+    def _envelope(self, plan: BucketPlan, result: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"interval": plan.interval, "timezone": plan.timezone, "result": result}
+
+    def activity(self, usage_filter: UsageFilter, plan: BucketPlan) -> dict[str, Any]:
+        counts = self._grouped(usage_filter, plan, "count(*)")
+        return self._envelope(
+            plan,
+            [
+                {"timestamp": label, "count": int(counts.get(key, (0,))[0])}
+                for key, label in zip(plan.keys, plan.labels, strict=True)
+            ],
+        )
+
+    def statuses(self, usage_filter: UsageFilter, plan: BucketPlan) -> dict[str, Any]:
+        counts = self._grouped(usage_filter, plan, "count(*), count(*) FILTER (WHERE success)")
+        result = []
+        for key, label in zip(plan.keys, plan.labels, strict=True):
+            total, success = counts.get(key, (0, 0))
+            result.append(
+                {"timestamp": label, "count": total, "success": success, "failed": total - success}
+            )
+        return self._envelope(plan, result)
+
+    def times(self, usage_filter: UsageFilter, plan: BucketPlan) -> dict[str, Any]:
+        stats = self._grouped(
+            usage_filter,
+            plan,
+            "count(*), min(exec_time), max(exec_time), avg(exec_time),"
+            " quantile_cont(exec_time, [0.5, 0.95, 0.99])",
+        )
+        result = []
+        for key, label in zip(plan.keys, plan.labels, strict=True):
+            row = stats.get(key)
+            if row is None:
+                result.append(
+                    {
+                        "timestamp": label,
+                        "count": 0,
+                        "min": None,
+                        "max": None,
+                        "avg": None,
+                        "p50": None,
+                        "p95": None,
+                        "p99": None,
+                    }
+                )
+                continue
+            count, low, high, mean, (p50, p95, p99) = row
+            result.append(
+                {
+                    "timestamp": label,
+                    "count": count,
+                    "min": _ms(low),
+                    "max": _ms(high),
+                    "avg": _ms(mean),
+                    "p50": _ms(p50),
+                    "p95": _ms(p95),
+                    "p99": _ms(p99),
+                }
+            )
+        return self._envelope(plan, result)
+
+    def _by_key(
+        self, usage_filter: UsageFilter, plan: BucketPlan, dimension: str, top: int | None
+    ) -> tuple[list[str], dict[Any, dict[str, int]], dict[Any, int]]:
+        """Counts per (bucket, key), the keys most calls first; with `top`, the keys beyond the
+        window's top ones are summed per bucket instead."""
+        where, values = usage_filter.where()
+        key_sql = DIMENSIONS[dimension]
+        if top is None:
+            sql = (
+                f"SELECT {plan.key_sql} AS bucket, {key_sql} AS k, true, count(*)"  # noqa: S608
+                f" FROM usage_log{where} GROUP BY ALL"
+            )
+            parameters = [*plan.key_values, *values]
+        else:
+            sql = (
+                f"WITH scoped AS (SELECT {plan.key_sql} AS bucket, {key_sql} AS k"  # noqa: S608
+                f" FROM usage_log{where}),"
+                " top_keys AS (SELECT k FROM scoped GROUP BY k ORDER BY count(*) DESC, k LIMIT ?)"
+                " SELECT bucket, k, k IN (SELECT k FROM top_keys) AS shown, count(*)"
+                " FROM (SELECT bucket, k FROM scoped) GROUP BY ALL"
+            )
+            parameters = [*plan.key_values, *values, top]
+        rows = self._database.cursor().execute(sql, parameters).fetchall()
+        per_bucket: dict[Any, dict[str, int]] = {}
+        totals: dict[str, int] = {}
+        other: dict[Any, int] = {}
+        for bucket, key, shown, count in rows:
+            if not shown:
+                other[bucket] = other.get(bucket, 0) + count
+                continue
+            per_bucket.setdefault(bucket, {})[key] = count
+            totals[key] = totals.get(key, 0) + count
+        keys = sorted(totals, key=lambda k: (-totals[k], k))
+        return keys, per_bucket, other
+
+    def breakdown(
+        self, usage_filter: UsageFilter, plan: BucketPlan, dimension: str, top: int
+    ) -> dict[str, Any]:
+        keys, per_bucket, other = self._by_key(usage_filter, plan, dimension, top)
+        result = []
+        for bucket, label in zip(plan.keys, plan.labels, strict=True):
+            counts = per_bucket.get(bucket, {})
+            shown = {key: counts.get(key, 0) for key in keys}
+            rest = other.get(bucket, 0)
+            result.append(
+                {
+                    "timestamp": label,
+                    "count": sum(shown.values()) + rest,
+                    "counts": shown,
+                    "other": rest,
+                }
+            )
+        return {
+            "interval": plan.interval,
+            "timezone": plan.timezone,
+            "by": dimension,
+            "keys": keys,
+            "result": result,
+        }
+
+    def history(
+        self, usage_filter: UsageFilter, plan: BucketPlan, dimension: str
+    ) -> dict[str, Any]:
+        keys, per_bucket, _ = self._by_key(usage_filter, plan, dimension, None)
+        counters = {
+            key: [per_bucket.get(bucket, {}).get(key, 0) for bucket in plan.keys] for key in keys
+        }
+        total = sum(sum(series) for series in counters.values())
+        return {"counters": counters, "total": total, "ts": list(plan.labels)}
+
+    def endpoints(self, usage_filter: UsageFilter, *, offset: int, limit: int) -> dict[str, Any]:
+        where, values = usage_filter.where()
+        sql = (
+            f"WITH grouped AS (SELECT {_FULL_NAME} AS name, count(*) AS hits,"  # noqa: S608
+            " count(*) FILTER (WHERE success) AS ok, max(ts) AS last_hit, avg(exec_time) AS mean,"
+            " min(exec_time) AS low, max(exec_time) AS high,"
+            f" quantile_cont(exec_time, 0.95) AS p95 FROM usage_log{where} GROUP BY name),"
+            " page AS (SELECT * FROM grouped ORDER BY hits DESC, name LIMIT ? OFFSET ?)"
+            " SELECT (SELECT count(*) FROM grouped), page.* FROM (SELECT 1) AS one"
+            " LEFT JOIN page ON true ORDER BY page.hits DESC, page.name"
+        )
+        rows = self._database.cursor().execute(sql, [*values, limit, offset]).fetchall()
+        count = int(rows[0][0]) if rows else 0
+        result = [
+            {
+                "command": name,
+                "hits": hits,
+                "success": ok,
+                "error": hits - ok,
+                "lastHit": _timestamp(last_hit),
+                "avg": _ms(mean),
+                "min": _ms(low),
+                "max": _ms(high),
+                "p95": _ms(p95),
+            }
+            for _, name, hits, ok, last_hit, mean, low, high, p95 in rows
+            if name is not None
+        ]
+        return {"count": count, "pages": math.ceil(count / limit), "result": result or None}
+
+    def get(self, usage_filter: UsageFilter, record_id: str) -> dict[str, Any] | None:
+        where, values = usage_filter.where()
+        glue = " AND " if where else " WHERE "
+        row = (
+            self._database.cursor()
+            .execute(_SELECT + where + glue + "id = CAST(? AS UUID)", [*values, record_id])
+            .fetchone()
+        )
+        return None if row is None else dict(zip(_WIRE_NAMES, row, strict=True))
