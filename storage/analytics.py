@@ -21,14 +21,15 @@ __all__ = ["DIMENSIONS", "UsageAnalytics"]
 
 T = TypeVar("T")
 
-# The grouping key of a breakdown/history dimension. A command without a dot counts under its
-# service alone; a payload that was not an envelope under "".
+# A dimension groups by plain columns first (cheap), then names the group: concatenating service
+# and command per row cost more than the whole grouping. A command without a dot counts under
+# its service alone; a payload that was not an envelope under "".
 _FULL_NAME: Final = "CASE WHEN command = '' THEN service ELSE service || '.' || command END"
-DIMENSIONS: Final = {
-    "service": "service",
-    "command": _FULL_NAME,
-    "who": "whoami",
-    "org": "org_key",
+DIMENSIONS: Final = {  # name: (grouping columns, key expression over them)
+    "service": ("service", "service"),
+    "command": ("service, command", _FULL_NAME),
+    "who": ("whoami", "whoami"),
+    "org": ("org_key", "org_key"),
 }
 _MS: Final = 1_000_000.0  # exec_time is stored in nanoseconds
 
@@ -126,22 +127,23 @@ class UsageAnalytics:
         """Counts per (bucket, key), the keys most calls first; with `top`, the keys beyond the
         window's top ones are summed per bucket instead."""
         where, values = usage_filter.where()
-        key_sql = DIMENSIONS[dimension]
+        columns, key_sql = DIMENSIONS[dimension]
+        grouped = (
+            f"WITH grouped AS (SELECT {plan.key_sql} AS bucket, {columns}, count(*) AS n"  # noqa: S608
+            f" FROM usage_log{where} GROUP BY ALL),"
+            f" keyed AS (SELECT bucket, {key_sql} AS k, n FROM grouped)"
+        )
+        parameters = [*plan.key_values, *values]
         if top is None:
-            sql = (
-                f"SELECT {plan.key_sql} AS bucket, {key_sql} AS k, true, count(*)"  # noqa: S608
-                f" FROM usage_log{where} GROUP BY ALL"
-            )
-            parameters = [*plan.key_values, *values]
+            sql = grouped + " SELECT bucket, k, true, sum(n)::BIGINT FROM keyed GROUP BY ALL"
         else:
             sql = (
-                f"WITH scoped AS (SELECT {plan.key_sql} AS bucket, {key_sql} AS k"  # noqa: S608
-                f" FROM usage_log{where}),"
-                " top_keys AS (SELECT k FROM scoped GROUP BY k ORDER BY count(*) DESC, k LIMIT ?)"
-                " SELECT bucket, k, k IN (SELECT k FROM top_keys) AS shown, count(*)"
-                " FROM (SELECT bucket, k FROM scoped) GROUP BY ALL"
+                grouped
+                + ", top_keys AS (SELECT k FROM keyed GROUP BY k ORDER BY sum(n) DESC, k LIMIT ?)"
+                " SELECT bucket, top_keys.k, top_keys.k IS NOT NULL, sum(n)::BIGINT"
+                " FROM keyed LEFT JOIN top_keys USING (k) GROUP BY ALL"
             )
-            parameters = [*plan.key_values, *values, top]
+            parameters.append(top)
         rows = self._database.cursor().execute(sql, parameters).fetchall()
         per_bucket: dict[Any, dict[str, int]] = {}
         totals: dict[str, int] = {}
@@ -193,12 +195,13 @@ class UsageAnalytics:
     def endpoints(self, usage_filter: UsageFilter, *, offset: int, limit: int) -> dict[str, Any]:
         where, values = usage_filter.where()
         sql = (
-            f"WITH grouped AS (SELECT {_FULL_NAME} AS name, count(*) AS hits,"  # noqa: S608
+            "WITH grouped AS (SELECT service, command, count(*) AS hits,"  # noqa: S608
             " count(*) FILTER (WHERE success) AS ok, max(ts) AS last_hit, avg(exec_time) AS mean,"
             " min(exec_time) AS low, max(exec_time) AS high,"
-            f" quantile_cont(exec_time, 0.95) AS p95 FROM usage_log{where} GROUP BY name),"
-            " page AS (SELECT * FROM grouped ORDER BY hits DESC, name LIMIT ? OFFSET ?)"
-            " SELECT (SELECT count(*) FROM grouped), page.* FROM (SELECT 1) AS one"
+            f" quantile_cont(exec_time, 0.95) AS p95 FROM usage_log{where} GROUP BY ALL),"
+            f" named AS (SELECT {_FULL_NAME} AS name, * EXCLUDE (service, command) FROM grouped),"
+            " page AS (SELECT * FROM named ORDER BY hits DESC, name LIMIT ? OFFSET ?)"
+            " SELECT (SELECT count(*) FROM named), page.* FROM (SELECT 1) AS one"
             " LEFT JOIN page ON true ORDER BY page.hits DESC, page.name"
         )
         rows = self._database.cursor().execute(sql, [*values, limit, offset]).fetchall()
