@@ -135,10 +135,10 @@ class UsageAnalytics:
         )
         parameters = [*plan.key_values, *values]
         if top is None:
-            sql = grouped + " SELECT bucket, k, true, sum(n)::BIGINT FROM keyed GROUP BY ALL"
+            sql = grouped + " SELECT bucket, k, true, sum(n)::BIGINT FROM keyed GROUP BY ALL"  # noqa: S608
         else:
             sql = (
-                grouped
+                grouped  # noqa: S608
                 + ", top_keys AS (SELECT k FROM keyed GROUP BY k ORDER BY sum(n) DESC, k LIMIT ?)"
                 " SELECT bucket, top_keys.k, top_keys.k IS NOT NULL, sum(n)::BIGINT"
                 " FROM keyed LEFT JOIN top_keys USING (k) GROUP BY ALL"
