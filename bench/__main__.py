@@ -386,26 +386,89 @@ def _queries_panel(axis: Any, results: Sequence[Result]) -> None:
     axis.set_title("usage.api.list on 10M records, p50 ms (log)\nblack tick = target", fontsize=10)
 
 
+_FAILED_MARK = " - FAILED "  # bench.queries.FAILED_MARK: a failed case's name, then its error
+
+
+def _analytics_rows(
+    results: Sequence[Result], scope: str
+) -> list[tuple[str, float, float | None, bool | None]]:
+    """`scope`'s analytics cases as bars: p50 ms, or NaN when the command failed."""
+    rows: list[tuple[str, float, float | None, bool | None]] = []
+    for result in results:
+        if result.suite != "analytics" or not result.case.startswith(f"{scope}: "):
+            continue
+        name = result.case.removeprefix(f"{scope}: ").replace("usage.api.", "")
+        name, failed, _ = name.partition(_FAILED_MARK)
+        target = _target_number(result.target) if "ms" in result.target else None
+        if failed:
+            rows.append((name, math.nan, target, False))
+        elif "p50_ms" in result.metrics:
+            rows.append((name, result.metrics["p50_ms"], target, result.met))
+    return rows
+
+
+def _analytics_panels(axes: Sequence[Any], results: Sequence[Result]) -> None:
+    """One panel per scope (busiest org, showAll) sharing a log axis; a failed case says so."""
+    from matplotlib.ticker import NullFormatter
+
+    scopes = (("org", "busiest org"), ("showAll", "showAll"))
+    panels = [
+        (axis, _analytics_rows(results, scope), title)
+        for axis, (scope, title) in zip(axes, scopes, strict=True)
+    ]
+    known = [
+        number
+        for _, rows, _ in panels
+        for _, value, target, _ in rows
+        for number in (value, target)
+        if number is not None and not math.isnan(number) and number > 0
+    ]
+    left, right = (min(known) / 3, max(known) * 4) if known else (1.0, 1000.0)
+    for axis, rows, title in panels:
+        if not rows:
+            _empty(axis, f"analytics ({title}) not run")
+            continue
+        failed = [math.isnan(value) for _, value, _, _ in rows]
+        shown = [
+            (label, left if bad else value, target, met)
+            for (label, value, target, met), bad in zip(rows, failed, strict=True)
+        ]
+        _hbars(axis, shown, "ms")
+        for text, bad in zip(axis.texts, failed, strict=True):
+            if bad:
+                text.set_text(" failed (success false)")
+                text.set_color(_MISS)
+        axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlim(left, right)
+        axis.set_title(
+            f"Usage analytics over last 30d, {title}: p50 ms (log)\n"
+            "black tick = target (300 ms; get: 20 ms)",
+            fontsize=10,
+        )
+
+
 def render_chart(results: Sequence[Result], machine: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure = plt.figure(figsize=(17, 10))
-    grid = figure.add_gridspec(2, 6, height_ratios=(3, 2))
+    figure = plt.figure(figsize=(17, 13.5))
+    grid = figure.add_gridspec(3, 6, height_ratios=(3, 2, 2))
     _throughput_panel(figure.add_subplot(grid[0, :3]), results)
     _latency_panel(figure.add_subplot(grid[0, 3:]), results)
     _ingest_panel(figure.add_subplot(grid[1, :2]), results)
     _memory_panel(figure.add_subplot(grid[1, 2:4]), results)
     _queries_panel(figure.add_subplot(grid[1, 4:]), results)
+    _analytics_panels((figure.add_subplot(grid[2, :3]), figure.add_subplot(grid[2, 3:])), results)
     figure.suptitle(
         f"tr50gw benchmarks {machine['date']} - {machine['cpu']}, {machine['cores']} cores, "
         f"{machine['ram_gb']} GB, Python {machine['python']}, DuckDB {machine['duckdb']}, "
         f"Mosquitto {machine['mosquitto']}",
         fontsize=10,
     )
-    figure.tight_layout(rect=(0, 0, 1, 0.96))
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 

@@ -1,4 +1,4 @@
-"""usage.api.list on a realistic 10M-record log, through the real gateway, and its memory.
+"""usage.api.list and the usage analytics on a realistic 10M-record log, through the real gateway.
 
 The dataset is `storage.synthetic`'s (50 orgs, 5,000 callers, 40 commands, 2% failures, 30 days)
 in bench/results/usage-10m.duckdb, reused while it is fresh (< 6 h old, same parameters and
@@ -7,8 +7,16 @@ An org-admin of the busiest org (the worst case for org-scoped listings; `who` i
 busiest caller) and a Super-Ops user are provisioned into it, then `tr50gw serve` runs on it
 (WebSocket only) and a client in this process times each listing's round trip after a warm-up.
 
+Then the same clients time the analytics commands over `last 30d` (org scope and showAll):
+usage.api.activity (auto interval = day; and hourly in Asia/Kolkata, 721 buckets),
+usage.api.times, .statuses, .breakdown by who and by command, .endpoints, .history (daily), and
+usage.api.get of one id taken from a listing first. They take longer than a listing, so they get
+fewer repetitions (1 warm-up + at most 7 timed, fewer when a call is slow; 3 with `--quick`).
+A failed reply (success false) makes its case a failed row (`error_code`), never a timing.
+
 Memory: the gateway's RSS idle on an empty file, with the big file open before the queries, at
-the peak while they run, and after them.
+the peak while the listings run and after them, then at the peak while the analytics run and
+after them.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from storage.db import Database
 from storage.identity import AlreadyExists, IdentityStore
 from storage.synthetic import GENERATOR_VERSION, generate_usage, stored_summary
 
-__all__ = ["QueryCase", "dataset", "main", "run"]
+__all__ = ["FAILED_MARK", "QueryCase", "dataset", "main", "run"]
 
 PASSWORD = "bench-queries-password"
 ADMIN = "org-admin@bench.example"
@@ -41,6 +49,10 @@ OPS = "super-ops@bench.example"
 FRESH_FOR = timedelta(hours=6)
 COMMON_TARGET_MS = 20.0
 DEEP_TARGET_MS = 200.0
+ANALYTICS_TARGET_MS = 300.0
+ANALYTICS_CASE_SECONDS = 12.0  # timed repetitions stop growing past this per case (full run)
+ANALYTICS_MIN_REPETITIONS = 3
+FAILED_MARK = " - FAILED "  # case name, then the error code and message
 RSS_TARGET_MB = 250.0
 DEEP_OFFSET = 100_000
 
@@ -49,15 +61,31 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class CommandFailed(RuntimeError):
+    """A TR50 reply with success false."""
+
+    def __init__(self, command: str, params: dict[str, Any], reply: dict[str, Any]) -> None:
+        errors = reply.get("errorMessages") or []
+        codes = reply.get("errorCodes") or []
+        self.code = int(codes[0]) if codes else 0
+        self.text = "; ".join(str(error) for error in errors) or json.dumps(reply)
+        super().__init__(f"{command} {json.dumps(params)} failed: {self.code} {self.text}")
+
+
 @dataclass(frozen=True)
 class QueryCase:
     name: str
     params: dict[str, Any]
     super_ops: bool = False
     deep: bool = False
+    command: str = "usage.api.list"
+    suite: str = "queries"
+    target: float | None = None  # p50 goal in ms; None: the listing's (common or deep)
 
     @property
     def target_ms(self) -> float:
+        if self.target is not None:
+            return self.target
         return DEEP_TARGET_MS if self.deep else COMMON_TARGET_MS
 
 
@@ -168,18 +196,21 @@ class _Client:
         self.connection.send(json.dumps(envelope, separators=(",", ":")))
         return json.loads(self.connection.recv(timeout=300))
 
-    def timed_list(self, params: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-        message = json.dumps(
-            {"q": {"command": "usage.api.list", "params": params}}, separators=(",", ":")
-        )
+    def timed(self, command: str, params: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        """One round trip of `command`: seconds and the reply's params (CommandFailed if failed)."""
+        message = json.dumps({"q": {"command": command, "params": params}}, separators=(",", ":"))
         started = time.perf_counter()
         self.connection.send(message)
         text = self.connection.recv(timeout=300)
         elapsed = time.perf_counter() - started
-        reply = json.loads(text)["q"]
-        if not reply["success"]:
-            raise RuntimeError(f"usage.api.list {params} failed: {reply}")
-        return elapsed, reply["params"]
+        body = json.loads(text)
+        reply = body.get("q", body)  # a root-level failure has no "q"
+        if not reply.get("success"):
+            raise CommandFailed(command, params, reply)
+        return elapsed, reply.get("params") or {}
+
+    def timed_list(self, params: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        return self.timed("usage.api.list", params)
 
     def close(self) -> None:
         self._stack.close()
@@ -222,24 +253,216 @@ def _idle_rss(settle: float = 1.0) -> float:
 
 
 def _measure(
-    client: _Client, case: QueryCase, warmup: int, repetitions: int
-) -> tuple[list[float], int]:
-    count = 0
+    client: _Client,
+    case: QueryCase,
+    warmup: int,
+    repetitions: int,
+    budget_s: float | None = None,
+) -> tuple[list[float], dict[str, Any]]:
+    """Round-trip times in ms after `warmup` calls, and the last reply's params.
+
+    With `budget_s`, a slow command gets fewer timed calls (down to ANALYTICS_MIN_REPETITIONS):
+    as many as the slowest warm-up call says fit in the budget.
+    """
+    reply: dict[str, Any] = {}
+    slowest = 0.0
     for _ in range(warmup):
-        _, page = client.timed_list(case.params)
-        count = int(page["count"])
+        elapsed, reply = client.timed(case.command, case.params)
+        slowest = max(slowest, elapsed)
+    if budget_s is not None and slowest > 0:
+        fits = int(budget_s / slowest)
+        repetitions = min(repetitions, max(ANALYTICS_MIN_REPETITIONS, fits))
     timings = []
     for _ in range(repetitions):
-        elapsed, page = client.timed_list(case.params)
+        elapsed, reply = client.timed(case.command, case.params)
         timings.append(elapsed * 1000)
-        count = int(page["count"])
-    return timings, count
+    return timings, reply
+
+
+def _analytics_cases(
+    org_id: str | CommandFailed, all_id: str | CommandFailed
+) -> list[tuple[QueryCase, CommandFailed | None]]:
+    """The analytics cases over `last 30d`, org scope then showAll, each with its id's failure.
+
+    `org_id`/`all_id`: the record usage.api.get fetches in each scope (or why none was found).
+    """
+    window = {"last": "30d"}
+    scoped = [
+        ("usage.api.activity (auto: day)", "usage.api.activity", window),
+        (
+            "usage.api.activity (hour, Asia/Kolkata)",
+            "usage.api.activity",
+            {**window, "interval": "hour", "timezone": "Asia/Kolkata"},
+        ),
+        ("usage.api.times", "usage.api.times", window),
+        ("usage.api.statuses", "usage.api.statuses", window),
+        ("usage.api.breakdown by who", "usage.api.breakdown", {**window, "by": "who"}),
+        ("usage.api.breakdown by command", "usage.api.breakdown", {**window, "by": "command"}),
+        ("usage.api.endpoints", "usage.api.endpoints", window),
+        ("usage.api.history (series day)", "usage.api.history", {**window, "series": "day"}),
+    ]
+    cases: list[tuple[QueryCase, CommandFailed | None]] = []
+    for scope, super_ops, record in (("org", False, org_id), ("showAll", True, all_id)):
+        extra = {"showAll": True} if super_ops else {}
+        for name, command, params in scoped:
+            case = QueryCase(
+                f"{scope}: {name}",
+                {**params, **extra},
+                super_ops=super_ops,
+                command=command,
+                suite="analytics",
+                target=ANALYTICS_TARGET_MS,
+            )
+            cases.append((case, None))
+        get = QueryCase(
+            f"{scope}: usage.api.get (one id)",
+            {"id": record if isinstance(record, str) else "", **extra},
+            super_ops=super_ops,
+            command="usage.api.get",
+            suite="analytics",
+            target=COMMON_TARGET_MS,  # one record by key: a common query
+        )
+        cases.append((get, record if isinstance(record, CommandFailed) else None))
+    return cases
+
+
+def _pick_id(client: _Client, super_ops: bool) -> str | CommandFailed:
+    """The id of a record from the middle of the 30 days (visible to `client`), by a listing."""
+    start = datetime.now(UTC) - timedelta(days=15)
+    params: dict[str, Any] = {
+        "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "end": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "limit": 1,
+    }
+    if super_ops:
+        params["showAll"] = True
+    try:
+        _, page = client.timed_list(params)
+    except CommandFailed as error:
+        return error
+    records = page.get("result") or []
+    if not records:
+        return CommandFailed("usage.api.list", params, {"errorMessages": ["no record to get"]})
+    return str(records[0]["id"])
+
+
+def _check(case: QueryCase, reply: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
+    """What a reply says (count, buckets, ...) and what looks wrong in it."""
+    metrics: dict[str, float] = {}
+    notes: list[str] = []
+    command, params = case.command, case.params
+    if command == "usage.api.list":
+        metrics["count"] = float(reply["count"])
+    elif command == "usage.api.get":
+        metrics["count"] = 1.0
+        if reply.get("id") != params["id"]:
+            notes.append(f"asked for id {params['id']}, got {reply.get('id')!r}")
+    elif command == "usage.api.endpoints":
+        metrics["count"] = float(reply.get("count") or 0)
+        metrics["returned"] = float(len(reply.get("result") or ()))
+    elif command == "usage.api.history":
+        stamps = reply.get("ts") or []
+        metrics["buckets"] = float(len(stamps))
+        metrics["count"] = float(reply.get("total") or 0)
+        if not 30 <= len(stamps) <= 31:
+            notes.append(f"{len(stamps)} daily buckets over 30 days")
+        counters = reply.get("counters") or {}
+        if any(len(series) != len(stamps) for series in counters.values()):
+            notes.append("a counter's length differs from ts's")
+        if sum(sum(series) for series in counters.values()) != metrics["count"]:
+            notes.append("the counters do not add up to total")
+    else:  # one bucket per interval
+        buckets = reply.get("result") or []
+        metrics["buckets"] = float(len(buckets))
+        metrics["count"] = float(sum(int(bucket.get("count") or 0) for bucket in buckets))
+        interval = params.get("interval", "day")  # auto over 30 days: at most 200 buckets
+        if reply.get("interval") != interval:
+            notes.append(f"interval {reply.get('interval')!r}, expected {interval!r}")
+        expected = (720, 721) if interval == "hour" else (30, 31)
+        if not expected[0] <= len(buckets) <= expected[1]:
+            notes.append(f"{len(buckets)} buckets, expected {expected[0]}..{expected[1]}")
+        zone = params.get("timezone", "UTC")
+        if reply.get("timezone") != zone:
+            notes.append(f"timezone {reply.get('timezone')!r}, expected {zone!r}")
+        suffix = "+05:30" if zone == "Asia/Kolkata" else "Z"
+        if buckets and not str(buckets[0].get("timestamp", "")).endswith(suffix):
+            notes.append(f"bucket timestamp {buckets[0].get('timestamp')!r} (not ...{suffix})")
+        if command == "usage.api.breakdown":
+            metrics["keys"] = float(len(reply.get("keys") or ()))
+            if any(
+                sum(bucket["counts"].values()) + bucket["other"] != bucket["count"]
+                for bucket in buckets
+            ):
+                notes.append("a bucket's counts + other differ from its count")
+        if command == "usage.api.statuses" and any(
+            bucket["success"] + bucket["failed"] != bucket["count"] for bucket in buckets
+        ):
+            notes.append("a bucket's success + failed differ from its count")
+    return metrics, notes
+
+
+def _timed_row(case: QueryCase, timings: list[float], reply: dict[str, Any]) -> Result:
+    p50, p95 = percentile(timings, 0.50), percentile(timings, 0.95)
+    met = p50 < case.target_ms
+    try:
+        shape, notes = _check(case, reply)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:  # not the documented shape
+        shape, notes = {}, [f"unexpected reply shape ({type(error).__name__}: {error})"]
+    count = f", count {shape['count']:,.0f}" if "count" in shape else ""
+    progress(
+        f"{case.suite}: {case.name}: p50 {p50:.1f} ms, p95 {p95:.1f} ms{count} "
+        f"({len(timings)} timed) {'(met)' if met else '(MISSED)'}"
+    )
+    for note in notes:
+        progress(f"{case.suite}: NOTE {case.name}: {note}")
+    return Result(
+        case.suite,
+        case.name,
+        "gateway",
+        {
+            "p50_ms": round(p50, 2),
+            "p95_ms": round(p95, 2),
+            "max_ms": round(max(timings), 2),
+            **shape,
+            "repetitions": float(len(timings)),
+        },
+        f"p50 < {case.target_ms:.0f} ms",
+        met,
+    )
+
+
+def _failed_row(case: QueryCase, error: CommandFailed) -> Result:
+    progress(f"{case.suite}: FAILED {case.name}: {error}")
+    return Result(
+        case.suite,
+        f"{case.name}{FAILED_MARK}{error.code} {error.text[:80]}",
+        "gateway",
+        {"error_code": float(error.code)},
+        f"p50 < {case.target_ms:.0f} ms",
+        False,
+    )
+
+
+def _run_case(
+    client: _Client,
+    case: QueryCase,
+    warmup: int,
+    repetitions: int,
+    budget_s: float | None = None,
+) -> Result:
+    try:
+        timings, reply = _measure(client, case, warmup, repetitions, budget_s)
+    except CommandFailed as error:
+        return _failed_row(case, error)
+    return _timed_row(case, timings, reply)
 
 
 def run(quick: bool = False) -> list[Result]:
     rows = 1_000_000 if quick else 10_000_000
     label = "1M" if quick else "10M"
     warmup, repetitions = (2, 10) if quick else (5, 30)
+    analytics_repetitions = 3 if quick else 7
+    analytics_budget = None if quick else ANALYTICS_CASE_SECONDS
     path = RESULTS_DIR / f"usage-{label.lower()}.duckdb"
     summary = dataset(path, rows)
     cases, chosen = _cases(summary)
@@ -265,30 +488,20 @@ def run(quick: bool = False) -> list[Result]:
             with _RssPeak(gateway.pid).active() as sampler:
                 for case in cases:
                     client = ops if case.super_ops else admin
-                    timings, count = _measure(client, case, warmup, repetitions)
-                    p50, p95 = percentile(timings, 0.50), percentile(timings, 0.95)
-                    met = p50 < case.target_ms
-                    progress(
-                        f"queries: {case.name}: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
-                        f"count {count:,} {'(met)' if met else '(MISSED)'}"
-                    )
-                    results.append(
-                        Result(
-                            "queries",
-                            case.name,
-                            "gateway",
-                            {
-                                "p50_ms": round(p50, 2),
-                                "p95_ms": round(p95, 2),
-                                "max_ms": round(max(timings), 2),
-                                "count": float(count),
-                                "repetitions": float(len(timings)),
-                            },
-                            f"p50 < {case.target_ms:.0f} ms",
-                            met,
-                        )
-                    )
+                    results.append(_run_case(client, case, warmup, repetitions))
             after = rss_mb(gateway.pid)
+            progress(f"analytics: over last 30d, 1 warm-up + up to {analytics_repetitions} timed")
+            with _RssPeak(gateway.pid).active() as analytics_sampler:
+                ids = (_pick_id(admin, super_ops=False), _pick_id(ops, super_ops=True))
+                for case, failure in _analytics_cases(*ids):
+                    if failure is not None:
+                        results.append(_failed_row(case, failure))
+                        continue
+                    client = ops if case.super_ops else admin
+                    results.append(
+                        _run_case(client, case, 1, analytics_repetitions, analytics_budget)
+                    )
+            after_analytics = rss_mb(gateway.pid)
         finally:
             admin.close()
             ops.close()
@@ -300,6 +513,8 @@ def run(quick: bool = False) -> list[Result]:
         (f"{label} table open, before queries", opened),
         (f"{label} table open, peak during queries", sampler.peak),
         (f"{label} table open, after queries", after),
+        (f"{label} table open, peak during analytics", analytics_sampler.peak),
+        (f"{label} table open, after analytics", after_analytics),
     ):
         results.append(
             Result(

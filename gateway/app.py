@@ -14,6 +14,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.mqtt import MqttTransport
 from gateway.settings import Settings
 from gateway.websocket import start_websocket_server
+from storage.compaction import Compactor
 from storage.db import Database
 from storage.identity import IdentityStore
 from storage.usage import UsageLog
@@ -36,6 +37,11 @@ class Gateway:
         self.database = Database(settings.db, memory_limit=settings.db_memory_limit)
         self.usage = UsageLog(self.database, flush_interval=settings.flush_interval_ms / 1000)
         self.identity = IdentityStore(self.database, clock)
+        self.compactor = (
+            Compactor(self.database, clock, interval=settings.compact_interval_s)
+            if settings.compact_interval_s > 0
+            else None
+        )
         self.services = Services(settings, self.identity, self.usage, clock)
         self.dispatcher = Dispatcher(build_registry(), self.services)
         self.ws_port: int | None = None
@@ -82,6 +88,8 @@ class Gateway:
                 if mqtt_task is not None:
                     mqtt_task.cancel()
         finally:
+            if self.compactor is not None:
+                await asyncio.to_thread(self.compactor.close)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.usage.close)
             self.database.close()

@@ -52,6 +52,11 @@ def _serve_parser(sub: Any) -> None:
         help="how long the usage writer lets a batch grow before committing (default 50)",
     )
     serve.add_argument("--db-memory-limit", help="DuckDB's memory cap, e.g. 64MB (default)")
+    serve.add_argument(
+        "--compact-interval-s",
+        type=int,
+        help="how often finished days are re-sorted by org and caller (default 600, 0 = never)",
+    )
     serve.add_argument("--instance-name", help="processedBy of every record (default: host name)")
     serve.add_argument("--session-ttl", type=int, help="session TTL in seconds (default 86400)")
     serve.add_argument("--max-payload", type=int, help="largest envelope in bytes (default 262144)")
@@ -139,6 +144,7 @@ def _serve(args: argparse.Namespace) -> int:
             "db",
             "db_memory_limit",
             "flush_interval_ms",
+            "compact_interval_s",
             "instance_name",
             "session_ttl",
             "max_payload",

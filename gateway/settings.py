@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     ws_port: int = Field(8765, ge=-1, le=65535, description="0 = any free port, -1 = off")
     db: Path = Path("data/usage.duckdb")
     flush_interval_ms: int = Field(50, ge=0, le=10_000)
+    compact_interval_s: int = Field(600, ge=0, description="0 = never compact finished days")
     db_memory_limit: str = Field("64MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$")
     instance_name: str = Field(default_factory=socket.gethostname)
     session_ttl: int = Field(86400, ge=1)

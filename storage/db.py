@@ -28,6 +28,11 @@ CREATE TABLE IF NOT EXISTS usage_log (
     request VARCHAR NOT NULL,
     response VARCHAR NOT NULL
 );
+CREATE TABLE IF NOT EXISTS usage_compaction (
+    day DATE PRIMARY KEY,
+    records BIGINT NOT NULL,
+    compacted_at TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS orgs (
     org_id VARCHAR PRIMARY KEY,
     org_key VARCHAR NOT NULL UNIQUE,

@@ -38,13 +38,14 @@ from typing import Any, Final, NamedTuple
 
 import duckdb
 
+from storage.compaction import compact_due
 from storage.db import Database
 
 __all__ = ["COMMANDS", "GENERATOR_VERSION", "generate_usage", "main", "stored_summary"]
 
 # Bumped whenever the same parameters would generate different data or a different summary, so
 # that cached datasets (bench/queries.py) are regenerated.
-GENERATOR_VERSION: Final = 1
+GENERATOR_VERSION: Final = 2  # 2: finished days compacted, as a running gateway leaves them
 _EPOCH: Final = datetime(1970, 1, 1)
 _DAY_US: Final = 86_400_000_000
 _LUT_SIZE: Final = 4096
@@ -477,6 +478,7 @@ def generate_usage(
     seed: int = 1,
     progress: Callable[[int, int], None] | None = None,
     chunk_rows: int = 1_000_000,
+    compact: bool = True,
 ) -> dict[str, Any]:
     """Append `rows` synthetic usage records ending at `end` (naive UTC, default now).
 
@@ -487,7 +489,8 @@ def generate_usage(
 
     The rows go in by statements of `chunk_rows` within one transaction (every value depends
     only on the row number, so chunking changes nothing); `progress(done, rows)` is called after
-    each, which is how a long generation reports its rate.
+    each, which is how a long generation reports its rate. With `compact`, the finished days are
+    then compacted (storage.compaction) as a running gateway's compactor would have done.
     """
     if rows < 1 or orgs < 1 or callers < 1 or days < 1 or chunk_rows < 1:
         raise ValueError("rows, orgs, callers, days and chunk_rows must be positive")
@@ -525,6 +528,9 @@ def generate_usage(
         cursor.execute("COMMIT")
         inserted_at = time.perf_counter()
         cursor.execute("CHECKPOINT")
+        if compact:
+            compact_due(database, datetime.now(UTC).replace(tzinfo=None))
+        compacted_at = time.perf_counter()
         summary = _summarize(cursor, start, end, rows)
         summary["parameters"] = {
             "rows": rows, "orgs": orgs, "callers": callers, "commands": commands,
@@ -532,6 +538,7 @@ def generate_usage(
         }  # fmt: skip
         summary["seconds"] = round(time.perf_counter() - started, 2)
         summary["insert_seconds"] = round(inserted_at - started, 2)
+        summary["compact_seconds"] = round(compacted_at - inserted_at, 2)
         summary["rows_per_second"] = round(rows / (inserted_at - started))
         summary["generated_at"] = datetime.now(UTC).replace(tzinfo=None).isoformat()
         summary["generator_version"] = GENERATOR_VERSION

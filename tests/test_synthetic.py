@@ -29,7 +29,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
     path = tmp_path_factory.mktemp("synthetic") / "usage.duckdb"
     database = Database(path)
     try:
-        summary = generate_usage(database, rows=ROWS, end=END, seed=7)
+        summary = generate_usage(database, rows=ROWS, end=END, seed=7, compact=False)
     finally:
         database.close()
     return path, summary
@@ -148,7 +148,7 @@ def test_outcomes_and_fields(cursor: Any) -> None:
 def test_time_order_and_uuidv7_ids(cursor: Any) -> None:
     first, last = cursor.execute("SELECT min(ts), max(ts) FROM usage_log").fetchone()
     assert START <= first < START + timedelta(hours=1) and END - timedelta(hours=1) < last < END
-    # rows are stored in (ts, id) order, so newest-first is exactly reverse insertion order
+    # uncompacted, rows are stored in (ts, id) order: newest-first is reverse insertion order
     disorder = scalar(
         cursor,
         "SELECT count(*) FROM (SELECT ts, id, lag(ts) OVER w AS prev_ts, lag(id) OVER w AS prev_id "
