@@ -51,7 +51,7 @@ def _serve_parser(sub: Any) -> None:
         type=int,
         help="how long the usage writer lets a batch grow before committing (default 50)",
     )
-    serve.add_argument("--db-memory-limit", help="DuckDB's memory cap, e.g. 64MB (default)")
+    serve.add_argument("--db-memory-limit", help="DuckDB's memory cap, e.g. 256MB (default)")
     serve.add_argument(
         "--compact-interval-s",
         type=int,

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     db: Path = Path("data/usage.duckdb")
     flush_interval_ms: int = Field(50, ge=0, le=10_000)
     compact_interval_s: int = Field(600, ge=0, description="0 = never compact finished days")
-    db_memory_limit: str = Field("64MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$")
+    db_memory_limit: str = Field("256MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$")
     instance_name: str = Field(default_factory=socket.gethostname)
     session_ttl: int = Field(86400, ge=1)
     max_payload: int = Field(256 * 1024, ge=1024)

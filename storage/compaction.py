@@ -6,8 +6,9 @@ zone maps can skip row groups only for time filters. Once a day is over, rewriti
 an org or `who` filter then reads only those. Measured on 10M records, busiest org: counting
 its records 24 -> 10 ms, one caller's 35 -> 12 ms, ranking a deep page 51 -> 13 ms.
 
-The rewrite is one transaction (copy the day sorted, delete it, append the copy) on its own
-connection, so the writer keeps appending and readers keep their snapshot meanwhile. Queries never
+The rewrite runs in small transactions (copy a few orgs' records of the day aside, delete them,
+append them back sorted) on its own connection, so the writer keeps appending and readers keep
+their snapshot meanwhile. Queries never
 depend on physical order, only their speed does: a late record for a compacted day (the clock was
 stepped back) is simply appended and found like any other.
 """
@@ -15,10 +16,8 @@ stepped back) is simply appended and found like any other.
 from __future__ import annotations
 
 import logging
-import re
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -51,47 +50,55 @@ def due_days(cursor: Any, now: datetime, grace: timedelta = GRACE) -> list[date]
 def compact_day(cursor: Any, day: date, now: datetime, *, chunk_rows: int = 20_000) -> int:
     """Rewrite one day's records sorted by org, caller and time; returns how many there were.
 
-    Within one transaction the day is appended again in chunks of whole orgs of at most about
-    `chunk_rows` records, each sorted on its own (sorting a day of wide rows at once, or copying
-    it to a temporary table, ran out of DuckDB's 64MB cap), and then the originals are deleted:
-    they are the day's rows with a row id up to the largest this transaction saw before
-    appending (its own appends get ids above every committed row's).
+    The day goes in chunks of whole orgs of about `chunk_rows` records, one small transaction
+    each: copy the chunk aside, delete it, append it back sorted. Each transaction is complete on
+    its own (a crash leaves every record exactly once), holds little memory (one day in one
+    transaction needed over 150MB and starved concurrent listings under the 64MB cap), and
+    records committed after it began are never touched (a DELETE sees its snapshot only). The
+    day is marked done last; an interrupted day is simply compacted again.
     """
     start = datetime(day.year, day.month, day.day)
     end = start + timedelta(days=1)
-    cursor.execute("BEGIN TRANSACTION")
-    try:
-        orgs = cursor.execute(
-            "SELECT org_id, count(*), max(rowid) FROM usage_log WHERE ts >= ? AND ts < ?"
-            " GROUP BY org_id ORDER BY org_id",
-            [start, end],
-        ).fetchall()
-        rows = int(sum(count for _, count, _ in orgs))
-        if rows:
-            last_original = max(highest for _, _, highest in orgs)
-            for low, high in _chunks([(org, count) for org, count, _ in orgs], chunk_rows):
-                cursor.execute(
-                    "INSERT INTO usage_log SELECT * FROM usage_log"
-                    " WHERE ts >= ? AND ts < ? AND org_id BETWEEN ? AND ?"
-                    " ORDER BY org_id, whoami, ts, id",
-                    [start, end, low, high],
-                )
+    orgs = cursor.execute(
+        "SELECT org_id, count(*) FROM usage_log WHERE ts >= ? AND ts < ?"
+        " GROUP BY org_id ORDER BY org_id",
+        [start, end],
+    ).fetchall()
+    for low, high in _chunks(orgs, chunk_rows):
+        chunk = [start, end, low, high]
+        cursor.execute("BEGIN TRANSACTION")
+        try:
             cursor.execute(
-                "DELETE FROM usage_log WHERE ts >= ? AND ts < ? AND rowid <= ?",
-                [start, end, last_original],
+                "CREATE TEMP TABLE compacting AS SELECT * FROM usage_log"
+                " WHERE ts >= ? AND ts < ? AND org_id BETWEEN ? AND ?",
+                chunk,
             )
-        cursor.execute("INSERT INTO usage_compaction VALUES (?, ?, ?)", [day, rows, now])
-        cursor.execute("COMMIT")
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
-    # The deleted originals stay in memory as version info until a checkpoint; without one,
-    # compacting days back to back ran out of the memory cap after a few of them.
+            cursor.execute(
+                "DELETE FROM usage_log WHERE ts >= ? AND ts < ? AND org_id BETWEEN ? AND ?", chunk
+            )
+            cursor.execute(
+                "INSERT INTO usage_log SELECT * FROM compacting ORDER BY org_id, whoami, ts, id"
+            )
+            cursor.execute("DROP TABLE compacting")
+            cursor.execute("COMMIT")
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+    rows = int(sum(count for _, count in orgs))
+    cursor.execute("INSERT INTO usage_compaction VALUES (?, ?, ?)", [day, rows, now])
+    return rows
+
+
+def _checkpoint(cursor: Any) -> bool:
+    """Write what is committed into the file. Until then a rewritten day stays in memory (as
+    appended rows and version info): compacting days back to back without checkpoints ran out
+    of memory after a few. DuckDB refuses while another transaction runs: False then."""
     try:
         cursor.execute("CHECKPOINT")
-    except duckdb.Error as error:  # another transaction is running; the next commit will do
-        logger.warning("checkpoint after compacting %s deferred: %s", day, error)
-    return rows
+    except duckdb.Error as error:
+        logger.info("checkpoint after compaction deferred: %s", error)
+        return False
+    return True
 
 
 def _chunks(orgs: list[tuple[str, int]], chunk_rows: int) -> list[tuple[str, str]]:
@@ -119,56 +126,26 @@ def compact_due(
     stop: threading.Event | None = None,
     progress: Callable[[date, int], None] | None = None,
 ) -> int:
-    """Compact every due day, oldest first; returns how many days were compacted."""
+    """Compact due days, oldest first, until done or a checkpoint is refused (busy readers);
+    returns how many days were compacted."""
     cursor = database.new_cursor()
     try:
         days = due_days(cursor, now, grace)
         if not days:
             return 0
-        with _memory_at_least(cursor, COMPACTION_MEMORY):
-            for day in days:
-                if stop is not None and stop.is_set():
-                    break
-                rows = compact_day(cursor, day, now)
-                if progress is not None:
-                    progress(day, rows)
-        return len(days)
+        compacted = 0
+        for day in days:
+            if stop is not None and stop.is_set():
+                break
+            rows = compact_day(cursor, day, now)
+            compacted += 1
+            if progress is not None:
+                progress(day, rows)
+            if not _checkpoint(cursor):
+                break  # the rest waits for the next round, once a checkpoint has freed memory
+        return compacted
     finally:
         cursor.close()
-
-
-@contextmanager
-def _memory_at_least(cursor: Any, limit: str) -> Iterator[None]:
-    """Raise DuckDB's memory cap (for the whole database) while the block runs.
-
-    Rewriting a day appends a row group of wide rows per chunk inside one transaction: at the
-    default 64MB cap that ran out of memory after a few days; 160MB compacted 30 days of a
-    10M-record log in 15 s. The cap is back to its setting as soon as the block ends.
-    """
-    row = cursor.execute("SELECT current_setting('memory_limit')").fetchone()
-    configured = str(row[0]) if row is not None else ""
-    if not _MEMORY_SETTING.fullmatch(configured) or _bytes(configured) >= _bytes(limit):
-        yield
-        return
-    cursor.execute(f"SET memory_limit = '{limit}'")
-    try:
-        yield
-    finally:
-        cursor.execute(f"SET memory_limit = '{configured}'")
-
-
-_MEMORY_SETTING = re.compile(r"(\d+(?:\.\d+)?) ?(bytes|KiB|MiB|GiB|TiB|KB|MB|GB|TB)")
-_UNITS = {
-    "bytes": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
-    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
-}  # fmt: skip
-
-
-def _bytes(setting: str) -> float:
-    match = _MEMORY_SETTING.fullmatch(setting)
-    if match is None:
-        raise ValueError(f"not a memory size: {setting!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 class Compactor:
