@@ -22,7 +22,7 @@ apt_install = $(APT_GET) install -y --no-install-recommends $(1) \
 # Mosquitto lives in /usr/sbin, which is not on a normal user's PATH.
 MOSQUITTO_TOOLS := mosquitto mosquitto_pub mosquitto_sub mosquitto_rr mosquitto_passwd
 
-.PHONY: help venv mosquitto run test lint bench clean distclean
+.PHONY: help venv mosquitto run test lint bench fuzz soak clean distclean
 
 help:
 	@echo "make venv       create .venv and install the project with its test extras"
@@ -31,6 +31,8 @@ help:
 	@echo "make test       run the whole test suite (real Mosquitto on free ports)"
 	@echo "make lint       ruff check, ruff format --check, mypy"
 	@echo "make bench      run the benchmarks"
+	@echo "make fuzz       >= 100,000 random inputs through the codec and dispatcher (FUZZ_ARGS=...)"
+	@echo "make soak       mixed MQTT + WebSocket load with a broker restart (DURATION=120)"
 	@echo "make clean      remove caches; make distclean also removes .venv, .run and data"
 
 venv: $(STAMP)
@@ -75,6 +77,13 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: venv mosquitto $(BENCH_STAMP)
 	$(VPY) -m bench $(BENCH_ARGS)
+
+fuzz: venv
+	$(VPY) -m devtools.fuzz $(FUZZ_ARGS)
+
+DURATION ?= 120
+soak: venv mosquitto $(BENCH_STAMP)
+	$(VPY) -m devtools.soak --duration $(DURATION) $(SOAK_ARGS)
 
 clean:
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -60,6 +60,31 @@ def _serve_parser(sub: Any) -> None:
     serve.add_argument("--instance-name", help="processedBy of every record (default: host name)")
     serve.add_argument("--session-ttl", type=int, help="session TTL in seconds (default 86400)")
     serve.add_argument("--max-payload", type=int, help="largest envelope in bytes (default 262144)")
+    serve.add_argument(
+        "--auth-max-failures",
+        type=int,
+        help="failed logins per username or client before -90012 (default 10)",
+    )
+    serve.add_argument(
+        "--auth-failure-window-s",
+        type=int,
+        help="how long failed logins count (default 300)",
+    )
+    serve.add_argument(
+        "--ws-allowed-origin",
+        dest="ws_allowed_origins",
+        action="append",
+        help="allowed WebSocket Origin (repeatable; default: any)",
+    )
+    serve.add_argument(
+        "--ws-max-connections", type=int, help="concurrent WebSocket connections (default 1000)"
+    )
+    serve.add_argument(
+        "--durable-replies",
+        action="store_true",
+        default=None,
+        help="reply only after the call's usage record is committed (zero loss on a crash)",
+    )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -148,6 +173,11 @@ def _serve(args: argparse.Namespace) -> int:
             "instance_name",
             "session_ttl",
             "max_payload",
+            "auth_max_failures",
+            "auth_failure_window_s",
+            "ws_allowed_origins",
+            "ws_max_connections",
+            "durable_replies",
         )
         if (value := getattr(args, name)) is not None
     }

@@ -65,6 +65,17 @@ class Settings(BaseSettings):
     )
     log_cap: int = Field(64 * 1024, ge=256)
     max_commands: int = Field(500, ge=1)
+    # api.authenticate brute-force guard: this many failures per username, or per client
+    # (MQTT namespace or WebSocket peer address), within the window -> -90012 until it passes.
+    auth_max_failures: int = Field(10, ge=1)
+    auth_failure_window_s: int = Field(300, ge=1)
+    # WebSocket: allowed Origin headers (empty = any, e.g. for non-browser clients), and a cap
+    # on concurrent connections.
+    ws_allowed_origins: list[str] = Field(default_factory=list)
+    ws_max_connections: int = Field(1000, ge=1)
+    # Reply only once the command's usage record is committed (no record lost on a crash, at
+    # the cost of one commit wait per envelope).
+    durable_replies: bool = False
 
     @field_validator("mqtt_url")
     @classmethod
