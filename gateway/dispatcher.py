@@ -37,13 +37,20 @@ class Dispatcher:
         self._settings = services.settings
 
     async def handle(self, payload: bytes | str, connection: Connection) -> bytes:
-        """Answer one payload. Never raises: the worst case is a root-level -90099."""
+        """Answer one payload. Never raises: the worst case is a root-level -90099.
+
+        With `durable_replies`, the reply is held until the payload's usage records are
+        committed: a crash can then lose no record of a call that was answered.
+        """
         try:
-            return await self._handle(payload, connection)
+            reply = await self._handle(payload, connection)
         except Exception as error:  # pragma: no cover - a bug; still answer and keep serving
             logger.exception("dispatcher failed")
             err = to_failure(error)
-            return codec.encode(failure(err.code, err.message))
+            reply = codec.encode(failure(err.code, err.message))
+        if self._settings.durable_replies:
+            await self._services.usage.wait_visible()
+        return reply
 
     async def _handle(self, payload: bytes | str, connection: Connection) -> bytes:
         received_at = self._services.clock()
