@@ -8,16 +8,26 @@ handled in order.
 QoS 1 requests are acknowledged only after their reply is published (paho's manual ack), and the
 gateway keeps a persistent session, so requests that wait in the broker while it is away are
 answered when it returns.
+
+Exactly once, as far as the gateway can tell: a request answered but whose acknowledgement was
+lost with the connection comes back with the DUP flag and the same packet id after a reconnect.
+Such a duplicate of a request this process already answered is acknowledged without being run
+or logged again (paho itself re-sends the reply if the broker had not acknowledged it). On stop,
+the gateway stops taking requests, finishes those in flight, writes out their replies and
+acknowledgements, and only then disconnects; what it did not take waits in its broker session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import socket
 import threading
+import time
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +46,7 @@ __all__ = ["MqttTransport", "reply_route", "set_nodelay"]
 
 logger = logging.getLogger("tr50gw.mqtt")
 _SESSION_EXPIRY = 7 * 86400
+_REMEMBERED = 50_000  # answered QoS 1 requests kept to recognise redeliveries (~6 MB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +65,11 @@ def reply_route(topic: str) -> Route | None:
             rest = topic[len(prefix) + 1 :]
             return Route(rest.split("/", 1)[0], f"{reply_prefix}/{rest}", compressed)
     return None
+
+
+def _identity(message: mqtt.MQTTMessage) -> tuple[int, str, bytes]:
+    """What a redelivery repeats: the broker's packet id, the topic and the payload."""
+    return message.mid, message.topic, hashlib.blake2b(message.payload, digest_size=16).digest()
 
 
 def set_nodelay(client: Any, userdata: Any, sock: Any) -> None:
@@ -89,6 +105,9 @@ class MqttTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._stopping = False
+        self._draining = False
+        self._answered: OrderedDict[tuple[int, str, bytes], None] = OrderedDict()
+        self.duplicates = 0  # redelivered requests acknowledged without running them again
         self._connected_once = False
         self._connecting = False
         self._session_ok = False
@@ -178,6 +197,15 @@ class MqttTransport:
             )
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._draining:
+            return  # not acknowledged: the broker keeps it for our session's next connection
+        if message.qos and message.dup and _identity(message) in self._answered:
+            self.duplicates += 1
+            logger.info(
+                "mqtt: redelivered request %d on %s already answered", message.mid, message.topic
+            )
+            self._client.ack(message.mid, message.qos)
+            return
         self._schedule(message)
 
     # -- asyncio side ------------------------------------------------------------------------
@@ -275,6 +303,9 @@ class MqttTransport:
         self._client.publish(topic, reply, qos=min(message.qos, 1), properties=properties)
         if message.qos:
             self._client.ack(message.mid, message.qos)
+            self._answered[_identity(message)] = None
+            if len(self._answered) > _REMEMBERED:
+                self._answered.popitem(last=False)
 
     async def _connect(self) -> None:
         """Open the TCP connection and send CONNECT; blocking, so it runs in an executor."""
@@ -340,8 +371,15 @@ class MqttTransport:
                 group.create_task(self._keep_connected())
                 group.create_task(self._housekeeping())
         finally:
-            await asyncio.gather(*self._tails.values(), return_exceptions=True)
+            self._draining = True
+            while self._tails:  # requests in flight finish and publish their replies
+                await asyncio.gather(*self._tails.values(), return_exceptions=True)
             self._stopping = True
+            deadline = time.monotonic() + 5
+            while self.connected.is_set() and self._client.want_write():
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.005)  # the loop's writer flushes replies and acks
             if self.connected.is_set():
                 self._client.disconnect()
                 with contextlib.suppress(TimeoutError):

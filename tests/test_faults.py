@@ -10,16 +10,20 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from bench.common import GatewayProcess
+from devtools.broker import Broker
 from storage.db import Database
-from tests.support import Tenants
+from tests.support import GatewayThread, Tenants
 
 CLIENTS = 4
 PER_ENVELOPE = 10
@@ -128,3 +132,110 @@ def test_sigterm_finishes_in_flight_and_flushes(tenants: Tenants) -> None:
     assert code == 0
     assert load.answered <= logged
     assert len(logged - load.answered) <= CLIENTS * PER_ENVELOPE
+
+
+# -- MQTT: broker restart under load, and a stop that drains ----------------------------------
+
+
+class Device:
+    """A device with a persistent session that keeps publishing QoS 1 requests through a
+    broker restart (paho queues them while disconnected and reconnects by itself)."""
+
+    def __init__(self, port: int) -> None:
+        self.client_id = f"dev-{time.monotonic_ns() % 10**9}"
+        self.replies: list[tuple[str, bool]] = []  # (key, DUP flag)
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=False,
+        )
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(0.2, 1)
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(f"reply/{self.client_id}/#", 1)
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert subscribed.wait(10)
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.replies.extend((key, bool(message.dup)) for key in json.loads(message.payload))
+
+    def send(self, key: str) -> None:
+        payload = json.dumps({key: {"command": "diag.ping"}})
+        self.client.publish(f"api/{self.client_id}/req", payload, qos=1)
+
+    def wait_for(self, keys: set[str], timeout: float) -> set[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                missing = keys - {key for key, _ in self.replies}
+            if not missing:
+                return set()
+            time.sleep(0.05)
+        return missing
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _diag_records(gateway: GatewayThread) -> list[str]:
+    assert gateway.gateway is not None
+    assert gateway.gateway.usage.flush()
+    rows = (
+        gateway.gateway.database.cursor()
+        .execute("SELECT request FROM usage_log WHERE service = 'diag'")
+        .fetchall()
+    )
+    return [next(iter(json.loads(request))) for (request,) in rows]
+
+
+def test_broker_restart_under_load_answers_every_request_once(
+    broker: Broker, gateway: GatewayThread
+) -> None:
+    device = Device(broker.port)
+    keys = [f"r{n}" for n in range(300)]
+    try:
+        for number, key in enumerate(keys):
+            device.send(key)
+            if number == 100:
+                broker.restart()  # requests before, during (queued by paho) and after
+            time.sleep(0.005)
+        missing = device.wait_for(set(keys), timeout=30)
+        assert missing == set(), f"{len(missing)} requests never answered"
+        time.sleep(0.5)  # late duplicates would arrive now
+    finally:
+        device.close()
+    first_copies = [key for key, dup in device.replies if not dup]
+    assert sorted(first_copies) == sorted(keys)  # one reply each (a DUP copy is the broker's)
+    logged = _diag_records(gateway)
+    assert sorted(logged) == sorted(keys)  # each request run and logged exactly once
+
+
+def test_stop_drains_mqtt_requests_in_flight(
+    broker: Broker, start_gateway: Callable[..., GatewayThread]
+) -> None:
+    """Stopping under load: each request is either answered and logged by this gateway or left
+    unacknowledged in its session, then answered by the next one; none is lost or doubled."""
+    first = start_gateway(mqtt_url=broker.url_for_gateway, instance_name="gw-drain")
+    device = Device(broker.port)
+    keys = [f"s{n}" for n in range(400)]
+    try:
+        for number, key in enumerate(keys):
+            device.send(key)
+            if number == 200:
+                first.stop()
+        second = start_gateway(mqtt_url=broker.url_for_gateway, instance_name="gw-drain")
+        missing = device.wait_for(set(keys), timeout=30)
+        assert missing == set(), f"{len(missing)} requests never answered"
+        time.sleep(0.5)
+    finally:
+        device.close()
+    logged = _diag_records(second)  # the same file: the first gateway's records and the second's
+    assert sorted(logged) == sorted(keys)
+    assert sorted(key for key, dup in device.replies if not dup) == sorted(keys)
