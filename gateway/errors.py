@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from storage.db import QueryOutOfMemory
+
 __all__ = [
     "AuthenticationFailed",
     "InternalError",
@@ -110,5 +112,11 @@ def to_failure(error: BaseException) -> TR50Error:
         return error
     if isinstance(error, ValidationError):
         return InvalidParams(_validation_message(error))
+    if isinstance(error, QueryOutOfMemory):
+        logger.warning("a query ran out of memory: %s", error)
+        return InternalError(
+            "internal error: the usage database ran out of memory for this query; "
+            "narrow the window or filters, retry, or raise --db-memory-limit"
+        )
     logger.error("unexpected error while executing a command", exc_info=error)
     return InternalError()

@@ -7,14 +7,13 @@ fragments (column names, the plan's `?`-placeholder expression); every value is 
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from storage.buckets import BucketPlan
-from storage.db import Database
+from storage.db import Database, reading
 from storage.usage import _SELECT, _WIRE_NAMES, UsageFilter  # one record shape for list and get
 
 __all__ = ["DIMENSIONS", "UsageAnalytics"]
@@ -49,7 +48,7 @@ class UsageAnalytics:
         self._database = database
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.to_thread(function, *args)
+        return await reading(function, *args)
 
     def _grouped(
         self, usage_filter: UsageFilter, plan: BucketPlan, aggregates: str

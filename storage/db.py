@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import duckdb
 
-__all__ = ["Database", "DatabaseLocked"]
+__all__ = ["Database", "DatabaseLocked", "QueryOutOfMemory", "reading"]
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage_log (
@@ -77,6 +82,18 @@ CREATE TABLE IF NOT EXISTS sessions (
 
 class DatabaseLocked(RuntimeError):
     """Another process holds the DuckDB file open for writing."""
+
+
+class QueryOutOfMemory(RuntimeError):
+    """A read needed more memory than DuckDB's cap allows (with what else was running)."""
+
+
+async def reading(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a read on a worker thread; DuckDB's out-of-memory error becomes QueryOutOfMemory."""
+    try:
+        return await asyncio.to_thread(function, *args, **kwargs)
+    except duckdb.OutOfMemoryException as error:
+        raise QueryOutOfMemory(str(error).split("\n", 1)[0]) from None
 
 
 class Database:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from storage.db import Database
+from storage.db import Database, reading
 
 __all__ = ["UsageFilter", "UsageLog", "UsageRecord", "new_record_id"]
 
@@ -363,7 +363,7 @@ class UsageLog:
     async def list(
         self, usage_filter: UsageFilter, *, offset: int, limit: int
     ) -> tuple[int, list[dict[str, Any]]]:
-        return await asyncio.to_thread(self.list_sync, usage_filter, offset=offset, limit=limit)
+        return await reading(self.list_sync, usage_filter, offset=offset, limit=limit)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

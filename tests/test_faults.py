@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from websockets.sync.client import connect
 from bench.common import GatewayProcess
 from devtools.broker import Broker
 from storage.db import Database
-from tests.support import GatewayThread, Tenants
+from tests.harness import Clock, Harness
+from tests.support import PASSWORD, GatewayThread, Tenants
 
 CLIENTS = 4
 PER_ENVELOPE = 10
@@ -239,3 +241,34 @@ def test_stop_drains_mqtt_requests_in_flight(
     logged = _diag_records(second)  # the same file: the first gateway's records and the second's
     assert sorted(logged) == sorted(keys)
     assert sorted(key for key, dup in device.replies if not dup) == sorted(keys)
+
+
+async def test_a_query_out_of_memory_is_a_clear_failure_and_serving_goes_on(
+    tenants: Tenants,
+) -> None:
+    harness = Harness(tenants.db, Clock(datetime(2026, 1, 10)))
+    try:
+        cursor = harness.database.cursor()
+        cursor.execute(
+            "INSERT INTO usage_log SELECT uuid(), TIMESTAMP '2026-01-01' + to_seconds(i), i, 'x',"
+            " ?, 'acme', 'w' || (i % 5000), 's', 'c' || (i % 40), true, NULL, 'ws', 'c', '',"
+            " repeat('x', 200), repeat('y', 200) FROM range(300000) t(i)",
+            [tenants.org_ids["acme"]],
+        )
+        session = await harness.login(tenants.user("acme", "org-admin"), PASSWORD)
+        cursor.execute("SET memory_limit = '4MB'")
+        window = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-05T00:00:00Z"}
+        reply = await harness.as_session(
+            session, t={"command": "usage.api.times", "params": {**window, "interval": "hour"}}
+        )
+        assert reply["t"]["errorCodes"] == [-90099]
+        assert "ran out of memory" in reply["t"]["errorMessages"][0]
+        assert (await harness.call({"p": {"command": "diag.ping"}}))["p"] == {"success": True}
+        cursor.execute("SET memory_limit = '256MB'")
+        assert harness.usage.flush()
+        logged = cursor.execute(
+            "SELECT error_code FROM usage_log WHERE service = 'usage' AND command = 'api.times'"
+        ).fetchall()
+        assert logged == [(-90099,)]
+    finally:
+        harness.close()
