@@ -69,7 +69,7 @@ def _plan(
     assert start is not None  # _window always sets one
     try:
         plan = plan_buckets(start, end, interval, timezone)
-    except ValueError as error:
+    except (ValueError, OverflowError) as error:  # overflow: a window at the calendar's end
         raise InvalidParams(f"invalid params: {error}") from None
     # The filter's end is explicit, so the buckets and the rows counted in them always agree.
     return replace(usage_filter, end=end), plan
@@ -122,7 +122,7 @@ async def endpoints(params: EndpointsParams, ctx: CallContext) -> dict[str, Any]
 
 
 async def get(params: GetParams, ctx: CallContext) -> dict[str, Any]:
-    if not _UUID.match(params.id):
+    if not _UUID.fullmatch(params.id):
         raise InvalidParams("invalid params: id must be a record id (a UUID)")
     usage_filter = scoped_filter(WindowParams(showAll=params.show_all), ctx)
     await ctx.services.usage.wait_visible()

@@ -1,16 +1,45 @@
-"""The `api` service: api.authenticate."""
+"""The `api` service: api.authenticate, with its brute-force guard.
+
+The guard (`gateway.ratelimit.FailedLogins`, one per process in `Services`) counts failed logins
+under two keys per attempt: the login subject (the username, case-folded; for a thing the appId
+together with the thingKey, so one device with a stale token cannot lock out its whole fleet,
+while guessing a 256-bit appToken is hopeless anyway) and the client (an isolated-mode MQTT
+namespace, which the broker's ACL ties to the MQTT client id, or the socket peer address for
+WebSocket and HTTP). Once either key has `auth_max_failures` failures within
+`auth_failure_window_s`, attempts answer -90012 before any password is checked, right password
+included, until enough failures leave the sliding window.
+
+Chosen: a refused attempt is not counted as another failure (otherwise a client retrying at any
+pace would keep itself, or an attacker a victim, locked out for ever), and a success clears no
+failure: the client's counter must not be reset by an attacker's own valid account, and the
+username's failures simply age out. Classic-mode MQTT has no client key (its topics are chosen
+per message, so they identify no one); only the username counts there.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Hashable
+from datetime import timedelta
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.context import CallContext
-from gateway.errors import AuthenticationFailed
+from gateway.context import CallContext, Connection
+from gateway.errors import AuthenticationFailed, RateLimited
+from gateway.ratelimit import RateLimitExceeded
 from gateway.registry import Command
 
-__all__ = ["COMMANDS", "AuthenticateParams", "authenticate"]
+__all__ = ["COMMANDS", "AuthenticateParams", "authenticate", "login_keys"]
+
+logger = logging.getLogger("tr50gw.auth")
+
+# Keys the process log's short hashes of usernames, so that a password typed into the username
+# field cannot be recovered from the log by hashing guesses.
+_LOG_HASH_KEY: Final = secrets.token_bytes(16)
 
 
 class AuthenticateParams(BaseModel):
@@ -37,18 +66,64 @@ class AuthenticateParams(BaseModel):
         raise ValueError("give either username and password, or appId, appToken and thingKey")
 
 
-async def authenticate(params: AuthenticateParams, ctx: CallContext) -> dict[str, Any]:
-    identity = ctx.services.identity
-    ttl = ctx.services.settings.session_ttl
-    if params.username is not None and params.password is not None:
-        result = await identity.authenticate_user(params.username, params.password, ttl)
+def login_keys(params: AuthenticateParams, connection: Connection) -> tuple[Hashable, ...]:
+    """The guard's keys for one attempt: its subject, then its client when there is one."""
+    subject: Hashable
+    if params.username is not None:
+        subject = ("user", params.username.casefold())
     else:
-        assert params.app_id and params.app_token is not None and params.thing_key
-        result = await identity.authenticate_thing(
-            params.app_id, params.app_token, params.thing_key, ttl
-        )
+        subject = ("thing", params.app_id, params.thing_key)
+    if connection.transport == "mqtt":
+        if connection.binds_sessions and connection.client_id:  # an isolated-mode namespace
+            return subject, ("client", "mqtt", connection.client_id)
+        return (subject,)
+    if connection.remote_addr:
+        return subject, ("client", "addr", connection.remote_addr)
+    return (subject,)
+
+
+def _describe(key: Hashable) -> str:
+    """A key as the process log may show it: clients plainly, subjects as a short keyed hash."""
+    if isinstance(key, tuple) and key[0] == "client":
+        return f"{key[1]} client {key[2]}"
+    kind = key[0] if isinstance(key, tuple) else "key"
+    digest = hmac.new(_LOG_HASH_KEY, repr(key).encode(), hashlib.sha256).hexdigest()
+    return f"{kind} #{digest[:12]}"
+
+
+async def authenticate(params: AuthenticateParams, ctx: CallContext) -> dict[str, Any]:
+    services = ctx.services
+    identity = services.identity
+    settings = services.settings
+    window = timedelta(seconds=settings.auth_failure_window_s)
+    limit = settings.auth_max_failures
+    attempt = services.failed_logins.begin(
+        login_keys(params, ctx.connection), services.clock(), limit=limit, window=window
+    )
+    if isinstance(attempt, RateLimitExceeded):
+        raise RateLimited(f"rate limited: too many failed logins; retry in {attempt.retry_after} s")
+    ttl = settings.session_ttl
+    try:
+        if params.username is not None and params.password is not None:
+            result = await identity.authenticate_user(params.username, params.password, ttl)
+        else:
+            assert params.app_id and params.app_token is not None and params.thing_key
+            result = await identity.authenticate_thing(
+                params.app_id, params.app_token, params.thing_key, ttl
+            )
+    except BaseException:
+        attempt.withdraw()  # no verdict on the credentials: not a failure
+        raise
     if result is None:
+        for key in attempt.reached_limit:
+            logger.warning(
+                "login locked for %s: %d failed logins within %d s",
+                _describe(key),
+                limit,
+                settings.auth_failure_window_s,
+            )
         raise AuthenticationFailed("authentication failed: bad credentials")
+    attempt.withdraw()
     session, token = result
     ctx.open_session(session, token)
     return {"sessionId": token}

@@ -21,7 +21,7 @@ _UNITS: Final = {
     "h": 3600.0,
     "d": 86400.0,
 }
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d)")
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d)", re.ASCII)
 _MAX_SECONDS: Final = 100 * 366 * 86400
 
 
@@ -47,18 +47,29 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:[Zz]|[+-]\d{2}:?\d{2})?",
+    re.ASCII,
+)
+# Records carry the time they were received; bucket arithmetic needs room on both sides.
+_EARLIEST = datetime(1970, 1, 1)
+_LATEST = datetime(9000, 1, 1)
+
+
 def parse_timestamp(text: str) -> datetime:
-    """An RFC 3339 timestamp as a naive UTC datetime (a missing offset is taken as UTC)."""
-    if not isinstance(text, str) or not 10 <= len(text) <= 40:
-        raise ValueError("bad timestamp: use RFC 3339, e.g. '2024-01-31T12:00:00.000Z'")
+    """An RFC 3339 timestamp as a naive UTC datetime (a missing offset is taken as UTC), between
+    1970 and 9000."""
+    example = "use RFC 3339, e.g. '2024-01-31T12:00:00.000Z'"
+    if not isinstance(text, str) or not 10 <= len(text) <= 40 or not _RFC3339.fullmatch(text):
+        raise ValueError(f"bad timestamp {str(text)[:40]!r}: {example}")
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"bad timestamp {text[:40]!r}: use RFC 3339, e.g. '2024-01-31T12:00:00.000Z'"
-        ) from None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        raise ValueError(f"bad timestamp {text[:40]!r}: {example}") from None
+    if not _EARLIEST <= value <= _LATEST:
+        raise ValueError(f"timestamp {text[:40]!r} out of range: 1970 to 9000")
     return value
 
 

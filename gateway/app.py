@@ -74,19 +74,25 @@ class Gateway:
                 server = None
                 if settings.ws_port >= 0:
                     server = await start_websocket_server(
-                        self.dispatcher, settings.ws_host, settings.ws_port, settings.max_payload
+                        self.dispatcher,
+                        settings.ws_host,
+                        settings.ws_port,
+                        max_payload=settings.max_payload,
+                        allowed_origins=settings.ws_allowed_origins,
+                        max_connections=settings.ws_max_connections,
                     )
-                    self.ws_port = next(iter(server.sockets)).getsockname()[1]
+                    self.ws_port = server.port
                     logger.info(
                         "websocket listening on ws://%s:%s/api", settings.ws_host, self.ws_port
                     )
                 self.ready.set()
                 await self._stop.wait()
-                if server is not None:
-                    server.close()
-                    await server.wait_closed()
+                # Stop taking requests on both transports at once; each finishes what is in
+                # flight (replies sent, MQTT acks written) before it closes.
                 if mqtt_task is not None:
                     mqtt_task.cancel()
+                if server is not None:
+                    await server.drain_and_close()
         finally:
             if self.compactor is not None:
                 await asyncio.to_thread(self.compactor.close)

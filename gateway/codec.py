@@ -74,9 +74,37 @@ def _bracket_count(payload: bytes | str) -> int:
 
 
 def _as_text(payload: bytes | str, limit: int) -> str:
+    """What the log keeps of a payload that is not an envelope: its text, capped and with the
+    values of secret-looking keys masked as far as the text can be read."""
     if isinstance(payload, str):
-        return cap_text(payload, limit)
-    return cap_text(payload[: limit + 4].decode("utf-8", errors="replace"), limit)
+        return cap_text(redact_text(payload[: limit + 4]), limit)
+    return cap_text(redact_text(payload[: limit + 4].decode("utf-8", errors="replace")), limit)
+
+
+_STRING_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?')  # a JSON string, maybe cut off at the end
+_KEY_GAP = re.compile(r"\s*:\s*")
+
+
+def redact_text(text: str) -> str:
+    """Mask, in JSON-like text that may not parse, every string value whose key looks secret
+    (and a string `auth` value: a bare session id). One linear pass over the string tokens."""
+    parts: list[str] = []
+    position = 0
+    mask_at = -1
+    for token in _STRING_TOKEN.finditer(text):
+        if token.start() == mask_at:
+            parts.append(text[position : token.start()])
+            parts.append(f'"{REDACTED}"')
+            position = token.end()
+            mask_at = -1
+            continue
+        gap = _KEY_GAP.match(text, token.end())
+        if gap is not None and token.end() < len(text):
+            key = token.group()[1:-1] if token.group().endswith('"') else token.group()[1:]
+            if key == "auth" or _is_secret_key(key):
+                mask_at = gap.end()
+    parts.append(text[position:])
+    return "".join(parts)
 
 
 def decode(

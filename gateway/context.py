@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from gateway.errors import InvalidSession
+from gateway.ratelimit import FailedLogins
 from storage.analytics import UsageAnalytics
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ class Services:
     identity: IdentityStore
     usage: UsageLog
     clock: Callable[[], datetime]
+    # api.authenticate's brute-force guard: failed logins per username and per client, kept in
+    # this process's memory (built once with the Services by the composition root).
+    failed_logins: FailedLogins = field(default_factory=FailedLogins)
 
     @property
     def analytics(self) -> UsageAnalytics:

@@ -28,6 +28,7 @@ __all__ = ["Dispatcher"]
 
 logger = logging.getLogger("tr50gw.dispatcher")
 _NAME_CAP = 200
+MAX_BACKLOG = 10_000  # uncommitted usage records beyond which replies wait for the writer
 
 
 class Dispatcher:
@@ -48,8 +49,11 @@ class Dispatcher:
             logger.exception("dispatcher failed")
             err = to_failure(error)
             reply = codec.encode(failure(err.code, err.message))
-        if self._settings.durable_replies:
-            await self._services.usage.wait_visible()
+        usage = self._services.usage
+        if self._settings.durable_replies or usage.backlog > MAX_BACKLOG:
+            # Durable: the records first. Backlogged: a sender faster than the writer waits for
+            # it, so the queue of records (and the gateway's memory) cannot grow without bound.
+            await usage.wait_visible()
         return reply
 
     async def _handle(self, payload: bytes | str, connection: Connection) -> bytes:
@@ -144,7 +148,9 @@ class Dispatcher:
             if spec.log_result is not None and "params" in outcome:
                 logged = {**outcome, "params": spec.log_result(outcome["params"])}
         cap = self._settings.log_cap
-        request = codec.cap_text(codec.encode({key: codec.redact(body)}).decode(), cap)
+        # A malformed auth entry (a bare session id string...) is masked whole.
+        shown = codec.REDACTED if auth_entry and not isinstance(body, dict) else codec.redact(body)
+        request = codec.cap_text(codec.encode({key: shown}).decode(), cap)
         response = codec.cap_text(
             codec.encode({key: codec.redact(logged, secret_keys)}).decode(), cap
         )

@@ -60,7 +60,7 @@ def resolve_zone(name: str) -> tzinfo:
         raise ValueError(f"unknown time zone {name[:64]!r}")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a folder: IsADirectoryError
         raise ValueError(
             f"unknown time zone {name[:64]!r}: use an IANA name such as 'Europe/Berlin'"
         ) from None

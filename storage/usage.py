@@ -210,6 +210,11 @@ class UsageLog:
     def submitted(self) -> int:
         return self._submitted
 
+    @property
+    def backlog(self) -> int:
+        """Records submitted but not yet committed."""
+        return self._submitted - self._committed
+
     async def wait_visible(self, sequence: int | None = None) -> None:
         """Wait until every record up to `sequence` (default: all submitted so far) is committed."""
         loop = asyncio.get_running_loop()
