@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import replace
 from datetime import timedelta
@@ -20,6 +21,7 @@ from storage.usage import UsageFilter
 __all__ = ["COMMANDS"]
 
 DEFAULT_WINDOW = timedelta(hours=24)
+MAX_WINDOW = timedelta(days=36525)  # 100 years, as for `last`
 Interval = Literal["year", "quarter", "month", "week", "day", "hour", "minute", "second"]
 _UUID = re.compile(
     r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
@@ -61,14 +63,17 @@ def _window(params: WindowParams, ctx: CallContext) -> UsageFilter:
     return scoped_filter(params, ctx)
 
 
-def _plan(
+async def _plan(
     params: WindowParams, ctx: CallContext, interval: str | None, timezone: str
 ) -> tuple[UsageFilter, BucketPlan]:
     usage_filter = _window(params, ctx)
     start, end = usage_filter.start, usage_filter.end or ctx.services.clock()
     assert start is not None  # _window always sets one
+    if end - start > MAX_WINDOW:
+        raise InvalidParams("invalid params: the window is longer than 100 years")
     try:
-        plan = plan_buckets(start, end, interval, timezone)
+        # Finding a zone's offset changes walks the window: off the event loop.
+        plan = await asyncio.to_thread(plan_buckets, start, end, interval, timezone)
     except (ValueError, OverflowError) as error:  # overflow: a window at the calendar's end
         raise InvalidParams(f"invalid params: {error}") from None
     # The filter's end is explicit, so the buckets and the rows counted in them always agree.
@@ -76,35 +81,35 @@ def _plan(
 
 
 async def activity(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
-    usage_filter, plan = _plan(params, ctx, params.interval, params.timezone)
+    usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
     await ctx.services.usage.wait_visible()
     analytics = ctx.services.analytics
     return await analytics.run(analytics.activity, usage_filter, plan)
 
 
 async def times(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
-    usage_filter, plan = _plan(params, ctx, params.interval, params.timezone)
+    usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
     await ctx.services.usage.wait_visible()
     analytics = ctx.services.analytics
     return await analytics.run(analytics.times, usage_filter, plan)
 
 
 async def statuses(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
-    usage_filter, plan = _plan(params, ctx, params.interval, params.timezone)
+    usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
     await ctx.services.usage.wait_visible()
     analytics = ctx.services.analytics
     return await analytics.run(analytics.statuses, usage_filter, plan)
 
 
 async def breakdown(params: BreakdownParams, ctx: CallContext) -> dict[str, Any]:
-    usage_filter, plan = _plan(params, ctx, params.interval, params.timezone)
+    usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
     await ctx.services.usage.wait_visible()
     analytics = ctx.services.analytics
     return await analytics.run(analytics.breakdown, usage_filter, plan, params.by, params.top)
 
 
 async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
-    usage_filter, plan = _plan(params, ctx, params.series, params.timezone)
+    usage_filter, plan = await _plan(params, ctx, params.series, params.timezone)
     await ctx.services.usage.wait_visible()
     analytics = ctx.services.analytics
     return await analytics.run(analytics.history, usage_filter, plan, params.dimension)

@@ -76,8 +76,9 @@ def _bracket_count(payload: bytes | str) -> int:
 def _as_text(payload: bytes | str, limit: int) -> str:
     """What the log keeps of a payload that is not an envelope: its text, capped and with the
     values of secret-looking keys masked as far as the text can be read."""
-    if isinstance(payload, str):
-        return cap_text(redact_text(payload[: limit + 4]), limit)
+    if isinstance(payload, str):  # lone surrogates (surrogateescape) cannot be stored
+        text = payload[: limit + 4].encode("utf-8", "replace").decode("utf-8")
+        return cap_text(redact_text(text), limit)
     return cap_text(redact_text(payload[: limit + 4].decode("utf-8", errors="replace")), limit)
 
 

@@ -29,7 +29,7 @@ from websockets.http11 import Request, Response
 
 from gateway.context import Connection
 from gateway.dispatcher import Dispatcher
-from gateway.errors import PayloadTooLarge
+from gateway.errors import MalformedEnvelope, PayloadTooLarge
 
 __all__ = [
     "NO_ORIGIN",
@@ -253,9 +253,17 @@ class WebSocketService:
                     await websocket.close(1001, "gateway stopping")
                     break
         except ConnectionClosed as closed:
-            if closed.sent is not None and closed.sent.code == 1009:
+            # The library closes before the message reaches us; the call is logged all the same.
+            code = closed.sent.code if closed.sent is not None else None
+            if code == 1009:
                 await self._dispatcher.record_rejected(
                     connection, PayloadTooLarge("payload too large: message closed with 1009"), ""
+                )
+            elif code == 1007:
+                await self._dispatcher.record_rejected(
+                    connection,
+                    MalformedEnvelope("malformed envelope: text frame not UTF-8, closed with 1007"),
+                    "",
                 )
         finally:
             del self._busy[websocket]

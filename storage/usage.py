@@ -15,7 +15,7 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -259,7 +259,12 @@ class UsageLog:
             try:
                 self._insert(cursor, batch)
             except Exception:
-                logger.exception("failed to store %d usage records", len(batch))
+                # One unstorable string (a lone surrogate...) must not sink the whole batch.
+                logger.exception("storing %d usage records failed; retrying sanitized", len(batch))
+                try:
+                    self._insert(cursor, [_sanitized(record) for record in batch])
+                except Exception:
+                    logger.exception("failed to store %d usage records", len(batch))
             with self._condition:
                 self._committed += len(batch)
                 self._condition.notify_all()
@@ -369,6 +374,16 @@ class UsageLog:
         self, usage_filter: UsageFilter, *, offset: int, limit: int
     ) -> tuple[int, list[dict[str, Any]]]:
         return await reading(self.list_sync, usage_filter, offset=offset, limit=limit)
+
+
+def _sanitized(record: UsageRecord) -> UsageRecord:
+    """The record with every string made encodable as UTF-8 (bad characters become "?")."""
+    changes: dict[str, Any] = {
+        name: value.encode("utf-8", "replace").decode("utf-8")
+        for name in _COLUMNS
+        if isinstance(value := getattr(record, name), str)
+    }
+    return replace(record, **changes)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
