@@ -30,6 +30,7 @@ __all__ = ["Compactor", "compact_day", "compact_due", "due_days"]
 logger = logging.getLogger("tr50gw.compaction")
 
 GRACE = timedelta(minutes=10)
+CHECKPOINT_AFTER = 50_000  # records in a compacted day worth a checkpoint (~0.3 s) right away
 COMPACTION_MEMORY = "192MB"  # a day is compacted only once no record can still arrive for it
 
 
@@ -142,7 +143,7 @@ def compact_due(
             compacted += 1
             if progress is not None:
                 progress(day, rows)
-            if not _checkpoint(cursor):
+            if rows >= CHECKPOINT_AFTER and not _checkpoint(cursor):
                 break  # the rest waits for the next round, once a checkpoint has freed memory
         return compacted
     finally:
