@@ -139,6 +139,10 @@ def decode(
             _as_text(payload, log_cap),
         )
     auth = document.pop("auth", None)
+    if not document and auth is None:  # {"auth": null}: nothing to run, still one logged call
+        return RootFailure(
+            MalformedEnvelope("malformed envelope: no commands"), _as_text(payload, log_cap)
+        )
     if len(document) > max_commands:
         return RootFailure(
             MalformedEnvelope(

@@ -76,3 +76,10 @@ def test_cap_text_marks_the_cut_and_respects_the_byte_limit() -> None:
 
 def test_encode_is_compact_json() -> None:
     assert codec.encode({"1": {"success": True}}) == b'{"1":{"success":true}}'
+
+
+def test_an_envelope_of_only_a_null_auth_is_a_root_failure() -> None:
+    """Found by hypothesis: `{"auth": null}` ran nothing and was not logged at all."""
+    decoded = codec.decode(b'{"auth":null}', max_bytes=1024)
+    assert isinstance(decoded, codec.RootFailure)
+    assert decoded.error.code == -90010
