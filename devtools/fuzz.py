@@ -841,6 +841,8 @@ class Fuzzer:
         commands = len(document) - ("auth" in document)
         if commands > self.settings.max_commands or _depth(document) > codec.MAX_DEPTH:
             return None
+        if commands == 0 and document.get("auth") is None:
+            return None  # {"auth": null}: nothing to run
         return f"a readable envelope refused: {failure.error.message}"
 
     async def case(self, index: int, kind: str, payload: bytes | str) -> None:
