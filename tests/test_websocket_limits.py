@@ -188,6 +188,9 @@ class ServeProcess:
 
     def __init__(self, db: Path) -> None:
         env = {key: value for key, value in os.environ.items() if not key.startswith("TR50GW_")}
+        # Records capped small: what is measured is the transport's buffering, not DuckDB's
+        # cache filling with the 16 KB ids of logged calls (a CI run grew +56 MB that way).
+        env["TR50GW_LOG_CAP"] = "1024"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--mqtt-url", "none", "--ws-port", "0",
              "--db", str(db), "--instance-name", f"limits-{secrets.token_hex(3)}"],
