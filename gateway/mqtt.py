@@ -107,6 +107,7 @@ class MqttTransport:
         self._stopping = False
         self._draining = False
         self._answered: OrderedDict[tuple[int, str, bytes], None] = OrderedDict()
+        self._in_progress: set[tuple[int, str, bytes]] = set()
         self.duplicates = 0  # redelivered requests acknowledged without running them again
         self._connected_once = False
         self._connecting = False
@@ -199,13 +200,21 @@ class MqttTransport:
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._draining:
             return  # not acknowledged: the broker keeps it for our session's next connection
-        if message.qos and message.dup and _identity(message) in self._answered:
+        identity = _identity(message) if message.qos else None
+        if identity is not None and message.dup and identity in self._in_progress:
+            # Redelivered while the first copy is still being handled (the link dropped and
+            # came back meanwhile): that copy will answer and acknowledge it.
+            self.duplicates += 1
+            return
+        if identity is not None and message.dup and identity in self._answered:
             self.duplicates += 1
             logger.info(
                 "mqtt: redelivered request %d on %s already answered", message.mid, message.topic
             )
             self._client.ack(message.mid, message.qos)
             return
+        if identity is not None:
+            self._in_progress.add(identity)
         self._schedule(message)
 
     # -- asyncio side ------------------------------------------------------------------------
@@ -273,6 +282,15 @@ class MqttTransport:
         return zlib.compress(data) if route.compressed else data
 
     async def _process(
+        self, message: mqtt.MQTTMessage, route: Route, previous: asyncio.Task[None] | None
+    ) -> None:
+        try:
+            await self._answer(message, route, previous)
+        finally:  # answered or not, a later redelivery must not be ignored as "in progress"
+            if message.qos:
+                self._in_progress.discard(_identity(message))
+
+    async def _answer(
         self, message: mqtt.MQTTMessage, route: Route, previous: asyncio.Task[None] | None
     ) -> None:
         if previous is not None:
