@@ -9,109 +9,23 @@ when a suite crashed (its row says so), not when a target was missed.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib
 import json
 import math
-import os
-import platform
 import re
-import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR, Result
+from bench.common import RESULTS_DIR, Result, busy_percent, machine_info
 from bench.roundtrip import progress
-from devtools.broker import REPO_ROOT
 
-__all__ = ["machine_info", "main", "render_chart", "render_table"]
+__all__ = ["main", "render_chart", "render_table"]
 
 SUITES = ("mqtt", "ws", "ingest", "queries")
-
-
-# -- machine -------------------------------------------------------------------------------------
-def _first_match(path: str, pattern: str) -> str:
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return ""
-    match = re.search(pattern, text, re.MULTILINE)
-    return match.group(1).strip() if match else ""
-
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return ""
-
-
-def _mosquitto_version() -> str:
-    for candidate in ("mosquitto", "/usr/sbin/mosquitto"):
-        try:
-            done = subprocess.run(
-                [candidate, "-h"], capture_output=True, text=True, timeout=5, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        match = re.search(r"mosquitto version (\S+)", done.stdout + done.stderr)
-        if match:
-            return match.group(1)
-    return ""
-
-
-def _git_commit() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout.strip()
-
-
-def busy_percent(seconds: float = 1.0) -> float:
-    """How much of the machine's CPU something else uses right now (before we start)."""
-
-    def sample() -> list[int]:
-        return [int(field) for field in Path("/proc/stat").read_text().split()[1:9]]
-
-    try:
-        before = sample()
-        time.sleep(seconds)
-        after = sample()
-    except OSError:
-        return math.nan
-    delta = [b - a for a, b in zip(before, after, strict=True)]
-    idle = delta[3] + delta[4]  # idle + iowait
-    return round(100 * (1 - idle / max(1, sum(delta))), 1)
-
-
-def machine_info() -> dict[str, Any]:
-    mem_kb = _first_match("/proc/meminfo", r"^MemTotal:\s+(\d+) kB")
-    return {
-        "cpu": _first_match("/proc/cpuinfo", r"^model name\s*:\s*(.+)$") or platform.processor(),
-        "cores": os.cpu_count(),
-        "ram_gb": round(int(mem_kb) / 1024 / 1024, 1) if mem_kb else None,
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "duckdb": _version("duckdb"),
-        "mosquitto": _mosquitto_version(),
-        "paho_mqtt": _version("paho-mqtt"),
-        "websockets": _version("websockets"),
-        "commit": _git_commit(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
 
 
 # -- table ---------------------------------------------------------------------------------------

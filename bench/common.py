@@ -6,7 +6,10 @@ with the load generated in a process of its own (never the gateway's).
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import os
+import platform
 import re
 import secrets
 import signal
@@ -16,6 +19,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,8 @@ __all__ = [
     "RESULTS_DIR",
     "GatewayProcess",
     "Result",
+    "busy_percent",
+    "machine_info",
     "percentile",
     "rss_mb",
 ]
@@ -142,3 +148,83 @@ class GatewayProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# -- machine -------------------------------------------------------------------------------------
+def _first_match(path: str, pattern: str) -> str:
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return ""
+    match = re.search(pattern, text, re.MULTILINE)
+    return match.group(1).strip() if match else ""
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _mosquitto_version() -> str:
+    for candidate in ("mosquitto", "/usr/sbin/mosquitto"):
+        try:
+            done = subprocess.run(
+                [candidate, "-h"], capture_output=True, text=True, timeout=5, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        match = re.search(r"mosquitto version (\S+)", done.stdout + done.stderr)
+        if match:
+            return match.group(1)
+    return ""
+
+
+def _git_commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip()
+
+
+def busy_percent(seconds: float = 1.0) -> float:
+    """How much of the machine's CPU something else uses right now (before we start)."""
+
+    def sample() -> list[int]:
+        return [int(field) for field in Path("/proc/stat").read_text().split()[1:9]]
+
+    try:
+        before = sample()
+        time.sleep(seconds)
+        after = sample()
+    except OSError:
+        return math.nan
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    idle = delta[3] + delta[4]  # idle + iowait
+    return round(100 * (1 - idle / max(1, sum(delta))), 1)
+
+
+def machine_info() -> dict[str, Any]:
+    mem_kb = _first_match("/proc/meminfo", r"^MemTotal:\s+(\d+) kB")
+    return {
+        "cpu": _first_match("/proc/cpuinfo", r"^model name\s*:\s*(.+)$") or platform.processor(),
+        "cores": os.cpu_count(),
+        "ram_gb": round(int(mem_kb) / 1024 / 1024, 1) if mem_kb else None,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "duckdb": _version("duckdb"),
+        "mosquitto": _mosquitto_version(),
+        "paho_mqtt": _version("paho-mqtt"),
+        "websockets": _version("websockets"),
+        "commit": _git_commit(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }

@@ -808,32 +808,10 @@ class _MachineCpu:
 
 
 def _machine() -> dict[str, Any]:
-    import platform
+    from bench.common import machine_info
 
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
-    commit = ""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        from devtools.broker import REPO_ROOT
-
-        commit = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout.strip()
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "commit": commit,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **machine_info(),
         "load_average": [round(value, 2) for value in os.getloadavg()],
     }
 
