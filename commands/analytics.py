@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +21,7 @@ from storage.usage import UsageFilter
 
 __all__ = ["COMMANDS"]
 
+T = TypeVar("T")
 DEFAULT_WINDOW = timedelta(hours=24)
 MAX_WINDOW = timedelta(days=36525)  # 100 years, as for `last`
 Interval = Literal["year", "quarter", "month", "week", "day", "hour", "minute", "second"]
@@ -80,59 +82,55 @@ async def _plan(
     return replace(usage_filter, end=end), plan
 
 
+async def _aggregate(ctx: CallContext, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one analytics query once every record answered before this call is committed."""
+    await ctx.services.usage.wait_visible()
+    return await ctx.services.analytics.run(query, *args, **kwargs)
+
+
 async def activity(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
     usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
-    await ctx.services.usage.wait_visible()
-    analytics = ctx.services.analytics
-    return await analytics.run(analytics.activity, usage_filter, plan)
+    return await _aggregate(ctx, ctx.services.analytics.activity, usage_filter, plan)
 
 
 async def times(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
     usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
-    await ctx.services.usage.wait_visible()
-    analytics = ctx.services.analytics
-    return await analytics.run(analytics.times, usage_filter, plan)
+    return await _aggregate(ctx, ctx.services.analytics.times, usage_filter, plan)
 
 
 async def statuses(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
     usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
-    await ctx.services.usage.wait_visible()
-    analytics = ctx.services.analytics
-    return await analytics.run(analytics.statuses, usage_filter, plan)
+    return await _aggregate(ctx, ctx.services.analytics.statuses, usage_filter, plan)
 
 
 async def breakdown(params: BreakdownParams, ctx: CallContext) -> dict[str, Any]:
     usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
-    await ctx.services.usage.wait_visible()
     analytics = ctx.services.analytics
-    return await analytics.run(analytics.breakdown, usage_filter, plan, params.by, params.top)
+    return await _aggregate(ctx, analytics.breakdown, usage_filter, plan, params.by, params.top)
 
 
 async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
     usage_filter, plan = await _plan(params, ctx, params.series, params.timezone)
-    await ctx.services.usage.wait_visible()
     analytics = ctx.services.analytics
-    return await analytics.run(analytics.history, usage_filter, plan, params.dimension)
+    return await _aggregate(ctx, analytics.history, usage_filter, plan, params.dimension)
 
 
 async def endpoints(params: EndpointsParams, ctx: CallContext) -> dict[str, Any]:
     usage_filter = _window(params, ctx)
-    await ctx.services.usage.wait_visible()
-    analytics = ctx.services.analytics
-
-    def page() -> dict[str, Any]:
-        return analytics.endpoints(usage_filter, offset=params.offset, limit=params.limit)
-
-    return await analytics.run(page)
+    return await _aggregate(
+        ctx,
+        ctx.services.analytics.endpoints,
+        usage_filter,
+        offset=params.offset,
+        limit=params.limit,
+    )
 
 
 async def get(params: GetParams, ctx: CallContext) -> dict[str, Any]:
     if not _UUID.fullmatch(params.id):
         raise InvalidParams("invalid params: id must be a record id (a UUID)")
     usage_filter = scoped_filter(WindowParams(showAll=params.show_all), ctx)
-    await ctx.services.usage.wait_visible()
-    analytics = ctx.services.analytics
-    record = await analytics.run(analytics.get, usage_filter, params.id)
+    record = await _aggregate(ctx, ctx.services.analytics.get, usage_filter, params.id)
     if record is None:
         raise NotFound("not found: no usage record with that id")
     return record

@@ -8,6 +8,8 @@ from typing import Annotated, Final
 
 from pydantic import BeforeValidator
 
+from storage.buckets import format_utc
+
 __all__ = ["Duration", "Timestamp", "format_timestamp", "parse_duration", "parse_timestamp"]
 
 _UNITS: Final = {
@@ -76,7 +78,5 @@ def parse_timestamp(text: str) -> datetime:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Timestamp = Annotated[datetime, BeforeValidator(parse_timestamp)]
 
-
-def format_timestamp(value: datetime) -> str:
-    """RFC 3339 with milliseconds in UTC, the wire form of every timestamp (`...T19:15:34.882Z`)."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+# One wire form of a timestamp (`...T19:15:34.882Z`) for commands and storage alike.
+format_timestamp = format_utc

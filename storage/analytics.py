@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, Final, TypeVar
 
-from storage.buckets import BucketPlan
+from storage.buckets import BucketPlan, format_utc
 from storage.db import Database, reading
 from storage.usage import _SELECT, _WIRE_NAMES, UsageFilter  # one record shape for list and get
 
@@ -37,18 +36,14 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else float(value) / _MS
 
 
-def _timestamp(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
 class UsageAnalytics:
     """Read-only aggregates over `usage_log`, each computed by one query on a reader cursor."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
-        return await reading(function, *args)
+    async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await reading(function, *args, **kwargs)
 
     def _grouped(
         self, usage_filter: UsageFilter, plan: BucketPlan, aggregates: str
@@ -211,7 +206,7 @@ class UsageAnalytics:
                 "hits": hits,
                 "success": ok,
                 "error": hits - ok,
-                "lastHit": _timestamp(last_hit),
+                "lastHit": format_utc(last_hit),
                 "avg": _ms(mean),
                 "min": _ms(low),
                 "max": _ms(high),

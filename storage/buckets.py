@@ -26,6 +26,7 @@ __all__ = [
     "MAX_AUTO_BUCKETS",
     "MAX_BUCKETS",
     "BucketPlan",
+    "format_utc",
     "plan_buckets",
     "resolve_zone",
 ]
@@ -128,12 +129,15 @@ def _next_local(start: datetime, interval: str) -> datetime:
     return start.replace(year=month_index // 12, month=month_index % 12 + 1)
 
 
+def format_utc(value: datetime) -> str:
+    """RFC 3339 with milliseconds in UTC, the wire form of every timestamp (`...T19:15:34.882Z`)."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
 def _label(instant_utc: datetime, zone: tzinfo) -> str:
     """RFC 3339 with milliseconds in the zone's offset (`Z` for UTC)."""
     if zone is UTC:
-        return (
-            instant_utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant_utc.microsecond // 1000:03d}Z"
-        )
+        return format_utc(instant_utc)
     local = instant_utc.replace(tzinfo=UTC).astimezone(zone)
     offset = local.utcoffset() or timedelta(0)
     sign = "-" if offset < timedelta(0) else "+"
