@@ -67,7 +67,10 @@ def reply_route(topic: str) -> Route | None:
     return None
 
 
-def _identity(message: mqtt.MQTTMessage) -> tuple[int, str, bytes]:
+_Identity = tuple[int, str, bytes]
+
+
+def _identity(message: mqtt.MQTTMessage) -> _Identity:
     """What a redelivery repeats: the broker's packet id, the topic and the payload."""
     return message.mid, message.topic, hashlib.blake2b(message.payload, digest_size=16).digest()
 
@@ -106,8 +109,8 @@ class MqttTransport:
         self._loop_thread = 0
         self._stopping = False
         self._draining = False
-        self._answered: OrderedDict[tuple[int, str, bytes], None] = OrderedDict()
-        self._in_progress: set[tuple[int, str, bytes]] = set()
+        self._answered: OrderedDict[_Identity, None] = OrderedDict()
+        self._in_progress: set[_Identity | None] = set()
         self.duplicates = 0  # redelivered requests acknowledged without running them again
         self._connected_once = False
         self._connecting = False
@@ -215,17 +218,18 @@ class MqttTransport:
             return
         if identity is not None:
             self._in_progress.add(identity)
-        self._schedule(message)
+        self._schedule(message, identity)
 
     # -- asyncio side ------------------------------------------------------------------------
-    def _schedule(self, message: mqtt.MQTTMessage) -> None:
+    def _schedule(self, message: mqtt.MQTTMessage, identity: _Identity | None) -> None:
         route = reply_route(message.topic)
         if route is None:  # not one of ours (cannot happen with our subscriptions)
+            self._in_progress.discard(identity)
             self._client.ack(message.mid, message.qos)
             return
         key = route.namespace
         previous = self._tails.get(key)
-        task = asyncio.create_task(self._process(message, route, previous))
+        task = asyncio.create_task(self._process(message, route, previous, identity))
         self._tails[key] = task
         task.add_done_callback(lambda done: self._forget_tail(key, done))
 
@@ -282,16 +286,24 @@ class MqttTransport:
         return zlib.compress(data) if route.compressed else data
 
     async def _process(
-        self, message: mqtt.MQTTMessage, route: Route, previous: asyncio.Task[None] | None
+        self,
+        message: mqtt.MQTTMessage,
+        route: Route,
+        previous: asyncio.Task[None] | None,
+        identity: _Identity | None,
     ) -> None:
+        """`identity`: the QoS 1 request's, computed once when it arrived (None for QoS 0)."""
         try:
-            await self._answer(message, route, previous)
+            await self._answer(message, route, previous, identity)
         finally:  # answered or not, a later redelivery must not be ignored as "in progress"
-            if message.qos:
-                self._in_progress.discard(_identity(message))
+            self._in_progress.discard(identity)
 
     async def _answer(
-        self, message: mqtt.MQTTMessage, route: Route, previous: asyncio.Task[None] | None
+        self,
+        message: mqtt.MQTTMessage,
+        route: Route,
+        previous: asyncio.Task[None] | None,
+        identity: _Identity | None,
     ) -> None:
         if previous is not None:
             await asyncio.wait([previous])
@@ -319,9 +331,9 @@ class MqttTransport:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = correlation
         self._client.publish(topic, reply, qos=min(message.qos, 1), properties=properties)
-        if message.qos:
+        if identity is not None:
             self._client.ack(message.mid, message.qos)
-            self._answered[_identity(message)] = None
+            self._answered[identity] = None
             if len(self._answered) > _REMEMBERED:
                 self._answered.popitem(last=False)
 
