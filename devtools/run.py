@@ -27,6 +27,7 @@ DB = "data/usage.duckdb"  # relative to the repo root, where every command runs
 DEV_ORG = "dev"
 DEV_USER = "admin@dev.local"
 WS_PORT = 8765
+HTTP_PORT = 8080
 EXIT_ALREADY_EXISTS = 3  # `tr50gw admin ...-create` when the org or user is already there
 
 
@@ -90,8 +91,9 @@ def bootstrap(tr50gw: str, dev_password: str, credentials_are_new: bool) -> None
         )
 
 
-def banner(broker: Broker, ws_port: int, dev_password: str) -> str:
+def banner(broker: Broker, ws_port: int, http_port: int, dev_password: str) -> str:
     ws_url = f"ws://127.0.0.1:{ws_port}/api"
+    http_url = f"http://127.0.0.1:{http_port}/api"
     envelope = json.dumps(
         {
             "auth": {
@@ -107,6 +109,7 @@ tr50gw development gateway
   MQTT       {broker.host}:{broker.port}  (isolated mode: client <id> publishes to api/<id>,
                                  reads reply/<id>; broker log .run/mosquitto/mosquitto.log)
   WebSocket  {ws_url}
+  HTTP       POST {http_url}  (a sessionId header stands in for an auth block)
   Dev user   {DEV_USER} / {dev_password}  (Super-Ops, org {DEV_ORG}; kept in .run/credentials.json)
 
 Try:
@@ -114,6 +117,7 @@ Try:
       -m '{{"1":{{"command":"diag.ping"}}}}'
   .venv/bin/tr50gw call --ws {ws_url} \\
       '{envelope}'
+  curl -s {http_url} -d '{{"1":{{"command":"diag.time"}}}}'
 
 Ctrl-C stops the gateway and the broker.
 """
@@ -157,10 +161,13 @@ def main() -> int:
     try:
         bootstrap(tr50gw, dev_password, credentials_are_new)
         ws_port = choose_port(WS_PORT)
-        print(banner(broker, ws_port, dev_password), flush=True)
+        http_port = choose_port(HTTP_PORT)
+        print(banner(broker, ws_port, http_port, dev_password), flush=True)
         # The broker password travels in the environment, not on a command line `ps` can show.
         os.environ["TR50GW_MQTT_URL"] = broker.url_for_gateway
-        return serve([tr50gw, "serve", "--ws-port", str(ws_port), "--db", DB])
+        return serve(
+            [tr50gw, "serve", "--ws-port", str(ws_port), "--http-port", str(http_port), "--db", DB]
+        )
     finally:
         broker.stop()
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from commands import build_registry
 from gateway.context import Services
 from gateway.dispatcher import Dispatcher
+from gateway.http import start_http_server
 from gateway.mqtt import MqttTransport
 from gateway.settings import Settings
 from gateway.websocket import start_websocket_server
@@ -45,6 +46,7 @@ class Gateway:
         self.services = Services(settings, self.identity, self.usage, clock)
         self.dispatcher = Dispatcher(build_registry(), self.services)
         self.ws_port: int | None = None
+        self.http_port: int | None = None
         self.mqtt: MqttTransport | None = None
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -85,14 +87,25 @@ class Gateway:
                     logger.info(
                         "websocket listening on ws://%s:%s/api", settings.ws_host, self.ws_port
                     )
+                http = None
+                if settings.http_port >= 0:
+                    http = await start_http_server(
+                        self.dispatcher,
+                        settings.ws_host,
+                        settings.http_port,
+                        max_payload=settings.max_payload,
+                    )
+                    self.http_port = http.port
                 self.ready.set()
                 await self._stop.wait()
-                # Stop taking requests on both transports at once; each finishes what is in
+                # Stop taking requests on every transport; each finishes what is in
                 # flight (replies sent, MQTT acks written) before it closes.
                 if mqtt_task is not None:
                     mqtt_task.cancel()
                 if server is not None:
                     await server.drain_and_close()
+                if http is not None:
+                    await http.close()
         finally:
             if self.compactor is not None:
                 await asyncio.to_thread(self.compactor.close)

@@ -45,6 +45,11 @@ def _serve_parser(sub: Any) -> None:
     serve.add_argument(
         "--ws-port", type=int, help="WebSocket port (default 8765, 0 = any, -1 = off)"
     )
+    serve.add_argument(
+        "--http-port",
+        type=int,
+        help="HTTP port for POST /api on the WebSocket host (default -1 = off, 0 = any)",
+    )
     serve.add_argument("--db", type=Path, help="DuckDB file (default ./data/usage.duckdb)")
     serve.add_argument(
         "--flush-interval-ms",
@@ -166,6 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
             "shared_group",
             "ws_host",
             "ws_port",
+            "http_port",
             "db",
             "db_memory_limit",
             "flush_interval_ms",

@@ -103,7 +103,10 @@ class Dispatcher:
     async def _bound_session(self, connection: Connection) -> tuple[Session | None, str | None]:
         session = connection.session
         if session is None:
-            return None, None
+            # A token the connection presented itself (HTTP's sessionId header), not yet resolved.
+            token = connection.session_token
+            session = await self._resolve(token) if token else None
+            return (session, token) if session is not None else (None, None)
         if not await self._services.identity.touch(session):
             connection.bind(None, None)
             return None, None

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     shared_group: str = ""
     ws_host: str = "127.0.0.1"
     ws_port: int = Field(8765, ge=-1, le=65535, description="0 = any free port, -1 = off")
+    http_port: int = Field(-1, ge=-1, le=65535, description="0 = any free port, -1 = off")
     db: Path = Path("data/usage.duckdb")
     flush_interval_ms: int = Field(50, ge=0, le=10_000)
     compact_interval_s: int = Field(600, ge=0, description="0 = never compact finished days")
