@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from gateway.websocket import server_options
+from gateway.transports.websocket import server_options
 
 __all__ = ["main", "reply_topic", "run_mqtt_echo", "run_ws_echo"]
 

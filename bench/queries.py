@@ -37,9 +37,10 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 from bench.common import RESULTS_DIR, GatewayProcess, Result, percentile, rss_mb
-from storage.db import Database
-from storage.identity import AlreadyExists, IdentityStore
-from storage.synthetic import GENERATOR_VERSION, generate_usage, stored_summary
+from storage.duckdb.database import Database
+from gateway.core.ports import AlreadyExists
+from storage.duckdb.identity import IdentityStore
+from devtools.synthetic import GENERATOR_VERSION, generate_usage, stored_summary
 
 __all__ = ["FAILED_MARK", "QueryCase", "dataset", "main", "run"]
 

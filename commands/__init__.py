@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.registry import Registry
+from gateway.core.registry import Registry
 
 __all__ = ["build_registry"]
 

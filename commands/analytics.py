@@ -5,25 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from commands.usage import WindowParams, scoped_filter
-from gateway.context import CallContext
-from gateway.errors import InvalidParams, NotFound
-from gateway.registry import Command
-from storage.buckets import BucketPlan, plan_buckets
-from storage.usage import UsageFilter
+from commands import presenters
+from commands.params import PageParams, WindowParams, scoped_filter
+from commands.usage import listing_summary
+from gateway.core.buckets import BucketPlan, plan_buckets
+from gateway.core.context import CallContext
+from gateway.core.errors import InvalidParams, NotFound
+from gateway.core.records import UsageFilter
+from gateway.core.registry import Command
 
 __all__ = ["COMMANDS"]
 
-T = TypeVar("T")
 DEFAULT_WINDOW = timedelta(hours=24)
-MAX_WINDOW = timedelta(days=36525)  # 100 years, as for `last`
+# 100 Julian years. `last` itself may reach 36,600 days (commands.params.MAX_DURATION); a window
+# between the two is a valid listing but too long to bucket.
+MAX_WINDOW = timedelta(days=36525)
 Interval = Literal["year", "quarter", "month", "week", "day", "hour", "minute", "second"]
 _UUID = re.compile(
     r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
@@ -46,9 +48,8 @@ class HistoryParams(WindowParams):
     timezone: str = Field("UTC", min_length=1, max_length=64)
 
 
-class EndpointsParams(WindowParams):
-    offset: int = Field(0, ge=0, le=10_000_000)
-    limit: int = Field(100, ge=1, le=2000)
+class EndpointsParams(PageParams):
+    pass
 
 
 class GetParams(BaseModel):
@@ -82,58 +83,49 @@ async def _plan(
     return replace(usage_filter, end=end), plan
 
 
-async def _aggregate(ctx: CallContext, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one analytics query once every record answered before this call is committed."""
-    await ctx.services.usage.wait_visible()
-    return await ctx.services.analytics.run(query, *args, **kwargs)
-
-
 async def activity(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
     usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
-    return await _aggregate(ctx, ctx.services.analytics.activity, usage_filter, plan)
+    return presenters.activity(plan, await ctx.services.analytics.activity(usage_filter, plan))
 
 
 async def times(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
     usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
-    return await _aggregate(ctx, ctx.services.analytics.times, usage_filter, plan)
+    return presenters.times(plan, await ctx.services.analytics.times(usage_filter, plan))
 
 
 async def statuses(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
     usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
-    return await _aggregate(ctx, ctx.services.analytics.statuses, usage_filter, plan)
+    return presenters.statuses(plan, await ctx.services.analytics.statuses(usage_filter, plan))
 
 
 async def breakdown(params: BreakdownParams, ctx: CallContext) -> dict[str, Any]:
     usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
-    analytics = ctx.services.analytics
-    return await _aggregate(ctx, analytics.breakdown, usage_filter, plan, params.by, params.top)
+    keyed = await ctx.services.analytics.by_key(usage_filter, plan, params.by, params.top)
+    return presenters.breakdown(plan, params.by, keyed)
 
 
 async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
     usage_filter, plan = await _plan(params, ctx, params.series, params.timezone)
-    analytics = ctx.services.analytics
-    return await _aggregate(ctx, analytics.history, usage_filter, plan, params.dimension)
+    keyed = await ctx.services.analytics.by_key(usage_filter, plan, params.dimension, None)
+    return presenters.history(plan, keyed)
 
 
 async def endpoints(params: EndpointsParams, ctx: CallContext) -> dict[str, Any]:
     usage_filter = _window(params, ctx)
-    return await _aggregate(
-        ctx,
-        ctx.services.analytics.endpoints,
-        usage_filter,
-        offset=params.offset,
-        limit=params.limit,
+    page = await ctx.services.analytics.endpoints(
+        usage_filter, offset=params.offset, limit=params.limit
     )
+    return presenters.endpoints(page, params.limit)
 
 
 async def get(params: GetParams, ctx: CallContext) -> dict[str, Any]:
     if not _UUID.fullmatch(params.id):
         raise InvalidParams("invalid params: id must be a record id (a UUID)")
     usage_filter = scoped_filter(WindowParams(showAll=params.show_all), ctx)
-    record = await _aggregate(ctx, ctx.services.analytics.get, usage_filter, params.id)
+    record = await ctx.services.reader.get(usage_filter, params.id)
     if record is None:
         raise NotFound("not found: no usage record with that id")
-    return record
+    return presenters.usage_record(record)
 
 
 def _buckets_summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -143,10 +135,6 @@ def _buckets_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
     summary["buckets"] = len(result.get("result") or result.get("ts") or ())
     return summary
-
-
-def _page_summary(result: dict[str, Any]) -> dict[str, Any]:
-    return {"count": result["count"], "returned": len(result["result"] or ())}
 
 
 def _record_summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -159,6 +147,6 @@ COMMANDS = [
     Command("usage.api.statuses", AnalyticsParams, statuses, log_result=_buckets_summary),
     Command("usage.api.breakdown", BreakdownParams, breakdown, log_result=_buckets_summary),
     Command("usage.api.history", HistoryParams, history, log_result=_buckets_summary),
-    Command("usage.api.endpoints", EndpointsParams, endpoints, log_result=_page_summary),
+    Command("usage.api.endpoints", EndpointsParams, endpoints, log_result=listing_summary),
     Command("usage.api.get", GetParams, get, log_result=_record_summary),
 ]

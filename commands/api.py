@@ -1,6 +1,6 @@
 """The `api` service: api.authenticate, with its brute-force guard.
 
-The guard (`gateway.ratelimit.FailedLogins`, one per process in `Services`) counts failed logins
+The guard (`gateway.core.ratelimit.FailedLogins`, one per process in `Services`) counts failed logins
 under two keys per attempt: the login subject (the username, case-folded; for a thing the appId
 together with the thingKey, so one device with a stale token cannot lock out its whole fleet,
 while guessing a 256-bit appToken is hopeless anyway) and the client (an isolated-mode MQTT
@@ -18,29 +18,21 @@ per message, so they identify no one); only the username counts there.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import secrets
 from collections.abc import Hashable
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.context import CallContext, Connection
-from gateway.errors import AuthenticationFailed, RateLimited
-from gateway.ratelimit import RateLimitExceeded
-from gateway.registry import Command
+from gateway.core.context import CallContext, Connection
+from gateway.core.errors import AuthenticationFailed, RateLimited
+from gateway.core.ratelimit import RateLimitExceeded
+from gateway.core.registry import Command
 
 __all__ = ["COMMANDS", "AuthenticateParams", "authenticate", "login_keys"]
 
 logger = logging.getLogger("tr50gw.auth")
-
-# Keys the process log's short hashes of usernames, so that a password typed into the username
-# field cannot be recovered from the log by hashing guesses.
-_LOG_HASH_KEY: Final = secrets.token_bytes(16)
-
 
 class AuthenticateParams(BaseModel):
     """Either `{username, password}` (a user) or `{appId, appToken, thingKey}` (a thing)."""
@@ -82,33 +74,25 @@ def login_keys(params: AuthenticateParams, connection: Connection) -> tuple[Hash
     return (subject,)
 
 
-def _describe(key: Hashable) -> str:
-    """A key as the process log may show it: clients plainly, subjects as a short keyed hash."""
-    if isinstance(key, tuple) and key[0] == "client":
-        return f"{key[1]} client {key[2]}"
-    kind = key[0] if isinstance(key, tuple) else "key"
-    digest = hmac.new(_LOG_HASH_KEY, repr(key).encode(), hashlib.sha256).hexdigest()
-    return f"{kind} #{digest[:12]}"
-
-
 async def authenticate(params: AuthenticateParams, ctx: CallContext) -> dict[str, Any]:
     services = ctx.services
-    identity = services.identity
-    settings = services.settings
-    window = timedelta(seconds=settings.auth_failure_window_s)
-    limit = settings.auth_max_failures
-    attempt = services.failed_logins.begin(
+    sessions = services.sessions
+    config = services.config
+    window = timedelta(seconds=config.auth_failure_window_s)
+    limit = config.auth_max_failures
+    guard = services.failed_logins
+    attempt = guard.begin(
         login_keys(params, ctx.connection), services.clock(), limit=limit, window=window
     )
     if isinstance(attempt, RateLimitExceeded):
         raise RateLimited(f"rate limited: too many failed logins; retry in {attempt.retry_after} s")
-    ttl = settings.session_ttl
+    ttl = config.session_ttl
     try:
         if params.username is not None and params.password is not None:
-            result = await identity.authenticate_user(params.username, params.password, ttl)
+            result = await sessions.authenticate_user(params.username, params.password, ttl)
         else:
             assert params.app_id and params.app_token is not None and params.thing_key
-            result = await identity.authenticate_thing(
+            result = await sessions.authenticate_thing(
                 params.app_id, params.app_token, params.thing_key, ttl
             )
     except BaseException:
@@ -118,9 +102,9 @@ async def authenticate(params: AuthenticateParams, ctx: CallContext) -> dict[str
         for key in attempt.reached_limit:
             logger.warning(
                 "login locked for %s: %d failed logins within %d s",
-                _describe(key),
+                guard.describe(key),
                 limit,
-                settings.auth_failure_window_s,
+                config.auth_failure_window_s,
             )
         raise AuthenticationFailed("authentication failed: bad credentials")
     attempt.withdraw()

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from commands.timeparse import format_timestamp
-from gateway.context import CallContext
-from gateway.registry import Command
+from commands.params import NoParams
+from gateway.core.buckets import format_utc
+from gateway.core.context import CallContext
+from gateway.core.registry import Command
 
 __all__ = ["COMMANDS", "ping", "server_time"]
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 async def ping(params: NoParams, ctx: CallContext) -> None:
@@ -22,7 +17,7 @@ async def ping(params: NoParams, ctx: CallContext) -> None:
 
 
 async def server_time(params: NoParams, ctx: CallContext) -> dict[str, Any]:
-    return {"time": format_timestamp(ctx.services.clock())}
+    return {"time": format_utc(ctx.services.clock())}
 
 
 COMMANDS = [

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from commands.timeparse import format_timestamp
-from gateway.context import CallContext
-from gateway.registry import Command
+from commands.params import NoParams
+from gateway.core.buckets import format_utc
+from gateway.core.context import CallContext
+from gateway.core.registry import Command
 
 __all__ = ["COMMANDS", "end_session", "session_info"]
 
 
-class SessionInfoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class SessionInfoParams(NoParams):
+    pass
 
 
-class SessionEndParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class SessionEndParams(NoParams):
+    pass
 
 
 async def session_info(params: SessionInfoParams, ctx: CallContext) -> dict[str, Any]:
@@ -32,8 +31,8 @@ async def session_info(params: SessionInfoParams, ctx: CallContext) -> dict[str,
         "hasSuperOps": session.has_super_ops,
         "hasOrgAdmin": session.has_org_admin,
         "ttl": max(0, int(remaining)),
-        "startTime": format_timestamp(session.start_time),
-        "lastAccessed": format_timestamp(session.last_accessed),
+        "startTime": format_utc(session.start_time),
+        "lastAccessed": format_utc(session.last_accessed),
     }
     if session.is_thing:
         info["thingKey"] = session.subject
@@ -47,7 +46,7 @@ async def session_info(params: SessionInfoParams, ctx: CallContext) -> dict[str,
 async def end_session(params: SessionEndParams, ctx: CallContext) -> None:
     ctx.require_session()
     if ctx.session_token is not None:
-        await ctx.services.identity.end(ctx.session_token)
+        await ctx.services.sessions.end(ctx.session_token)
     if ctx.connection.session is ctx.session:
         ctx.connection.bind(None, None)
     ctx.session = None

@@ -1,7 +1,7 @@
 """Fuzz the codec and the dispatcher in-process: `python -m devtools.fuzz [--cases N] [--seed S]`.
 
 Every case is one payload (bytes, sometimes str) handed to `codec.decode` and to the full
-`Dispatcher` of a `Gateway` (the composition root, so the wiring is production's) on a temporary
+`Dispatcher` of `gateway.app.assemble` (the composition root, so the wiring is production's) on a temporary
 DuckDB file, with no transport and no sockets, so 100,000 cases take a couple of minutes. Payloads
 come from a grammar of TR50 envelopes (real and bogus commands, plausible and hostile params,
 `auth` blocks with real sessions, forged ones and logins) and from byte-level mutations of valid
@@ -44,12 +44,12 @@ from typing import Any, Final
 
 import orjson
 
-from gateway import codec
-from gateway.app import Gateway
-from gateway.context import Connection
+from gateway.core import codec
+from gateway.app import Assembly, assemble
+from gateway.core.context import Connection
 from gateway.settings import Settings
-from storage.identity import Session
-from storage.usage import UsageRecord
+from gateway.core.records import Session
+from gateway.core.records import UsageRecord
 
 __all__ = ["FUZZ_LIMITS", "Finding", "Report", "main", "run"]
 
@@ -695,7 +695,7 @@ def _culprits(decoded: Any, reply: dict[str, Any]) -> str:
 
 
 class Fuzzer:
-    def __init__(self, gateway: Gateway, rng: random.Random, report: Report) -> None:
+    def __init__(self, gateway: Assembly, rng: random.Random, report: Report) -> None:
         self.gateway = gateway
         self.settings = gateway.settings
         self.rng = rng
@@ -712,7 +712,7 @@ class Fuzzer:
 
     # set-up
     async def provision(self) -> None:
-        identity, ttl = self.gateway.identity, self.settings.session_ttl
+        identity, ttl = self.gateway.storage.identity, self.settings.session_ttl
         identity.create_org("acme")
         identity.create_org("globex")
         identity.create_user("ops@acme.fuzz", "acme", PASSWORD, "super-ops")
@@ -771,7 +771,7 @@ class Fuzzer:
 
     def watch_records(self) -> None:
         """Check each record as it is submitted: what the writer could not store is lost."""
-        usage = self.gateway.usage
+        usage = self.gateway.storage.usage
         submit = usage.submit
         cap = self.settings.log_cap
 
@@ -858,7 +858,7 @@ class Fuzzer:
         if codec_problem is not None:
             finding("codec-crash" if decoded is None else "codec-mismatch", codec_problem)
         connection = self._connection()
-        usage = self.gateway.usage
+        usage = self.gateway.storage.usage
         before = usage.submitted
         logged_before = len(self.collector.messages)
         self.stall = 0.0
@@ -960,7 +960,7 @@ async def _run(cases: int, seed: int, out: Callable[[str], None], folder: Path) 
         compact_interval_s=0,
         **FUZZ_LIMITS,
     )
-    gateway = Gateway(settings)
+    gateway = assemble(settings)
     rng = random.Random(seed)
     fuzzer = Fuzzer(gateway, rng, report)
     gateway_logger = logging.getLogger("tr50gw")
@@ -986,10 +986,10 @@ async def _run(cases: int, seed: int, out: Callable[[str], None], folder: Path) 
                     f"{rate:,.0f} cases/s, {len(report.findings)} findings"
                 )
         report.seconds = time.perf_counter() - started
-        report.submitted_records = gateway.usage.submitted
-        if not await asyncio.to_thread(gateway.usage.flush, 60):
+        report.submitted_records = gateway.storage.usage.submitted
+        if not await asyncio.to_thread(gateway.storage.usage.flush, 60):
             report.findings.append(Finding("writer", cases, b"", "usage log did not flush"))
-        row = gateway.database.cursor().execute("SELECT count(*) FROM usage_log").fetchone()
+        row = gateway.storage.database.cursor().execute("SELECT count(*) FROM usage_log").fetchone()
         report.stored_records = int(row[0]) if row else -1
         failed = [m for m in collector.messages if m.startswith("tr50gw.usage")]
         if failed:
@@ -1000,8 +1000,7 @@ async def _run(cases: int, seed: int, out: Callable[[str], None], folder: Path) 
         monitor.cancel()
         gateway_logger.removeHandler(collector)
         gateway_logger.propagate = saved
-        await asyncio.to_thread(gateway.usage.close)
-        gateway.database.close()
+        await asyncio.to_thread(gateway.close)
     return report
 
 

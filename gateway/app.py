@@ -1,4 +1,8 @@
-"""The composition root: settings -> storage -> registry -> dispatcher -> transports."""
+"""The composition root: settings -> storage -> registry -> dispatcher -> transports.
+
+`assemble` is the one place the parts are wired: `Gateway` (the CLI's `serve`), the tests and the
+tools all build through it, so what they test is what runs.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,32 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from commands import build_registry
-from gateway.context import Services
-from gateway.dispatcher import Dispatcher
-from gateway.http import start_http_server
-from gateway.mqtt import MqttTransport
-from gateway.settings import Settings
-from gateway.websocket import start_websocket_server
-from storage.compaction import Compactor
-from storage.db import Database
-from storage.identity import IdentityStore
-from storage.usage import UsageLog
+from pathlib import Path
 
-__all__ = ["Gateway", "utc_now"]
+from commands import build_registry
+from gateway.core.context import CoreConfig, Services
+from gateway.core.dispatcher import Dispatcher
+from gateway.core.ports import Provisioning
+from gateway.core.registry import Registry
+from gateway.settings import Settings
+from gateway.transports import Transport
+from gateway.transports.http import HttpTransport
+from gateway.transports.mqtt import MqttTransport
+from gateway.transports.websocket import WebSocketTransport
+from storage.duckdb import DuckDBStorage
+
+__all__ = [
+    "Assembly",
+    "Gateway",
+    "assemble",
+    "build_transports",
+    "core_config",
+    "open_provisioning",
+    "utc_now",
+]
 
 logger = logging.getLogger("tr50gw")
 
@@ -30,26 +45,132 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def core_config(settings: Settings) -> CoreConfig:
+    return CoreConfig(
+        instance_name=settings.instance_name,
+        max_payload=settings.max_payload,
+        max_commands=settings.max_commands,
+        log_cap=settings.log_cap,
+        session_ttl=settings.session_ttl,
+        auth_max_failures=settings.auth_max_failures,
+        auth_failure_window_s=settings.auth_failure_window_s,
+        durable_replies=settings.durable_replies,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Assembly:
+    """Everything but the transports: storage, the services the handlers see, the dispatcher."""
+
+    settings: Settings
+    storage: DuckDBStorage
+    services: Services
+    registry: Registry
+    dispatcher: Dispatcher
+
+    def close(self) -> None:
+        """Commit every submitted record and close the storage (blocking)."""
+        self.storage.close()
+
+
+def assemble(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    registry: Registry | None = None,
+) -> Assembly:
+    """Open the storage and wire the core over it; `registry` defaults to the built-in commands."""
+    storage = DuckDBStorage(
+        settings.db,
+        clock,
+        memory_limit=settings.db_memory_limit,
+        flush_interval=settings.flush_interval_ms / 1000,
+        compact_interval=settings.compact_interval_s,
+    )
+    services = Services(
+        config=core_config(settings),
+        usage=storage.usage,
+        reader=storage.reader,
+        analytics=storage.analytics,
+        sessions=storage.identity,
+        clock=clock,
+    )
+    registry = registry if registry is not None else build_registry()
+    return Assembly(settings, storage, services, registry, Dispatcher(registry, services))
+
+
+def open_provisioning(db: Path) -> tuple[Provisioning, Callable[[], None]]:
+    """The provisioning port over the database file, and how to close it (the admin CLI)."""
+    storage = DuckDBStorage(db, utc_now)
+    return storage.identity, storage.close
+
+
+def build_transports(settings: Settings, dispatcher: Dispatcher) -> list[Transport]:
+    """The transports the settings turn on, in start order."""
+    transports: list[Transport] = []
+    target = settings.mqtt_target
+    if target is not None:
+        transports.append(
+            MqttTransport(
+                dispatcher,
+                target,
+                client_id=settings.client_id,
+                classic=settings.mqtt_classic,
+                shared_group=settings.shared_group,
+                max_payload=settings.max_payload,
+                max_reply=settings.mqtt_max_reply,
+            )
+        )
+    if settings.ws_port >= 0:
+        transports.append(
+            WebSocketTransport(
+                dispatcher,
+                settings.ws_host,
+                settings.ws_port,
+                max_payload=settings.max_payload,
+                allowed_origins=settings.ws_allowed_origins,
+                max_connections=settings.ws_max_connections,
+            )
+        )
+    if settings.http_port >= 0:
+        transports.append(
+            HttpTransport(
+                dispatcher, settings.ws_host, settings.http_port, max_payload=settings.max_payload
+            )
+        )
+    return transports
+
+
 class Gateway:
     """One running gateway: `serve()` runs until `stop()`; `ready` is set once it listens."""
 
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = settings
-        self.database = Database(settings.db, memory_limit=settings.db_memory_limit)
-        self.usage = UsageLog(self.database, flush_interval=settings.flush_interval_ms / 1000)
-        self.identity = IdentityStore(self.database, clock)
-        self.compactor = (
-            Compactor(self.database, clock, interval=settings.compact_interval_s)
-            if settings.compact_interval_s > 0
-            else None
-        )
-        self.services = Services(settings, self.identity, self.usage, clock)
-        self.dispatcher = Dispatcher(build_registry(), self.services)
-        self.ws_port: int | None = None
-        self.http_port: int | None = None
-        self.mqtt: MqttTransport | None = None
+        self.assembly = assemble(settings, clock=clock)
+        self.transports = build_transports(settings, self.assembly.dispatcher)
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
+
+    def _port(self, name: str) -> int | None:
+        for transport in self.transports:
+            if transport.name == name:
+                return transport.port
+        return None
+
+    @property
+    def ws_port(self) -> int | None:
+        return self._port("ws")
+
+    @property
+    def http_port(self) -> int | None:
+        return self._port("http")
+
+    @property
+    def mqtt(self) -> MqttTransport | None:
+        for transport in self.transports:
+            if isinstance(transport, MqttTransport):
+                return transport
+        return None
 
     def stop(self) -> None:
         self._stop.set()
@@ -57,59 +178,22 @@ class Gateway:
     async def serve(self) -> None:
         settings = self.settings
         logger.info("tr50gw starting as %s, usage log %s", settings.instance_name, settings.db)
+        started: list[Transport] = []
         try:
-            async with asyncio.TaskGroup() as group:
-                target = settings.mqtt_target
-                if target is not None:
-                    self.mqtt = MqttTransport(
-                        self.dispatcher,
-                        target,
-                        client_id=settings.client_id,
-                        classic=settings.mqtt_classic,
-                        shared_group=settings.shared_group,
-                        max_payload=settings.max_payload,
-                        max_reply=settings.mqtt_max_reply,
-                    )
-                    mqtt_task = group.create_task(self.mqtt.run())
-                else:
-                    mqtt_task = None
-                server = None
-                if settings.ws_port >= 0:
-                    server = await start_websocket_server(
-                        self.dispatcher,
-                        settings.ws_host,
-                        settings.ws_port,
-                        max_payload=settings.max_payload,
-                        allowed_origins=settings.ws_allowed_origins,
-                        max_connections=settings.ws_max_connections,
-                    )
-                    self.ws_port = server.port
-                    logger.info(
-                        "websocket listening on ws://%s:%s/api", settings.ws_host, self.ws_port
-                    )
-                http = None
-                if settings.http_port >= 0:
-                    http = await start_http_server(
-                        self.dispatcher,
-                        settings.ws_host,
-                        settings.http_port,
-                        max_payload=settings.max_payload,
-                    )
-                    self.http_port = http.port
-                self.ready.set()
-                await self._stop.wait()
-                # Stop taking requests on every transport; each finishes what is in
-                # flight (replies sent, MQTT acks written) before it closes.
-                if mqtt_task is not None:
-                    mqtt_task.cancel()
-                if server is not None:
-                    await server.drain_and_close()
-                if http is not None:
-                    await http.close()
+            for transport in self.transports:
+                await transport.start()
+                started.append(transport)
+            self.ready.set()
+            await self._stop.wait()
         finally:
-            if self.compactor is not None:
-                await asyncio.to_thread(self.compactor.close)
+            # Stop taking requests on every transport; each finishes what is in flight (replies
+            # sent, MQTT acks written) before it closes.
+            outcomes = await asyncio.gather(
+                *(transport.stop() for transport in started), return_exceptions=True
+            )
+            for transport, outcome in zip(started, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    logger.error("stopping %s failed", transport.name, exc_info=outcome)
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.usage.close)
-            self.database.close()
-            logger.info("tr50gw stopped (%d calls logged)", self.usage.submitted)
+                await asyncio.to_thread(self.assembly.close)
+            logger.info("tr50gw stopped (%d calls logged)", self.assembly.storage.usage.submitted)

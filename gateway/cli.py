@@ -155,7 +155,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gateway.app import Gateway
     from gateway.settings import Settings
-    from storage.db import DatabaseLocked
+    from storage.duckdb import DatabaseLocked
 
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -238,7 +238,7 @@ def _format_reply(reply: Any) -> str:
 
 
 def _call(args: argparse.Namespace) -> int:
-    from gateway.client import call_mqtt, call_websocket
+    from gateway.transports.client import call_mqtt, call_websocket
 
     envelope = sys.stdin.read() if args.envelope == "-" else args.envelope
     raw: str | bytes
@@ -263,16 +263,16 @@ def _call(args: argparse.Namespace) -> int:
 
 # -- admin ---------------------------------------------------------------------------------------
 def _admin(args: argparse.Namespace) -> int:
-    from gateway.app import utc_now
-    from storage.db import Database, DatabaseLocked
-    from storage.identity import AlreadyExists, IdentityStore, ProvisioningError
+    from gateway.app import open_provisioning
+    from gateway.core.ports import AlreadyExists, ProvisioningError
+    from storage.duckdb import DatabaseLocked
 
     try:
-        database = Database(args.db)
+        opened = open_provisioning(args.db)
     except DatabaseLocked as error:
         print(f"tr50gw admin: {error}; stop the gateway first", file=sys.stderr)
         return EXIT_FAILED
-    identity = IdentityStore(database, utc_now)
+    identity, close = opened
     try:
         if args.action == "org-create":
             org = identity.create_org(args.key, args.name)
@@ -290,7 +290,7 @@ def _admin(args: argparse.Namespace) -> int:
         print(f"tr50gw admin: {error}", file=sys.stderr)
         return EXIT_USAGE
     finally:
-        database.close()
+        close()
     if args.json:
         print(orjson.dumps(result).decode())
     else:

@@ -3,41 +3,16 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["MqttTarget", "Settings", "parse_mqtt_url"]
+from gateway.transports.mqtt.link import MqttTarget, parse_mqtt_url
+
+__all__ = ["Settings"]
 
 _MQTT_OFF = ("", "none", "off")
-
-
-@dataclass(frozen=True, slots=True)
-class MqttTarget:
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-
-    def __repr__(self) -> str:  # never show the password
-        user = f"{self.username}@" if self.username else ""
-        return f"MqttTarget(mqtt://{user}{self.host}:{self.port})"
-
-
-def parse_mqtt_url(url: str) -> MqttTarget:
-    """`mqtt://[user:pass@]host[:port]`; user and password may be percent-encoded."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise ValueError("MQTT URL must look like mqtt://[user:pass@]host:port")
-    return MqttTarget(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 1883,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
 
 
 class Settings(BaseSettings):

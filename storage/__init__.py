@@ -1,1 +1,1 @@
-"""All DuckDB access of tr50gw lives in this package, so the backend can change in one place."""
+"""Storage back-ends implementing `gateway.core.ports`: `storage.duckdb` (one file)."""

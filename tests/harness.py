@@ -1,4 +1,5 @@
-"""A dispatcher over a real DuckDB file with a settable clock: literal JSON in, reply out."""
+"""The gateway's own assembly (`gateway.app.assemble`) over a real DuckDB file, with a settable
+clock and no transports: literal JSON in, reply out."""
 
 from __future__ import annotations
 
@@ -7,13 +8,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from commands import build_registry
-from gateway.context import Connection, Services
-from gateway.dispatcher import Dispatcher
+from gateway.app import Assembly, assemble
+from gateway.core.context import Connection
+from gateway.core.registry import Registry
 from gateway.settings import Settings
-from storage.db import Database
-from storage.identity import IdentityStore
-from storage.usage import UsageLog
 
 
 class Clock:
@@ -28,17 +26,41 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, db: Path, clock: Clock | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        db: Path,
+        clock: Clock | None = None,
+        *,
+        registry: Registry | None = None,
+        **settings: Any,
+    ) -> None:
         self.clock = clock or Clock(datetime(2024, 3, 1, 12, 0, 0))
-        self.settings = Settings(
-            db=db, mqtt_url="none", ws_port=-1, instance_name="unit", **settings
-        )
-        self.database = Database(db)
-        self.usage = UsageLog(self.database)
-        self.identity = IdentityStore(self.database, self.clock)
-        self.dispatcher = Dispatcher(
-            build_registry(), Services(self.settings, self.identity, self.usage, self.clock)
-        )
+        values: dict[str, Any] = {
+            "db": db,
+            "mqtt_url": "none",
+            "ws_port": -1,
+            "instance_name": "unit",
+            "compact_interval_s": 0,  # tests compact explicitly
+        }
+        values.update(settings)
+        self.settings = Settings(**values)
+        self._registry = registry
+        self._open()
+
+    def _open(self) -> None:
+        self.assembly: Assembly = assemble(self.settings, clock=self.clock, registry=self._registry)
+        self.dispatcher = self.assembly.dispatcher
+        self.services = self.assembly.services
+        storage = self.assembly.storage
+        self.usage = storage.usage
+        self.identity = storage.identity
+        self.database = storage.database
+        self.record_ids = self.services.record_ids
+
+    def restart(self) -> None:
+        """Close and reopen the gateway's storage, as a restart does (in-memory state is lost)."""
+        self.close()
+        self._open()
 
     def connection(
         self, transport: str = "ws", client_id: str = "ws-1", *, binds: bool = True
@@ -68,5 +90,4 @@ class Harness:
         return await self.call({"auth": {"sessionId": session_id}, **commands})
 
     def close(self) -> None:
-        self.usage.close()
-        self.database.close()
+        self.assembly.close()

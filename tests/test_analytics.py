@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from storage.identity import Org
-from storage.usage import UsageRecord, new_record_id
+from gateway.core.records import Org
+from gateway.core.records import RecordIds, UsageRecord
 from tests.harness import Clock, Harness
+
+RECORD_IDS = RecordIds()
 
 PW = "pw-for-tests"
 NOW = datetime(2027, 1, 1, 0, 30, 0)  # after every seeded window
@@ -85,7 +87,7 @@ def record(
     if not success and error_code is None:
         error_code = -90002
     return UsageRecord(
-        id=new_record_id(int(when.replace(tzinfo=UTC).timestamp() * 1000)),
+        id=RECORD_IDS.new(int(when.replace(tzinfo=UTC).timestamp() * 1000)),
         ts=when,
         exec_time=exec_ns,
         processed_by="seed",

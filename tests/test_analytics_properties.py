@@ -26,8 +26,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from storage.usage import UsageRecord, new_record_id
+from gateway.core.records import RecordIds, UsageRecord
 from tests.harness import Clock, Harness
+
+RECORD_IDS = RecordIds()
 
 PW = "pw-for-properties"
 NOW = datetime(2030, 1, 1)
@@ -86,7 +88,7 @@ class World:
             service, _, command = row["name"].partition(".")
             ts = row["base"] + timedelta(milliseconds=row["offset_ms"])
             item = UsageRecord(
-                id=new_record_id(),
+                id=RECORD_IDS.new(),
                 ts=ts,
                 exec_time=row["exec_ns"],
                 processed_by="prop",

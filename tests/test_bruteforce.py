@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from gateway.context import Connection
-from gateway.ratelimit import FailedLogins, RateLimitExceeded
+from gateway.core.context import Connection
+from gateway.core.ratelimit import FailedLogins, RateLimitExceeded
 from tests.harness import Harness
 from tests.support import PASSWORD, GatewayThread, Tenants, ws_client
 
@@ -312,7 +312,7 @@ async def test_ended_and_expired_sessions_stay_dead_after_a_restart(harness: Har
     assert (await harness.as_session(ended, e={"command": "session.end"}))["e"]["success"]
     expired = await harness.login("user@acme", PW)
     harness.clock.advance(seconds=100)
-    harness.identity._sessions.clear()  # what a restart loses: the in-memory cache
+    harness.restart()  # the in-memory session cache is lost
     for token in (ended, expired):
         assert (await harness.as_session(token, **info))["i"]["errorCodes"] == [-90005]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import codec
+from gateway.core import codec
 
 
 def decode(payload: bytes | str, max_bytes: int = 8192) -> codec.Envelope | codec.RootFailure:

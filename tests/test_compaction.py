@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
-from storage.compaction import compact_due, due_days
-from storage.identity import Org
-from storage.usage import UsageRecord, new_record_id
+from storage.duckdb.compaction import compact_due, due_days
+from gateway.core.records import Org
+from gateway.core.records import RecordIds, UsageRecord
 from tests.harness import Clock, Harness
 from tests.support import PASSWORD, GatewayThread, Tenants, provision
+
+RECORD_IDS = RecordIds()
 
 DAY0 = datetime(2026, 3, 27)
 NOW = datetime(2026, 3, 30, 9, 0)  # days 27, 28 and 29 are over; the 30th is not
@@ -30,7 +32,7 @@ NOW = datetime(2026, 3, 30, 9, 0)  # days 27, 28 and 29 are over; the 30th is no
 def _record(org: Org, whoami: str, ts: datetime, rng: random.Random) -> UsageRecord:
     ms = (ts - datetime(1970, 1, 1)) // timedelta(milliseconds=1)
     return UsageRecord(
-        id=new_record_id(ms), ts=ts, exec_time=rng.randrange(1_000, 5_000_000),
+        id=RECORD_IDS.new(ms), ts=ts, exec_time=rng.randrange(1_000, 5_000_000),
         processed_by="seed", org_id=org.org_id, org_key=org.org_key, whoami=whoami,
         service=rng.choice(["diag", "property", "location"]), command=rng.choice(["a", "b"]),
         success=rng.random() > 0.1, error_code=None, transport="mqtt", client_id=whoami,
@@ -178,7 +180,7 @@ def test_a_running_gateway_compacts_finished_days(
     compacted: list[Any] = []
     while time.monotonic() < deadline and not compacted:
         compacted = (
-            gateway.gateway.database.cursor()
+            gateway.gateway.assembly.storage.database.cursor()
             .execute("SELECT day, records FROM usage_compaction WHERE records > 0")
             .fetchall()
         )

@@ -10,9 +10,9 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from commands import build_registry
-from gateway.context import CallContext
-from gateway.dispatcher import Dispatcher
-from gateway.registry import Command, Registry
+from gateway.core.context import CallContext
+from gateway.core.dispatcher import Dispatcher
+from gateway.core.registry import Command, Registry
 from tests.harness import Harness
 
 PW = "s3cret-pass"
@@ -176,7 +176,7 @@ async def test_sessions_survive_a_restart_but_not_a_copied_token_table(
     sid = await harness.login("user@acme", PW)
     stored = harness.database.cursor().execute("SELECT token_hash FROM sessions").fetchall()
     assert sid not in {row[0] for row in stored}
-    harness.identity._sessions.clear()  # what a restart loses: the in-memory cache
+    harness.restart()  # the in-memory session cache is lost
     assert (await harness.as_session(sid, i={"command": "session.info"}))["i"]["success"]
     assert (await harness.as_session(stored[0][0], i={"command": "session.info"}))["i"][
         "errorCodes"
@@ -207,7 +207,7 @@ async def test_unexpected_errors_answer_90099_without_detail(
         raise RuntimeError("database password is hunter2")
 
     registry = Registry([[Command("test.boom", NoParams, boom, needs_session=False)]])
-    dispatcher = Dispatcher(registry, harness.dispatcher._services)
+    dispatcher = Dispatcher(registry, harness.services)
     reply = await dispatcher.handle(b'{"1":{"command":"test.boom"}}', harness.connection())
     assert (
         reply == b'{"1":{"success":false,"errorCodes":[-90099],"errorMessages":["internal error"]}}'
@@ -314,7 +314,7 @@ async def test_request_and_response_are_capped_and_marked(tmp_path: Path) -> Non
             return {"blob": "y" * 5000}
 
         registry = Registry([[Command("test.big", NoParams, big, needs_session=False)]])
-        reply = await Dispatcher(registry, h.dispatcher._services).handle(
+        reply = await Dispatcher(registry, h.services).handle(
             b'{"2":{"command":"test.big"}}', h.connection()
         )
         assert len(reply) > 5000  # the caller gets it all; only the log is capped

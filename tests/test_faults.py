@@ -23,8 +23,8 @@ from websockets.sync.client import connect
 
 from bench.common import GatewayProcess
 from devtools.broker import Broker
-from gateway import dispatcher
-from storage.db import Database
+from gateway.core import dispatcher
+from storage.duckdb.database import Database
 from tests.harness import Clock, Harness
 from tests.support import PASSWORD, GatewayThread, Tenants
 
@@ -191,9 +191,9 @@ class Device:
 
 def _diag_records(gateway: GatewayThread) -> list[str]:
     assert gateway.gateway is not None
-    assert gateway.gateway.usage.flush()
+    assert gateway.gateway.assembly.storage.usage.flush()
     rows = (
-        gateway.gateway.database.cursor()
+        gateway.gateway.assembly.storage.database.cursor()
         .execute("SELECT request FROM usage_log WHERE service = 'diag'")
         .fetchall()
     )

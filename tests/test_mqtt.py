@@ -438,7 +438,8 @@ def test_both_ends_of_the_gateway_connection_disable_nagle(
     """Nagle + delayed ACK made QoS 1 round trips 44-88 ms here; speed itself is benchmarked."""
     assert "set_tcp_nodelay true" in broker.config_path.read_text()
     assert gateway.gateway is not None and gateway.gateway.mqtt is not None
-    sock = gateway.gateway.mqtt._client.socket()
+    sock = gateway.gateway.mqtt.link.socket()
+    assert sock is not None
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 

@@ -34,10 +34,12 @@ import orjson
 import pytest
 
 from devtools.broker import Broker
-from gateway.context import Connection
-from storage.usage import UsageRecord, new_record_id
+from gateway.core.context import Connection
+from gateway.core.records import RecordIds, UsageRecord
 from tests.harness import Clock, Harness
 from tests.support import (
+
+RECORD_IDS = RecordIds()
     PASSWORD,
     GatewayThread,
     MqttClient,
@@ -236,7 +238,7 @@ def seeded(
     exec_ns: int = 1_000_000,
 ) -> UsageRecord:
     return UsageRecord(
-        id=new_record_id(int(ts.replace(tzinfo=UTC).timestamp() * 1000)),
+        id=RECORD_IDS.new(int(ts.replace(tzinfo=UTC).timestamp() * 1000)),
         ts=ts,
         exec_time=exec_ns,
         processed_by="seed",

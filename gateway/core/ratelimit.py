@@ -21,8 +21,11 @@ gateway instances count separately, and a restart forgets them.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import math
+import secrets
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
@@ -77,6 +80,9 @@ class FailedLogins:
         if max_keys < 1:
             raise ValueError("max_keys must be positive")
         self.max_keys = max_keys
+        # Keys the process log's short hashes of usernames, so that a password typed into the
+        # username field cannot be recovered from the log by hashing guesses.
+        self._log_key = secrets.token_bytes(16)
         # Ordered by each key's latest mark (moved to the end on every new one), so keys whose
         # failures have all expired, and the least recently failing keys, are at the front. A
         # withdrawn mark leaves its key a little too far back; that only delays its sweep.
@@ -84,6 +90,14 @@ class FailedLogins:
 
     def __len__(self) -> int:
         return len(self._failures)
+
+    def describe(self, key: Hashable) -> str:
+        """A key as the process log may show it: clients plainly, subjects as a keyed hash."""
+        if isinstance(key, tuple) and key[0] == "client":
+            return f"{key[1]} client {key[2]}"
+        kind = key[0] if isinstance(key, tuple) else "key"
+        digest = hmac.new(self._log_key, repr(key).encode(), hashlib.sha256).hexdigest()
+        return f"{kind} #{digest[:12]}"
 
     def failures(self, key: Hashable, now: datetime, *, window: timedelta) -> int:
         """How many failures of `key` are still inside the window at `now`."""

@@ -5,18 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from gateway.errors import InvalidSession
-from gateway.ratelimit import FailedLogins
-from storage.analytics import UsageAnalytics
+from gateway.core.errors import InvalidSession
+from gateway.core.ports import Sessions, UsageAnalytics, UsageReader, UsageSink
+from gateway.core.ratelimit import FailedLogins
+from gateway.core.records import RecordIds, Session
 
-if TYPE_CHECKING:
-    from gateway.settings import Settings
-    from storage.identity import IdentityStore, Session
-    from storage.usage import UsageLog
-
-__all__ = ["CallContext", "Connection", "Services"]
+__all__ = ["CallContext", "Connection", "CoreConfig", "Services"]
 
 
 @dataclass(slots=True)
@@ -39,19 +34,33 @@ class Connection:
 
 
 @dataclass(frozen=True, slots=True)
-class Services:
-    settings: Settings
-    identity: IdentityStore
-    usage: UsageLog
-    clock: Callable[[], datetime]
-    # api.authenticate's brute-force guard: failed logins per username and per client, kept in
-    # this process's memory (built once with the Services by the composition root).
-    failed_logins: FailedLogins = field(default_factory=FailedLogins)
+class CoreConfig:
+    """The settings the protocol core and the commands read (the composition root fills it)."""
 
-    @property
-    def analytics(self) -> UsageAnalytics:
-        """Aggregates over the usage log (a stateless view: each query takes a reader cursor)."""
-        return UsageAnalytics(self.usage.database)
+    instance_name: str = "tr50gw"
+    max_payload: int = 256 * 1024
+    max_commands: int = 500
+    log_cap: int = 64 * 1024
+    session_ttl: int = 86400
+    auth_max_failures: int = 10
+    auth_failure_window_s: int = 300
+    durable_replies: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a handler reaches through `ctx.services`, typed by the ports; built once."""
+
+    config: CoreConfig
+    usage: UsageSink
+    reader: UsageReader
+    analytics: UsageAnalytics
+    sessions: Sessions
+    clock: Callable[[], datetime]
+    record_ids: RecordIds = field(default_factory=RecordIds)
+    # api.authenticate's brute-force guard: failed logins per username and per client, kept in
+    # this process's memory.
+    failed_logins: FailedLogins = field(default_factory=FailedLogins)
 
 
 @dataclass(slots=True)

@@ -11,41 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import random
 import threading
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
-from storage.db import Database, reading
+from gateway.core.records import UsageFilter, UsageRecord
+from storage.duckdb.database import Database, reading
 
-__all__ = ["UsageFilter", "UsageLog", "UsageRecord", "new_record_id"]
+__all__ = ["UsageQueries", "UsageWriter", "where"]
 
 logger = logging.getLogger("tr50gw.usage")
-
-
-@dataclass(slots=True)
-class UsageRecord:
-    id: str
-    ts: datetime
-    exec_time: int
-    processed_by: str
-    org_id: str
-    org_key: str
-    whoami: str
-    service: str
-    command: str
-    success: bool
-    error_code: int | None
-    transport: str
-    client_id: str
-    remote_addr: str
-    request: str
-    response: str
 
 
 _COLUMNS = [f.name for f in fields(UsageRecord)]
@@ -78,99 +57,52 @@ _INSERT = (  # column names only, from the dataclass: no values are ever spliced
 # How far back from a listing's end the first scan also counts; the page is ranked within the
 # smallest horizon that holds it.
 _HORIZONS = tuple(timedelta(minutes=minutes) for minutes in (5, 30, 120, 720, 4320, 20160, 86400))
-_id_lock = threading.Lock()
-# Ids need uniqueness, not secrecy: a PRNG seeded from the OS is ~20x cheaper than os.urandom.
-_random = random.Random(os.urandom(16))
-_id_last = [0, 0]
 
 
-def new_record_id(now_ms: int | None = None) -> str:
-    """A UUIDv7 string, strictly increasing within this process so ties in `ts` page stably."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
-    with _id_lock:
-        if ms <= _id_last[0]:
-            ms = _id_last[0]
-            counter = _id_last[1] + 1
-            if counter > 0xFFF:
-                ms += 1
-                counter = 0
-        else:
-            counter = 0
-        _id_last[0], _id_last[1] = ms, counter
-    random_bits = _random.getrandbits(62)
-    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | random_bits
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+def where(usage_filter: UsageFilter) -> tuple[str, list[Any]]:
+    """`(" WHERE ...", parameters)` for a filter: column names and `?` placeholders only."""
+    clauses: list[str] = []
+    values: list[Any] = []
+    for column, value in (
+        ("org_id", usage_filter.org_id),
+        ("whoami", usage_filter.caller),
+        ("whoami", usage_filter.whoami),
+        ("service", usage_filter.service),
+        ("command", usage_filter.command),
+        ("client_id", usage_filter.client_id),
+        ("transport", usage_filter.transport),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            values.append(value)
+    if usage_filter.remote_addr is not None:  # a function, not LIKE: `%` and `_` stay plain
+        clauses.append("starts_with(remote_addr, ?)")
+        values.append(usage_filter.remote_addr)
+    if usage_filter.search_text is not None:
+        clauses.append(
+            "(contains(lower(request), lower(?)) OR contains(lower(response), lower(?)))"
+        )
+        values += [usage_filter.search_text] * 2
+    if usage_filter.start is not None:
+        clauses.append("ts >= ?")
+        values.append(usage_filter.start)
+    if usage_filter.end is not None:
+        clauses.append("ts <= ?")
+        values.append(usage_filter.end)
+    if usage_filter.failed_only:
+        clauses.append("NOT success")
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
 
 
-@dataclass(frozen=True, slots=True)
-class UsageFilter:
-    """Which records a listing may see and wants.
-
-    `org_id` and `caller` are the session's scope (`org_id=None`: every org; `caller`: a thing's
-    own key); the other fields are what the caller asked for.
-    """
-
-    org_id: str | None = None
-    caller: str | None = None
-    whoami: str | None = None
-    service: str | None = None
-    command: str | None = None
-    start: datetime | None = None
-    end: datetime | None = None
-    failed_only: bool = False
-    search_text: str | None = None
-    remote_addr: str | None = None
-    client_id: str | None = None
-    transport: str | None = None
-
-    def where(self) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        values: list[Any] = []
-        for column, value in (
-            ("org_id", self.org_id),
-            ("whoami", self.caller),
-            ("whoami", self.whoami),
-            ("service", self.service),
-            ("command", self.command),
-            ("client_id", self.client_id),
-            ("transport", self.transport),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                values.append(value)
-        if self.remote_addr is not None:  # functions, not LIKE: `%` and `_` stay plain characters
-            clauses.append("starts_with(remote_addr, ?)")
-            values.append(self.remote_addr)
-        if self.search_text is not None:
-            clauses.append(
-                "(contains(lower(request), lower(?)) OR contains(lower(response), lower(?)))"
-            )
-            values += [self.search_text] * 2
-        if self.start is not None:
-            clauses.append("ts >= ?")
-            values.append(self.start)
-        if self.end is not None:
-            clauses.append("ts <= ?")
-            values.append(self.end)
-        if self.failed_only:
-            clauses.append("NOT success")
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
-
-
-_SELECT = """
-SELECT CAST(id AS VARCHAR), strftime(ts, '%Y-%m-%dT%H:%M:%S.%g') || 'Z', exec_time, processed_by,
-       org_id, org_key, whoami, service, command, success, error_code, transport, client_id,
-       remote_addr, request, response
+SELECT_RECORDS = """
+SELECT CAST(id AS VARCHAR), ts, exec_time, processed_by, org_id, org_key, whoami, service,
+       command, success, error_code, transport, client_id, remote_addr, request, response
 FROM usage_log"""
-_WIRE_NAMES = (
-    "id", "ts", "execTime", "processedBy", "orgId", "orgKey", "whoami", "service", "command",
-    "success", "errorCode", "transport", "clientId", "remoteAddr", "request", "response",
-)  # fmt: skip
+"""Full records, in the order of `UsageRecord`'s fields."""
 
 
-class UsageLog:
-    """Append-only usage records with a group-committing writer thread."""
+class UsageWriter:
+    """Append-only usage records with a group-committing writer thread (the `UsageSink`)."""
 
     def __init__(
         self, database: Database, *, max_batch: int = 10_000, flush_interval: float = 0.05
@@ -203,10 +135,6 @@ class UsageLog:
             return self._submitted
 
     @property
-    def database(self) -> Database:
-        return self._database
-
-    @property
     def submitted(self) -> int:
         return self._submitted
 
@@ -228,7 +156,8 @@ class UsageLog:
         await future
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Block until everything submitted so far is committed (for shutdown and the CLI)."""
+        """Block the calling thread until everything submitted so far is committed, or until
+        `timeout`; whether it was. For tools and tests that are not on an event loop."""
         deadline = time.monotonic() + timeout
         with self._condition:
             target = self._submitted
@@ -293,10 +222,33 @@ class UsageLog:
         finally:
             cursor.unregister("batch")
 
-    # -- reading -------------------------------------------------------------------------------
+
+def _sanitized(record: UsageRecord) -> UsageRecord:
+    """The record with every string made encodable as UTF-8 (bad characters become "?")."""
+    changes: dict[str, Any] = {
+        name: value.encode("utf-8", "replace").decode("utf-8")
+        for name in _COLUMNS
+        if isinstance(value := getattr(record, name), str)
+    }
+    return replace(record, **changes)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class UsageQueries:
+    """Listings of the usage log (the `UsageReader`): each read first waits until every record
+    submitted before it is committed (read-your-writes), then runs on a worker thread."""
+
+    def __init__(self, database: Database, writer: UsageWriter) -> None:
+        self._database = database
+        self._writer = writer
+
     def list_sync(
         self, usage_filter: UsageFilter, *, offset: int, limit: int
-    ) -> tuple[int, list[dict[str, Any]]]:
+    ) -> tuple[int, list[UsageRecord]]:
         """One page, newest first, and the total count, in three narrow steps.
 
         1. One scan of the filter columns counts all matches (a bare filtered count: counting
@@ -310,19 +262,19 @@ class UsageLog:
            zone maps can use (an `id IN (...)` list would become a join over a scan).
         """
         # `where` holds only column names and `?` placeholders; values travel as parameters.
-        where, values = usage_filter.where()
-        glue = " AND " if where else " WHERE "
+        where_sql, values = where(usage_filter)
+        glue = " AND " if where_sql else " WHERE "
         cursor = self._database.cursor()
         counted = cursor.execute(
-            "SELECT count(*) FROM usage_log" + where,  # noqa: S608
+            "SELECT count(*) FROM usage_log" + where_sql,  # noqa: S608
             values,
         ).fetchone()
         assert counted is not None
         count = int(counted[0])
         if count <= offset:
             return count, []
-        lower = self._horizon(cursor, usage_filter, where + glue, values, offset + limit, count)
-        keys_sql = "SELECT ts, id FROM usage_log" + where  # noqa: S608
+        lower = self._horizon(cursor, usage_filter, where_sql + glue, values, offset + limit, count)
+        keys_sql = "SELECT ts, id FROM usage_log" + where_sql  # noqa: S608
         keys_values: list[Any] = list(values)
         if lower is not None:
             keys_sql += glue + "ts >= ?"
@@ -335,14 +287,14 @@ class UsageLog:
             return count, []
         (newest_ts, newest_id), (oldest_ts, oldest_id) = keys[0], keys[-1]
         rows = cursor.execute(
-            _SELECT
-            + where
+            SELECT_RECORDS
+            + where_sql
             + glue
             + "ts BETWEEN ? AND ? AND (ts > ? OR id >= ?) AND (ts < ? OR id <= ?)"
             " ORDER BY ts DESC, id DESC",
             [*values, oldest_ts, newest_ts, oldest_ts, oldest_id, newest_ts, newest_id],
         ).fetchall()
-        return count, [dict(zip(_WIRE_NAMES, row, strict=True)) for row in rows]
+        return count, [UsageRecord(*row) for row in rows]
 
     @staticmethod
     def _horizon(
@@ -372,20 +324,22 @@ class UsageLog:
 
     async def list(
         self, usage_filter: UsageFilter, *, offset: int, limit: int
-    ) -> tuple[int, list[dict[str, Any]]]:
+    ) -> tuple[int, list[UsageRecord]]:
+        await self._writer.wait_visible()
         return await reading(self.list_sync, usage_filter, offset=offset, limit=limit)
 
+    def get_sync(self, usage_filter: UsageFilter, record_id: str) -> UsageRecord | None:
+        where_sql, values = where(usage_filter)
+        glue = " AND " if where_sql else " WHERE "
+        row = (
+            self._database.cursor()
+            .execute(
+                SELECT_RECORDS + where_sql + glue + "id = CAST(? AS UUID)", [*values, record_id]
+            )
+            .fetchone()
+        )
+        return None if row is None else UsageRecord(*row)
 
-def _sanitized(record: UsageRecord) -> UsageRecord:
-    """The record with every string made encodable as UTF-8 (bad characters become "?")."""
-    changes: dict[str, Any] = {
-        name: value.encode("utf-8", "replace").decode("utf-8")
-        for name in _COLUMNS
-        if isinstance(value := getattr(record, name), str)
-    }
-    return replace(record, **changes)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+    async def get(self, usage_filter: UsageFilter, record_id: str) -> UsageRecord | None:
+        await self._writer.wait_visible()
+        return await reading(self.get_sync, usage_filter, record_id)

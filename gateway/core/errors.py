@@ -7,11 +7,10 @@ single place where an arbitrary exception becomes a TR50 failure, so exception t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
-
-from storage.db import QueryOutOfMemory
 
 __all__ = [
     "AuthenticationFailed",
@@ -22,6 +21,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
+    "QueryOutOfMemory",
     "RateLimited",
     "TR50Error",
     "UnknownCommand",
@@ -98,6 +98,10 @@ def failure(code: int, message: str) -> dict[str, Any]:
     return {"success": False, "errorCodes": [code], "errorMessages": [message]}
 
 
+class QueryOutOfMemory(RuntimeError):
+    """Raised by a storage port: a read needed more memory than the database's cap allows."""
+
+
 def _validation_message(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False, include_input=False):
@@ -106,17 +110,34 @@ def _validation_message(error: ValidationError) -> str:
     return "invalid params: " + "; ".join(parts)
 
 
+def _invalid_params(error: BaseException) -> TR50Error:
+    assert isinstance(error, ValidationError)
+    return InvalidParams(_validation_message(error))
+
+
+def _out_of_memory(error: BaseException) -> TR50Error:
+    logger.warning("a query ran out of memory: %s", error)
+    return InternalError(
+        "internal error: the usage database ran out of memory for this query; "
+        "narrow the window or filters, retry, or raise --db-memory-limit"
+    )
+
+
+# Exceptions that are not TR50Errors but have a meaning on the wire, looked up along the raised
+# exception's class hierarchy (the nearest class wins); anything else is an internal error.
+_TRANSLATIONS: dict[type[BaseException], Callable[[BaseException], TR50Error]] = {
+    ValidationError: _invalid_params,
+    QueryOutOfMemory: _out_of_memory,
+}
+
+
 def to_failure(error: BaseException) -> TR50Error:
     """Map any exception to the TR50Error for the wire; unexpected ones are logged, not shown."""
     if isinstance(error, TR50Error):
         return error
-    if isinstance(error, ValidationError):
-        return InvalidParams(_validation_message(error))
-    if isinstance(error, QueryOutOfMemory):
-        logger.warning("a query ran out of memory: %s", error)
-        return InternalError(
-            "internal error: the usage database ran out of memory for this query; "
-            "narrow the window or filters, retry, or raise --db-memory-limit"
-        )
+    for cls in type(error).__mro__:
+        translate = _TRANSLATIONS.get(cls)
+        if translate is not None:
+            return translate(error)
     logger.error("unexpected error while executing a command", exc_info=error)
     return InternalError()

@@ -27,20 +27,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from gateway.context import Connection
-from gateway.dispatcher import Dispatcher
-from gateway.errors import MalformedEnvelope, PayloadTooLarge
+from gateway.core.context import Connection
+from gateway.core.dispatcher import Dispatcher
+from gateway.core.errors import MalformedEnvelope, PayloadTooLarge
 
-__all__ = [
-    "NO_ORIGIN",
-    "GatewayConnection",
-    "WebSocketService",
-    "server_options",
-    "start_websocket_server",
-]
+__all__ = ["NO_ORIGIN", "GatewayConnection", "WebSocketTransport", "server_options"]
 
 logger = logging.getLogger("tr50gw.websocket")
-_connection_ids = itertools.count(1)
 
 NO_ORIGIN = ""
 """The allow-list entry that admits handshakes without an Origin header (non-browser clients)."""
@@ -217,26 +210,53 @@ def server_options(
     }
 
 
-class WebSocketService:
-    """The running server plus what a graceful stop needs: which connections are mid-command."""
+class WebSocketTransport:
+    """`ws://HOST:PORT/api`: one envelope per message, its reply on the same connection.
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    Also what a graceful stop needs: which connections are mid-command.
+    """
+
+    name = "ws"
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        host: str,
+        port: int,
+        *,
+        max_payload: int,
+        allowed_origins: Iterable[str] = (),
+        max_connections: int | None = None,
+        drain_grace: float = 10.0,
+    ) -> None:
         self._dispatcher = dispatcher
+        self._host = host
+        self._requested_port = port
+        self._options = server_options(
+            max_payload, allowed_origins=allowed_origins, max_connections=max_connections
+        )
+        self._drain_grace = drain_grace
+        self._connection_ids = itertools.count(1)
         self._busy: dict[ServerConnection, bool] = {}
         self._draining = False
         self._all_closed = asyncio.Event()
-        self.server: Server | None = None
+        self._server: Server | None = None
 
     @property
-    def port(self) -> int:
-        assert self.server is not None
-        return int(next(iter(self.server.sockets)).getsockname()[1])
+    def port(self) -> int | None:
+        if self._server is None:
+            return None
+        return int(next(iter(self._server.sockets)).getsockname()[1])
 
-    async def handle(self, websocket: ServerConnection) -> None:
+    async def start(self) -> None:
+        self._server = await serve(self._handle, self._host, self._requested_port, **self._options)
+        logger.info("websocket listening on ws://%s:%s/api", self._host, self.port)
+
+    async def _handle(self, websocket: ServerConnection) -> None:
         peer = websocket.remote_address
         connection = Connection(
             transport="ws",
-            client_id=f"ws-{next(_connection_ids)}",
+            client_id=f"ws-{next(self._connection_ids)}",
             remote_addr=str(peer[0]) if peer else "",
             binds_sessions=True,
         )
@@ -256,30 +276,31 @@ class WebSocketService:
             # The library closes before the message reaches us; the call is logged all the same.
             code = closed.sent.code if closed.sent is not None else None
             if code == 1009:
-                await self._dispatcher.record_rejected(
-                    connection, PayloadTooLarge("payload too large: message closed with 1009"), ""
+                await self._dispatcher.reject(
+                    connection, PayloadTooLarge("payload too large: message closed with 1009")
                 )
             elif code == 1007:
-                await self._dispatcher.record_rejected(
+                await self._dispatcher.reject(
                     connection,
                     MalformedEnvelope("malformed envelope: text frame not UTF-8, closed with 1007"),
-                    "",
                 )
         finally:
             del self._busy[websocket]
             if self._draining and not self._busy:
                 self._all_closed.set()
 
-    async def drain_and_close(self, grace: float = 10.0) -> None:
+    async def stop(self) -> None:
         """Stop accepting; let every command in progress finish and send its reply; then close.
 
         A connection between commands is closed (1001) at once; one mid-command closes right
         after sending its reply. Messages a client sent that were not taken get no reply and no
         record: every record of this gateway stands for a reply it sent.
         """
-        assert self.server is not None
+        server = self._server
+        if server is None:
+            return
         self._draining = True
-        self.server.close(close_connections=False)
+        server.close(close_connections=False)
         idle = [websocket for websocket, busy in self._busy.items() if not busy]
         await asyncio.gather(
             *(websocket.close(1001, "gateway stopping") for websocket in idle),
@@ -288,23 +309,6 @@ class WebSocketService:
         if not self._busy:
             self._all_closed.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._all_closed.wait(), grace)
-        self.server.close()  # whatever is left after the timeout
-        await self.server.wait_closed()
-
-
-async def start_websocket_server(
-    dispatcher: Dispatcher,
-    host: str,
-    port: int,
-    *,
-    max_payload: int,
-    allowed_origins: Iterable[str] = (),
-    max_connections: int | None = None,
-) -> WebSocketService:
-    service = WebSocketService(dispatcher)
-    options = server_options(
-        max_payload, allowed_origins=allowed_origins, max_connections=max_connections
-    )
-    service.server = await serve(service.handle, host, port, **options)
-    return service
+            await asyncio.wait_for(self._all_closed.wait(), self._drain_grace)
+        server.close()  # whatever is left after the timeout
+        await server.wait_closed()

@@ -1,4 +1,7 @@
-"""Minimal TR50 clients for `tr50gw call`: one envelope over WebSocket or MQTT, one reply back."""
+"""Minimal TR50 clients for `tr50gw call`: one envelope over WebSocket or MQTT, one reply back.
+
+It imports the MQTT link's helpers and the core, never storage: sending one message loads
+neither DuckDB nor pyarrow."""
 
 from __future__ import annotations
 
@@ -9,8 +12,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from websockets.sync.client import connect
 
-from gateway.mqtt import set_nodelay
-from gateway.settings import parse_mqtt_url
+from gateway.transports.mqtt.link import parse_mqtt_url, set_nodelay
 
 __all__ = ["call_mqtt", "call_websocket"]
 

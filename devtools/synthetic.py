@@ -38,8 +38,8 @@ from typing import Any, Final, NamedTuple
 
 import duckdb
 
-from storage.compaction import compact_due
-from storage.db import Database
+from storage.duckdb.compaction import compact_due
+from storage.duckdb.database import Database
 
 __all__ = ["COMMANDS", "GENERATOR_VERSION", "generate_usage", "main", "stored_summary"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.context import CallContext
+from gateway.core.context import CallContext
 
 __all__ = ["Command", "Handler", "Registry"]
 

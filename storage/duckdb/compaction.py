@@ -23,15 +23,14 @@ from typing import Any
 
 import duckdb
 
-from storage.db import Database
+from storage.duckdb.database import Database
 
 __all__ = ["Compactor", "compact_day", "compact_due", "due_days"]
 
 logger = logging.getLogger("tr50gw.compaction")
 
-GRACE = timedelta(minutes=10)
+GRACE = timedelta(minutes=10)  # a day is compacted only once no record can still arrive for it
 CHECKPOINT_AFTER = 50_000  # records in a compacted day worth a checkpoint (~0.3 s) right away
-COMPACTION_MEMORY = "192MB"  # a day is compacted only once no record can still arrive for it
 
 
 def due_days(cursor: Any, now: datetime, grace: timedelta = GRACE) -> list[date]:

@@ -10,9 +10,9 @@ import logging
 import time
 from typing import Any
 
-from gateway import codec
-from gateway.context import CallContext, Connection, Services
-from gateway.errors import (
+from gateway.core import codec
+from gateway.core.context import CallContext, Connection, Services
+from gateway.core.errors import (
     InvalidParams,
     MalformedEnvelope,
     TR50Error,
@@ -20,9 +20,8 @@ from gateway.errors import (
     failure,
     to_failure,
 )
-from gateway.registry import Command, Registry
-from storage.identity import Session
-from storage.usage import UsageRecord, new_record_id
+from gateway.core.records import Session, UsageRecord
+from gateway.core.registry import Command, Registry
 
 __all__ = ["Dispatcher"]
 
@@ -35,7 +34,7 @@ class Dispatcher:
     def __init__(self, registry: Registry, services: Services) -> None:
         self._registry = registry
         self._services = services
-        self._settings = services.settings
+        self._config = services.config
 
     async def handle(self, payload: bytes | str, connection: Connection) -> bytes:
         """Answer one payload. Never raises: the worst case is a root-level -90099.
@@ -49,8 +48,11 @@ class Dispatcher:
             logger.exception("dispatcher failed")
             err = to_failure(error)
             reply = codec.encode(failure(err.code, err.message))
+        return await self._paced(reply)
+
+    async def _paced(self, reply: bytes) -> bytes:
         usage = self._services.usage
-        if self._settings.durable_replies or usage.backlog > MAX_BACKLOG:
+        if self._config.durable_replies or usage.backlog > MAX_BACKLOG:
             # Durable: the records first. Backlogged: a sender faster than the writer waits for
             # it, so the queue of records (and the gateway's memory) cannot grow without bound.
             await usage.wait_visible()
@@ -59,12 +61,12 @@ class Dispatcher:
     async def _handle(self, payload: bytes | str, connection: Connection) -> bytes:
         received_at = self._services.clock()
         started = time.perf_counter_ns()
-        settings = self._settings
+        config = self._config
         decoded = codec.decode(
             payload,
-            max_bytes=settings.max_payload,
-            max_commands=settings.max_commands,
-            log_cap=settings.log_cap,
+            max_bytes=config.max_payload,
+            max_commands=config.max_commands,
+            log_cap=config.log_cap,
         )
         session, token = await self._bound_session(connection)
         ctx = CallContext(self._services, connection, session, token, received_at)
@@ -88,17 +90,20 @@ class Dispatcher:
             connection.bind(*ctx.opened)
         return codec.encode(reply)
 
-    async def record_rejected(self, connection: Connection, error: TR50Error, text: str) -> None:
-        """Log a payload a transport refused before it could be dispatched (a 1009 close...)."""
+    async def reject(self, connection: Connection, error: TR50Error) -> bytes:
+        """Answer and log a payload a transport refused before it could be dispatched (too
+        large to read, not inflatable, closed with 1009...): the root failure to send, if the
+        transport still can, and one usage record, as for any other payload."""
         session, token = await self._bound_session(connection)
         ctx = CallContext(self._services, connection, session, token, self._services.clock())
-        response = codec.encode(failure(error.code, error.message)).decode()
-        self._record(ctx, "", "", text, response, error.code, time.perf_counter_ns())
+        reply = codec.encode(failure(error.code, error.message))
+        self._record(ctx, "", "", "", reply.decode(), error.code, time.perf_counter_ns())
+        return await self._paced(reply)
 
     async def _resolve(self, token: object) -> Session | None:
         if not isinstance(token, str) or not token or len(token) > 512:
             return None
-        return await self._services.identity.resolve(token)
+        return await self._services.sessions.resolve(token)
 
     async def _bound_session(self, connection: Connection) -> tuple[Session | None, str | None]:
         session = connection.session
@@ -107,7 +112,7 @@ class Dispatcher:
             token = connection.session_token
             session = await self._resolve(token) if token else None
             return (session, token) if session is not None else (None, None)
-        if not await self._services.identity.touch(session):
+        if not await self._services.sessions.touch(session):
             connection.bind(None, None)
             return None, None
         return session, connection.session_token
@@ -150,7 +155,7 @@ class Dispatcher:
             secret_keys = spec.secret_result_keys
             if spec.log_result is not None and "params" in outcome:
                 logged = {**outcome, "params": spec.log_result(outcome["params"])}
-        cap = self._settings.log_cap
+        cap = self._config.log_cap
         # A malformed auth entry (a bare session id string...) is masked whole.
         shown = codec.REDACTED if auth_entry and not isinstance(body, dict) else codec.redact(body)
         request = codec.cap_text(codec.encode({key: shown}).decode(), cap)
@@ -172,12 +177,13 @@ class Dispatcher:
     ) -> None:
         session = ctx.session
         connection = ctx.connection
-        self._services.usage.submit(
+        services = self._services
+        services.usage.submit(
             UsageRecord(
-                id=new_record_id(),
+                id=services.record_ids.new(),
                 ts=ctx.received_at,
                 exec_time=time.perf_counter_ns() - started,
-                processed_by=self._settings.instance_name,
+                processed_by=self._config.instance_name,
                 org_id=session.org_id if session else "",
                 org_key=session.org_key if session else "",
                 whoami=session.whoami if session else "",

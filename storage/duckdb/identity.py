@@ -16,36 +16,21 @@ import hmac
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Final
 
 import duckdb
 
-from storage.db import Database
+from gateway.core.ports import AlreadyExists, ProvisioningError
+from gateway.core.records import Org, Session
+from storage.duckdb.database import Database
 
-__all__ = [
-    "ROLES",
-    "AlreadyExists",
-    "IdentityStore",
-    "Org",
-    "ProvisioningError",
-    "Session",
-    "hash_password",
-    "verify_password",
-]
+__all__ = ["ROLES", "IdentityStore", "hash_password", "token_digest", "verify_password"]
 
 ROLES: Final = ("user", "org-admin", "super-ops")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _PERSIST_ACCESS_EVERY = timedelta(seconds=60)
-
-
-class ProvisioningError(ValueError):
-    """A provisioning request that cannot be carried out (unknown org, bad role...)."""
-
-
-class AlreadyExists(ProvisioningError):
-    pass
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -71,60 +56,23 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(candidate, base64.b64decode(digest))
 
 
-_DUMMY_HASH: Final = hash_password("timing-equalizer", salt=b"0" * 16)
-
-
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Org:
-    org_id: str
-    org_key: str
-    name: str
-
-
-@dataclass(slots=True)
-class Session:
-    token_hash: str
-    org_id: str
-    org_key: str
-    kind: str  # "user" or "thing"
-    subject: str  # the user's email or the thing key
-    role: str  # a user role, or "thing"
-    app_id: str
-    ttl_seconds: int
-    start_time: datetime
-    last_accessed: datetime
-    stored_access: datetime = field(repr=False, default=datetime.min)
-    ended: bool = False
-
-    @property
-    def whoami(self) -> str:
-        return self.subject
-
-    @property
-    def is_thing(self) -> bool:
-        return self.kind == "thing"
-
-    @property
-    def has_super_ops(self) -> bool:
-        return self.role == "super-ops"
-
-    @property
-    def has_org_admin(self) -> bool:
-        return self.role in ("org-admin", "super-ops")
-
-    def expires_at(self) -> datetime:
-        return self.last_accessed + timedelta(seconds=self.ttl_seconds)
-
-
 class IdentityStore:
+    """The `Sessions` and `Provisioning` ports over the DuckDB file."""
+
     def __init__(self, database: Database, clock: Callable[[], datetime]) -> None:
         self._database = database
         self._clock = clock
         self._sessions: dict[str, Session] = {}
+
+    @cached_property
+    def _dummy_hash(self) -> str:
+        """A hash to check unknown users' passwords against, so that a login costs the same
+        whether or not the user exists (computed at the first such login, not at import)."""
+        return hash_password("timing-equalizer", salt=b"0" * 16)
 
     # -- provisioning (synchronous: used by the admin CLI while the gateway is stopped) ---------
     def create_org(self, org_key: str, name: str | None = None) -> Org:
@@ -190,7 +138,7 @@ class IdentityStore:
             .fetchone()
         )
         if row is None:
-            verify_password(password, _DUMMY_HASH)  # same cost whether or not the user exists
+            verify_password(password, self._dummy_hash)  # same cost whether or not the user exists
             return None
         password_hash, role, org_id, org_key = row
         if not verify_password(password, password_hash):

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.errors import MalformedEnvelope, PayloadTooLarge, TR50Error
+from gateway.core.errors import MalformedEnvelope, PayloadTooLarge, TR50Error
 
 __all__ = [
     "MAX_DEPTH",

@@ -1,4 +1,4 @@
-"""Opening the DuckDB file, its schema, and per-thread cursors."""
+"""Opening the DuckDB file, its schema, and per-thread cursors; reads off the event loop."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import Any, TypeVar
 
 import duckdb
 
-__all__ = ["Database", "DatabaseLocked", "QueryOutOfMemory", "reading"]
+from gateway.core.errors import QueryOutOfMemory
+
+__all__ = ["Database", "DatabaseLocked", "reading"]
 
 T = TypeVar("T")
 
@@ -82,10 +84,6 @@ CREATE TABLE IF NOT EXISTS sessions (
 
 class DatabaseLocked(RuntimeError):
     """Another process holds the DuckDB file open for writing."""
-
-
-class QueryOutOfMemory(RuntimeError):
-    """A read needed more memory than DuckDB's cap allows (with what else was running)."""
 
 
 async def reading(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -14,7 +14,6 @@ Bucket keys, as the query returns them and the plan lists them:
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -25,7 +24,10 @@ __all__ = [
     "INTERVALS",
     "MAX_AUTO_BUCKETS",
     "MAX_BUCKETS",
+    "EPOCH",
     "BucketPlan",
+    "choose_interval",
+    "epoch_us",
     "format_utc",
     "plan_buckets",
     "resolve_zone",
@@ -156,38 +158,30 @@ def _local_start_utc(local: datetime, zone: tzinfo) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class BucketPlan:
-    """Which buckets a window has, and the SQL that maps a row's `ts` to its bucket key."""
+    """Which buckets a window has, and how a stored row's `ts` maps onto them.
+
+    `keys` are what a query grouping by bucket must produce (the storage turns `interval` and
+    `offsets` into that expression): below a day, the bucket's first instant in UTC microseconds
+    since the epoch; for days, the local day number since 1970-01-01; for weeks, the number of
+    Monday-based weeks since the epoch's week; months and longer, the local wall time the bucket
+    starts at. `offsets` is the zone's UTC offset at the window's start, then each change
+    `(instant, new offset)` within it.
+    """
 
     interval: str
     timezone: str
-    keys: list[Any]  # the query's key values, oldest first (integers, or local wall times)
+    keys: list[Any]  # oldest first
     labels: list[str]  # the wire timestamps, aligned with `keys`
-    key_sql: str  # an expression over `ts`, with `?` placeholders for `key_values`
-    key_values: list[Any]
+    offsets: list[tuple[datetime, timedelta]]
 
 
-_EPOCH: Final = datetime(1970, 1, 1)
+EPOCH: Final = datetime(1970, 1, 1)
 _MICROSECOND: Final = timedelta(microseconds=1)
-_DAY_US: Final = 86_400_000_000
-_WIDTH_US: Final = {"second": 1_000_000, "minute": 60_000_000, "hour": 3_600_000_000}
 
 
-def _us(value: datetime | timedelta) -> int:
-    return (value - _EPOCH if isinstance(value, datetime) else value) // _MICROSECOND
-
-
-def _offset_sql(changes: list[tuple[datetime, timedelta]]) -> tuple[str, list[Any]]:
-    """SQL for the UTC offset, in microseconds, at the row's `ts` (placeholders only)."""
-    if len(changes) == 1:
-        return "?", [_us(changes[0][1])]
-    sql = "CASE"
-    values: list[Any] = []
-    for (_, offset), (instant, _) in itertools.pairwise(changes):
-        sql += " WHEN ts < ? THEN ?"
-        values += [instant, _us(offset)]
-    sql += " ELSE ? END"
-    values.append(_us(changes[-1][1]))
-    return sql, values
+def epoch_us(value: datetime | timedelta) -> int:
+    """Microseconds since the epoch (of a naive UTC datetime), or of a duration."""
+    return (value - EPOCH if isinstance(value, datetime) else value) // _MICROSECOND
 
 
 def choose_interval(start: datetime, end: datetime) -> str:
@@ -202,10 +196,8 @@ def plan_buckets(start: datetime, end: datetime, interval: str | None, timezone:
     """Every bucket from the one holding `start` to the one holding `end` (naive UTC, inclusive).
 
     The keys are integers wherever possible, because integer arithmetic on `epoch_us(ts)` is
-    about 6x cheaper per row than `date_trunc` on a shifted timestamp: below a day, the bucket's
-    first instant in UTC microseconds; for days, the local day number; for weeks, the number of
-    Monday-based weeks since the epoch's week. Months and longer truncate the local wall time.
-    ValueError for an unknown zone or interval, or more than MAX_BUCKETS buckets.
+    about 6x cheaper per row than `date_trunc` on a shifted timestamp. ValueError for an unknown
+    zone or interval, or more than MAX_BUCKETS buckets.
     """
     zone = resolve_zone(timezone)
     if interval is None:
@@ -218,19 +210,9 @@ def plan_buckets(start: datetime, end: datetime, interval: str | None, timezone:
             f"too many buckets: about {math.ceil(estimate):,} {interval}s; at most {MAX_BUCKETS:,}"
         )
     changes = _transitions(zone, start, end)
-    offset_sql, offset_values = _offset_sql(changes)
-    shifted = offset_values != [0]
-    local_sql = f"(epoch_us(ts) + {offset_sql})" if shifted else "epoch_us(ts)"
-    local_values = offset_values if shifted else []
     keys: list[Any] = []
     labels: list[str] = []
     if interval in _SUB_DAY:
-        width = _WIDTH_US[interval]
-        key_sql = f"{local_sql} // {width} * {width}"
-        key_values = list(local_values)
-        if shifted:
-            key_sql += f" - {offset_sql}"
-            key_values += offset_values
 
         def key_of(instant: datetime) -> datetime:
             offset = _offset(zone, instant)
@@ -239,29 +221,22 @@ def plan_buckets(start: datetime, end: datetime, interval: str | None, timezone:
         step = _FIXED[interval]
         key = key_of(start)
         while key <= end and len(keys) <= MAX_BUCKETS:
-            keys.append(_us(key))
+            keys.append(epoch_us(key))
             labels.append(_label(key, zone))
             following = key_of(key + step)
             key = following if following > key else key + step
     else:
-        key_values = list(local_values)
-        if interval == "day":
-            key_sql = f"{local_sql} // {_DAY_US}"
-        elif interval == "week":
-            key_sql = f"({local_sql} // {_DAY_US} + 3) // 7"  # 1970-01-01 was a Thursday
-        else:
-            key_sql = f"date_trunc('{interval}', make_timestamp({local_sql}))"
         local = _truncate(start + _offset(zone, start), interval)
         last = _truncate(end + _offset(zone, end), interval)
         while local <= last and len(keys) <= MAX_BUCKETS:
             if interval == "day":
-                keys.append((local - _EPOCH).days)
+                keys.append((local - EPOCH).days)
             elif interval == "week":
-                keys.append(((local - _EPOCH).days + 3) // 7)
+                keys.append(((local - EPOCH).days + 3) // 7)  # 1970-01-01 was a Thursday
             else:
                 keys.append(local)
             labels.append(_label(_local_start_utc(local, zone), zone))
             local = _next_local(local, interval)
     if len(keys) > MAX_BUCKETS:
         raise ValueError(f"too many buckets: more than {MAX_BUCKETS:,} {interval}s")
-    return BucketPlan(interval, timezone, keys, labels, key_sql, key_values)
+    return BucketPlan(interval, timezone, keys, labels, changes)

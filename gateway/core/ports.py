@@ -1,0 +1,127 @@
+"""What the core needs from storage, as `typing.Protocol`s (`storage/duckdb/` implements them).
+
+The core and the commands see only these; the composition root picks the implementation. Every
+reader promises read-your-writes: a read sees every record submitted before it was called, so a
+handler never waits for the writer itself.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.core.buckets import BucketPlan
+from gateway.core.records import (
+    EndpointPage,
+    KeyedCounts,
+    Org,
+    Session,
+    StatusCounts,
+    TimeStats,
+    UsageFilter,
+    UsageRecord,
+)
+
+__all__ = [
+    "AlreadyExists",
+    "Provisioning",
+    "ProvisioningError",
+    "Sessions", "UsageAnalytics", "UsageReader", "UsageSink"]
+
+
+class UsageSink(Protocol):
+    """Where the dispatcher puts one record per call. `submit` never blocks on the database."""
+
+    def submit(self, record: UsageRecord) -> int:
+        """Queue a record; returns its sequence number."""
+        ...
+
+    @property
+    def submitted(self) -> int: ...
+
+    @property
+    def backlog(self) -> int:
+        """Records submitted but not yet durable."""
+        ...
+
+    async def wait_visible(self, sequence: int | None = None) -> None:
+        """Wait until every record up to `sequence` (default: all so far) is durable and visible.
+
+        The dispatcher uses it for durable replies and as back-pressure when the backlog is long.
+        """
+        ...
+
+
+class UsageReader(Protocol):
+    """Listings of the usage log (read-your-writes)."""
+
+    async def list(
+        self, usage_filter: UsageFilter, *, offset: int, limit: int
+    ) -> tuple[int, list[UsageRecord]]:
+        """The total count and one page, newest first, ties broken by id."""
+        ...
+
+    async def get(self, usage_filter: UsageFilter, record_id: str) -> UsageRecord | None: ...
+
+
+class UsageAnalytics(Protocol):
+    """Aggregates over the usage log (read-your-writes); lists are aligned with `plan.keys`."""
+
+    async def activity(self, usage_filter: UsageFilter, plan: BucketPlan) -> list[int]: ...
+
+    async def statuses(self, usage_filter: UsageFilter, plan: BucketPlan) -> list[StatusCounts]: ...
+
+    async def times(self, usage_filter: UsageFilter, plan: BucketPlan) -> list[TimeStats | None]: ...
+
+    async def by_key(
+        self, usage_filter: UsageFilter, plan: BucketPlan, dimension: str, top: int | None
+    ) -> KeyedCounts:
+        """Counts per bucket of `dimension` (service, command, who, org); with `top`, the keys
+        beyond the window's `top` busiest are summed per bucket in `other`."""
+        ...
+
+    async def endpoints(self, usage_filter: UsageFilter, *, offset: int, limit: int) -> EndpointPage:
+        ...
+
+
+class Sessions(Protocol):
+    """Authentication and sessions; tokens are handed out once and stored only as digests."""
+
+    async def authenticate_user(
+        self, email: str, password: str, ttl: int
+    ) -> tuple[Session, str] | None: ...
+
+    async def authenticate_thing(
+        self, app_id: str, app_token: str, thing_key: str, ttl: int
+    ) -> tuple[Session, str] | None: ...
+
+    async def resolve(self, token: str) -> Session | None:
+        """The live session for `token`, its expiry slid forward; None if unknown or expired."""
+        ...
+
+    async def touch(self, session: Session) -> bool:
+        """Whether `session` is still alive; if so its expiry slides forward."""
+        ...
+
+    async def end(self, token: str) -> None: ...
+
+
+class Provisioning(Protocol):
+    """Orgs, users and applications (the admin CLI)."""
+
+    def create_org(self, org_key: str, name: str | None = None) -> Org: ...
+
+    def create_user(self, email: str, org_key: str, password: str, role: str = "user") -> Org: ...
+
+    def create_app(self, org_key: str, name: str) -> tuple[str, str]:
+        """`(appId, appToken)`: the token is shown once and stored only as a digest."""
+        ...
+
+    def org_by_key(self, org_key: str) -> Org | None: ...
+
+
+class ProvisioningError(ValueError):
+    """A provisioning request that cannot be carried out (unknown org, bad role...)."""
+
+
+class AlreadyExists(ProvisioningError):
+    """The org, user or application exists already."""

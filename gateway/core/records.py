@@ -1,0 +1,196 @@
+"""The data the core and its ports exchange: usage records, filters, sessions, analytics rows.
+
+Plain data only: no SQL, no wire names. Storage fills these from its tables; the commands'
+presenters turn them into TR50 JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+__all__ = [
+    "EndpointPage",
+    "EndpointStats",
+    "KeyedCounts",
+    "Org",
+    "RecordIds",
+    "Session",
+    "StatusCounts",
+    "TimeStats",
+    "UsageFilter",
+    "UsageRecord",
+]
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """One logged call (SPEC §3); `ts` is naive UTC, `exec_time` nanoseconds."""
+
+    id: str
+    ts: datetime
+    exec_time: int
+    processed_by: str
+    org_id: str
+    org_key: str
+    whoami: str
+    service: str
+    command: str
+    success: bool
+    error_code: int | None
+    transport: str
+    client_id: str
+    remote_addr: str
+    request: str
+    response: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFilter:
+    """Which records a listing may see and wants.
+
+    `org_id` and `caller` are the session's scope (`org_id=None`: every org; `caller`: a thing's
+    own key); the other fields are what the caller asked for. Times are naive UTC, inclusive.
+    """
+
+    org_id: str | None = None
+    caller: str | None = None
+    whoami: str | None = None
+    service: str | None = None
+    command: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    failed_only: bool = False
+    search_text: str | None = None
+    remote_addr: str | None = None
+    client_id: str | None = None
+    transport: str | None = None
+
+
+class RecordIds:
+    """UUIDv7 strings, strictly increasing within one generator so ties in `ts` page stably.
+
+    The composition root owns one per process; ids need uniqueness, not secrecy, so a PRNG seeded
+    from the OS (about 20x cheaper than os.urandom per id) fills the random bits.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._random = random.Random(os.urandom(16))  # noqa: S311 - uniqueness, not secrecy
+        self._last_ms = 0
+        self._counter = 0
+
+    def new(self, now_ms: int | None = None) -> str:
+        ms = int(time.time() * 1000) if now_ms is None else now_ms
+        with self._lock:
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                counter = self._counter + 1
+                if counter > 0xFFF:
+                    ms += 1
+                    counter = 0
+            else:
+                counter = 0
+            self._last_ms, self._counter = ms, counter
+            random_bits = self._random.getrandbits(62)
+        value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | random_bits
+        text = f"{value:032x}"
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    org_id: str
+    org_key: str
+    name: str
+
+
+@dataclass(slots=True)
+class Session:
+    """A live session as the core sees it; the token itself is never stored, only its hash."""
+
+    token_hash: str
+    org_id: str
+    org_key: str
+    kind: str  # "user" or "thing"
+    subject: str  # the user's email or the thing key
+    role: str  # a user role, or "thing"
+    app_id: str
+    ttl_seconds: int
+    start_time: datetime
+    last_accessed: datetime
+    stored_access: datetime = field(repr=False, default=datetime.min)
+    ended: bool = False
+
+    @property
+    def whoami(self) -> str:
+        return self.subject
+
+    @property
+    def is_thing(self) -> bool:
+        return self.kind == "thing"
+
+    @property
+    def has_super_ops(self) -> bool:
+        return self.role == "super-ops"
+
+    @property
+    def has_org_admin(self) -> bool:
+        return self.role in ("org-admin", "super-ops")
+
+    def expires_at(self) -> datetime:
+        return self.last_accessed + timedelta(seconds=self.ttl_seconds)
+
+
+# -- analytics rows: one per bucket of a BucketPlan, in its order --------------------------------
+@dataclass(frozen=True, slots=True)
+class StatusCounts:
+    count: int
+    success: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeStats:
+    """Execution times of one bucket's calls, in nanoseconds."""
+
+    count: int
+    min: float
+    max: float
+    avg: float
+    p50: float
+    p95: float
+    p99: float
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedCounts:
+    """Counts per bucket and key; `keys` most calls first. `per_bucket[i]` holds bucket i's
+    counts of the shown keys, `other[i]` the sum of the keys beyond the top ones."""
+
+    keys: list[str]
+    per_bucket: list[dict[str, int]]
+    other: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStats:
+    """One endpoint (a full command name) over a window; times in nanoseconds."""
+
+    name: str
+    hits: int
+    success: int
+    last_hit: datetime
+    avg: float
+    min: float
+    max: float
+    p95: float
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointPage:
+    count: int
+    rows: list[EndpointStats]

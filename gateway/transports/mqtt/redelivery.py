@@ -1,0 +1,56 @@
+"""Which QoS 1 requests were answered or are being handled: pure memory, no I/O.
+
+A request answered but whose acknowledgement was lost with the connection comes back with the
+DUP flag and the same packet id after a reconnect. Such a duplicate of a request this process
+already answered is acknowledged without being run or logged again; one still being handled is
+left to its first copy (it would otherwise run twice when the link drops and returns
+mid-request). A request is recognised by its packet id, topic and a digest of its payload.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections import OrderedDict
+
+__all__ = ["REMEMBERED", "Redeliveries", "RequestId", "Verdict"]
+
+REMEMBERED = 50_000  # answered QoS 1 requests kept to recognise redeliveries (~6 MB)
+
+RequestId = tuple[int, str, bytes]
+
+
+class Verdict(enum.Enum):
+    NEW = "new"  # run it
+    IN_PROGRESS = "in progress"  # a redelivery of a request still being handled: drop it
+    ANSWERED = "answered"  # a redelivery of an answered request: acknowledge it only
+
+
+class Redeliveries:
+    def __init__(self, remembered: int = REMEMBERED) -> None:
+        self._remembered = remembered
+        self._answered: OrderedDict[RequestId, None] = OrderedDict()
+        self._in_progress: set[RequestId] = set()
+
+    @staticmethod
+    def request_id(packet_id: int, topic: str, payload: bytes) -> RequestId:
+        return packet_id, topic, hashlib.blake2b(payload, digest_size=16).digest()
+
+    def arrived(self, request: RequestId, *, dup: bool) -> Verdict:
+        """Classify an arriving QoS 1 request; a NEW one is marked in progress."""
+        if dup and request in self._in_progress:
+            return Verdict.IN_PROGRESS
+        if dup and request in self._answered:
+            return Verdict.ANSWERED
+        self._in_progress.add(request)
+        return Verdict.NEW
+
+    def answered(self, request: RequestId) -> None:
+        """Its reply is published and it is acknowledged."""
+        self._answered[request] = None
+        if len(self._answered) > self._remembered:
+            self._answered.popitem(last=False)
+
+    def finished(self, request: RequestId) -> None:
+        """Handled, answered or not: a later redelivery must not be ignored as in progress."""
+        self._in_progress.discard(request)

@@ -1,0 +1,190 @@
+"""TR50 over MQTT: the glue between an `MqttLink` and the dispatcher.
+
+Envelopes of one namespace are handled in order. QoS 1 requests are acknowledged only after
+their reply is published, and the link keeps a persistent session, so requests that wait in the
+broker while the gateway is away are answered when it returns; redelivered duplicates are
+recognised (`Redeliveries`). On stop, the gateway stops taking requests, finishes those in
+flight, writes out their replies and acknowledgements, and only then disconnects; what it did
+not take waits in its broker session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+
+from gateway.core.codec import encode
+from gateway.core.context import Connection
+from gateway.core.dispatcher import Dispatcher
+from gateway.core.errors import MalformedEnvelope, PayloadTooLarge, TR50Error, failure
+from gateway.transports.mqtt.link import Message, MqttLink, MqttTarget
+from gateway.transports.mqtt.redelivery import Redeliveries, RequestId, Verdict
+from gateway.transports.mqtt.routing import Route, reply_route, response_topic
+
+__all__ = ["MqttTransport"]
+
+logger = logging.getLogger("tr50gw.mqtt")
+
+
+class MqttTransport:
+    name = "mqtt"
+    port = None  # a client, not a listener
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        target: MqttTarget,
+        *,
+        client_id: str,
+        classic: bool,
+        shared_group: str,
+        max_payload: int,
+        max_reply: int = 1_000_000,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._classic = classic
+        self._max_payload = max_payload
+        self._max_reply = max_reply
+        prefix = f"$share/{shared_group}/" if shared_group else ""
+        # `api/#` also matches bare `api`; subscribing to both would deliver a bare-`api` request
+        # twice under MQTT v5 (one copy per matching subscription).
+        self.link = MqttLink(
+            target,
+            client_id=client_id,
+            subscriptions=[(prefix + topic, 1) for topic in ("api/#", "apiz/#")],
+            on_message=self._on_message,
+            description="classic mode" if classic else "isolated mode",
+        )
+        self._connections: dict[str, Connection] = {}
+        self._tails: dict[str, asyncio.Task[None]] = {}
+        self._redeliveries = Redeliveries()
+        self._draining = False
+
+    @property
+    def connected(self) -> asyncio.Event:
+        """Set while the link to the broker is up."""
+        return self.link.connected
+
+    async def start(self) -> None:
+        self.link.start()
+
+    async def stop(self) -> None:
+        self._draining = True
+        while self._tails:  # requests in flight finish and publish their replies
+            await asyncio.gather(*self._tails.values(), return_exceptions=True)
+        await self.link.close()
+        logger.info("mqtt stopped")
+
+    # -- on the event loop, for every message ----------------------------------------------------
+    def _on_message(self, message: Message) -> None:
+        if self._draining:
+            return  # not acknowledged: the broker keeps it for our session's next connection
+        request: RequestId | None = None
+        if message.qos:
+            request = Redeliveries.request_id(message.packet_id, message.topic, message.payload)
+            verdict = self._redeliveries.arrived(request, dup=message.dup)
+            if verdict is Verdict.IN_PROGRESS:
+                # Redelivered while the first copy is still being handled (the link dropped and
+                # came back meanwhile): that copy will answer and acknowledge it.
+                return
+            if verdict is Verdict.ANSWERED:
+                logger.info(
+                    "mqtt: redelivered request %d on %s already answered",
+                    message.packet_id,
+                    message.topic,
+                )
+                self.link.ack(message.packet_id, message.qos)
+                return
+        route = reply_route(message.topic)
+        if route is None:  # not one of ours (cannot happen with our subscriptions)
+            if request is not None:
+                self._redeliveries.finished(request)
+            self.link.ack(message.packet_id, message.qos)
+            return
+        key = route.namespace
+        previous = self._tails.get(key)
+        task = asyncio.create_task(self._process(message, route, previous, request))
+        self._tails[key] = task
+        task.add_done_callback(lambda done: self._forget_tail(key, done))
+
+    def _forget_tail(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    def _connection_for(self, route: Route) -> Connection:
+        if self._classic or not route.namespace:
+            return Connection(transport="mqtt", client_id=route.namespace)
+        connection = self._connections.get(route.namespace)
+        if connection is None:
+            connection = Connection(
+                transport="mqtt", client_id=route.namespace, binds_sessions=True
+            )
+            self._connections[route.namespace] = connection
+        return connection
+
+    def _unpack(self, message: Message, route: Route) -> bytes | TR50Error:
+        if not route.compressed:
+            return bytes(message.payload)
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(message.payload, self._max_payload + 1)
+        except zlib.error:
+            return MalformedEnvelope("malformed envelope: apiz payload is not zlib data")
+        if len(data) > self._max_payload or inflater.unconsumed_tail:
+            return PayloadTooLarge(f"payload too large: inflates beyond {self._max_payload} bytes")
+        return data
+
+    @staticmethod
+    def _wire(route: Route, reply: bytes) -> bytes:
+        """A reply as published: zlib-compressed on `replyz`."""
+        return zlib.compress(reply) if route.compressed else reply
+
+    async def _process(
+        self,
+        message: Message,
+        route: Route,
+        previous: asyncio.Task[None] | None,
+        request: RequestId | None,
+    ) -> None:
+        """`request`: the QoS 1 request's identity, computed once when it arrived."""
+        try:
+            await self._answer(message, route, previous, request)
+        finally:  # answered or not, a later redelivery must not be ignored as "in progress"
+            if request is not None:
+                self._redeliveries.finished(request)
+
+    async def _answer(
+        self,
+        message: Message,
+        route: Route,
+        previous: asyncio.Task[None] | None,
+        request: RequestId | None,
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        connection = self._connection_for(route)
+        payload = self._unpack(message, route)
+        if isinstance(payload, TR50Error):
+            reply = self._wire(route, await self._dispatcher.reject(connection, payload))
+        else:
+            reply = self._wire(route, await self._dispatcher.handle(payload, connection))
+        topic, correlation = route.reply_topic, None
+        wanted = response_topic(message.response_topic, route, classic=self._classic)
+        if wanted is not None:
+            topic, correlation = wanted, message.correlation_data
+        if len(reply) > self._max_reply:
+            # The broker would drop the connection over it, and the unacknowledged request would
+            # come back on reconnect, forever; answer -90011 instead.
+            logger.warning(
+                "mqtt reply of %d bytes on %s exceeds %d", len(reply), topic, self._max_reply
+            )
+            too_large = PayloadTooLarge(
+                f"payload too large: the reply has {len(reply)} bytes, MQTT allows "
+                f"{self._max_reply}; ask for less (a smaller limit)"
+            )
+            reply = self._wire(route, encode(failure(too_large.code, too_large.message)))
+        self.link.publish(topic, reply, qos=min(message.qos, 1), correlation_data=correlation)
+        if request is not None:
+            self.link.ack(message.packet_id, message.qos)
+            self._redeliveries.answered(request)

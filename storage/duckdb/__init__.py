@@ -1,0 +1,53 @@
+"""The ports of `gateway.core.ports` over one DuckDB file: all of tr50gw's SQL lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from storage.duckdb.analytics import UsageAggregates
+from storage.duckdb.compaction import Compactor
+from storage.duckdb.database import Database, DatabaseLocked
+from storage.duckdb.identity import IdentityStore
+from storage.duckdb.usage import UsageQueries, UsageWriter
+
+__all__ = ["DatabaseLocked", "DuckDBStorage"]
+
+
+class DuckDBStorage:
+    """One open DuckDB file and the port implementations over it; `close` stops its threads.
+
+    `usage` is the sink (its writer thread), `reader` and `analytics` the read ports, `identity`
+    both `Sessions` and `Provisioning`; with `compact_interval` > 0, a compactor thread re-sorts
+    finished days.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        clock: Callable[[], datetime],
+        *,
+        memory_limit: str | None = None,
+        flush_interval: float = 0.05,
+        compact_interval: float = 0,
+    ) -> None:
+        self.database = Database(path, memory_limit=memory_limit)
+        self.usage = UsageWriter(self.database, flush_interval=flush_interval)
+        self.reader = UsageQueries(self.database, self.usage)
+        self.analytics = UsageAggregates(self.database, self.usage)
+        self.identity = IdentityStore(self.database, clock)
+        self.compactor = (
+            Compactor(self.database, clock, interval=compact_interval)
+            if compact_interval > 0
+            else None
+        )
+
+    def close(self) -> None:
+        """Stop compacting, commit every submitted record, close the file (blocking)."""
+        try:
+            if self.compactor is not None:
+                self.compactor.close()
+            self.usage.close()
+        finally:
+            self.database.close()
