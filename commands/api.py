@@ -1,8 +1,8 @@
 """The `api` service: api.authenticate, with its brute-force guard.
 
-The guard (`gateway.core.ratelimit.FailedLogins`, one per process in `Services`) counts failed logins
-under two keys per attempt: the login subject (the username, case-folded; for a thing the appId
-together with the thingKey, so one device with a stale token cannot lock out its whole fleet,
+The guard (`gateway.core.ratelimit.FailedLogins`, one per process in `Services`) counts failed
+logins under two keys per attempt: the login subject (the username, case-folded; for a thing the
+appId together with the thingKey, so one device with a stale token cannot lock out its whole fleet,
 while guessing a 256-bit appToken is hopeless anyway) and the client (an isolated-mode MQTT
 namespace, which the broker's ACL ties to the MQTT client id, or the socket peer address for
 WebSocket and HTTP). Once either key has `auth_max_failures` failures within
@@ -33,6 +33,7 @@ from gateway.core.registry import Command
 __all__ = ["COMMANDS", "AuthenticateParams", "authenticate", "login_keys"]
 
 logger = logging.getLogger("tr50gw.auth")
+
 
 class AuthenticateParams(BaseModel):
     """Either `{username, password}` (a user) or `{appId, appToken, thingKey}` (a thing)."""

@@ -138,9 +138,7 @@ def breakdown(plan: BucketPlan, dimension: str, keyed: KeyedCounts) -> dict[str,
 
 
 def history(plan: BucketPlan, keyed: KeyedCounts) -> dict[str, Any]:
-    counters = {
-        key: [counts.get(key, 0) for counts in keyed.per_bucket] for key in keyed.keys
-    }
+    counters = {key: [counts.get(key, 0) for counts in keyed.per_bucket] for key in keyed.keys}
     total = sum(sum(series) for series in counters.values())
     return {"counters": counters, "total": total, "ts": list(plan.labels)}
 

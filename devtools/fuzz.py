@@ -44,12 +44,11 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.core import codec
 from gateway.app import Assembly, assemble
+from gateway.core import codec
 from gateway.core.context import Connection
+from gateway.core.records import Session, UsageRecord
 from gateway.settings import Settings
-from gateway.core.records import Session
-from gateway.core.records import UsageRecord
 
 __all__ = ["FUZZ_LIMITS", "Finding", "Report", "main", "run"]
 

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.core.records import Org
-from gateway.core.records import RecordIds, UsageRecord
+from gateway.core.records import Org, RecordIds, UsageRecord
 from tests.harness import Clock, Harness
 
 RECORD_IDS = RecordIds()

@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 
+from gateway.core.records import Org, RecordIds, UsageRecord
 from storage.duckdb.compaction import compact_due, due_days
-from gateway.core.records import Org
-from gateway.core.records import RecordIds, UsageRecord
 from tests.harness import Clock, Harness
 from tests.support import PASSWORD, GatewayThread, Tenants, provision
 

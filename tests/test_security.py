@@ -38,8 +38,6 @@ from gateway.core.context import Connection
 from gateway.core.records import RecordIds, UsageRecord
 from tests.harness import Clock, Harness
 from tests.support import (
-
-RECORD_IDS = RecordIds()
     PASSWORD,
     GatewayThread,
     MqttClient,
@@ -47,6 +45,8 @@ RECORD_IDS = RecordIds()
     provision,
     ws_client,
 )
+
+RECORD_IDS = RecordIds()
 
 NOW = datetime(2027, 1, 1, 0, 30, 0)  # the gateway's own records land here, after every window
 MATRIX_DAY = datetime(2026, 5, 1)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from storage.duckdb.database import Database
 from devtools.synthetic import COMMANDS, generate_usage, stored_summary
+from storage.duckdb.database import Database
 from tests.harness import Clock, Harness
 
 ROWS = 20_000

@@ -21,10 +21,10 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
+    "EPOCH",
     "INTERVALS",
     "MAX_AUTO_BUCKETS",
     "MAX_BUCKETS",
-    "EPOCH",
     "BucketPlan",
     "choose_interval",
     "epoch_us",

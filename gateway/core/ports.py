@@ -25,7 +25,11 @@ __all__ = [
     "AlreadyExists",
     "Provisioning",
     "ProvisioningError",
-    "Sessions", "UsageAnalytics", "UsageReader", "UsageSink"]
+    "Sessions",
+    "UsageAnalytics",
+    "UsageReader",
+    "UsageSink",
+]
 
 
 class UsageSink(Protocol):
@@ -70,7 +74,9 @@ class UsageAnalytics(Protocol):
 
     async def statuses(self, usage_filter: UsageFilter, plan: BucketPlan) -> list[StatusCounts]: ...
 
-    async def times(self, usage_filter: UsageFilter, plan: BucketPlan) -> list[TimeStats | None]: ...
+    async def times(
+        self, usage_filter: UsageFilter, plan: BucketPlan
+    ) -> list[TimeStats | None]: ...
 
     async def by_key(
         self, usage_filter: UsageFilter, plan: BucketPlan, dimension: str, top: int | None
@@ -79,8 +85,9 @@ class UsageAnalytics(Protocol):
         beyond the window's `top` busiest are summed per bucket in `other`."""
         ...
 
-    async def endpoints(self, usage_filter: UsageFilter, *, offset: int, limit: int) -> EndpointPage:
-        ...
+    async def endpoints(
+        self, usage_filter: UsageFilter, *, offset: int, limit: int
+    ) -> EndpointPage: ...
 
 
 class Sessions(Protocol):

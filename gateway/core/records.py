@@ -80,7 +80,7 @@ class RecordIds:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._random = random.Random(os.urandom(16))  # noqa: S311 - uniqueness, not secrecy
+        self._random = random.Random(os.urandom(16))
         self._last_ms = 0
         self._counter = 0
 

@@ -61,7 +61,9 @@ class HttpTransport:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            error = PayloadTooLarge(f"payload too large: more than {self._max_body} bytes, not read")
+            error = PayloadTooLarge(
+                f"payload too large: more than {self._max_body} bytes, not read"
+            )
             reply = await self._dispatcher.reject(connection, error)
         else:
             reply = await self._dispatcher.handle(body, connection)

@@ -66,10 +66,12 @@ class UsageAggregates:
     ) -> KeyedCounts:
         return await self._run(self.by_key_sync, usage_filter, plan, dimension, top)
 
-    async def endpoints(self, usage_filter: UsageFilter, *, offset: int, limit: int) -> EndpointPage:
+    async def endpoints(
+        self, usage_filter: UsageFilter, *, offset: int, limit: int
+    ) -> EndpointPage:
         return await self._run(self.endpoints_sync, usage_filter, offset=offset, limit=limit)
 
-    # -- the queries, on the calling thread ---------------------------------------------------------
+    # -- the queries, on the calling thread -------------------------------------------------------
     def _grouped(
         self, usage_filter: UsageFilter, plan: BucketPlan, aggregates: str
     ) -> dict[Any, tuple[Any, ...]]:
@@ -143,9 +145,7 @@ class UsageAggregates:
             other=[other.get(bucket, 0) for bucket in plan.keys],
         )
 
-    def endpoints_sync(
-        self, usage_filter: UsageFilter, *, offset: int, limit: int
-    ) -> EndpointPage:
+    def endpoints_sync(self, usage_filter: UsageFilter, *, offset: int, limit: int) -> EndpointPage:
         where_sql, values = where(usage_filter)
         sql = (
             "WITH grouped AS (SELECT service, command, count(*) AS hits,"  # noqa: S608

@@ -146,14 +146,15 @@ class MqttLink:
         sock = self._client.socket()
         return sock if isinstance(sock, socket.socket) else None
 
-    async def close(self, timeout: float = 5.0) -> None:
-        """Stop reconnecting, write out what is queued (replies, acks), then disconnect."""
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop reconnecting, write out what is queued (replies, acks), then disconnect; each
+        step waits at most `grace` seconds."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._stopping = True
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + grace
         while self.connected.is_set() and self._client.want_write():
             if time.monotonic() > deadline:
                 break
@@ -161,7 +162,7 @@ class MqttLink:
         if self.connected.is_set():
             self._client.disconnect()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), timeout)
+                await asyncio.wait_for(self._lost.wait(), grace)
 
     # -- paho callbacks: on the loop thread, except socket ones during the executor's connect ---
     def _in_loop(self, callback: Any, *args: Any) -> None:
@@ -226,7 +227,7 @@ class MqttLink:
         self._on_message_cb(
             Message(
                 topic=message.topic,
-                payload=message.payload,
+                payload=bytes(message.payload),
                 qos=message.qos,
                 dup=bool(message.dup),
                 packet_id=message.mid,
