@@ -221,9 +221,10 @@ async def listing(h: Harness, sid: str, **params: Any) -> dict[str, Any]:
 
 
 async def test_usage_api_list_pages_the_generated_log(
-    harness: tuple[Harness, dict[str, Any]], cursor: Any
+    harness: tuple[Harness, dict[str, Any]],
 ) -> None:
     h, summary = harness
+    cursor = h.database.cursor()  # the gateway's own connection: one configuration per file
     busiest = summary["busy_callers"][0]
     org_id = busiest["orgId"]
     admin = await h.login("admin@synthetic.test", PW)
