@@ -370,7 +370,9 @@ async def test_timestamps_beyond_the_datetime_range_are_not_internal_errors(
     for command in ("usage.api.list", "usage.api.activity"):
         reply = await harness.as_session(sid, x={"command": command, "params": {"start": start}})
         outcome = reply["x"]
-        assert outcome["success"] is True or outcome["errorCodes"] == [-90002], (command, outcome)
+        assert outcome["success"] is False, (command, outcome)
+        assert outcome["errorCodes"] == [-90002], (command, outcome)
+        assert f"start: Value error, bad timestamp {start!r}" in outcome["errorMessages"][0]
 
 
 @pytest.mark.parametrize(
@@ -395,7 +397,9 @@ async def test_analytics_windows_at_the_edge_of_time_are_not_internal_errors(
     for command in ("usage.api.activity", "usage.api.times", "usage.api.history"):
         reply = await harness.as_session(sid, x={"command": command, "params": params})
         outcome = reply["x"]
-        assert outcome["success"] is True or outcome["errorCodes"] == [-90002], (command, outcome)
+        assert outcome["success"] is False, (command, outcome)
+        assert outcome["errorCodes"] == [-90002], (command, outcome)
+        assert "out of range: 1970 to 9000" in outcome["errorMessages"][0], (command, outcome)
 
 
 async def test_a_str_payload_with_lone_surrogates_loses_no_record(harness: Harness) -> None:
@@ -432,6 +436,8 @@ async def test_an_analytics_window_of_millennia_does_not_block_the_gateway(
     outcome = (await call)["x"]
     took = time.perf_counter() - started
     assert ping == {"p": {"success": True}}
-    assert outcome["success"] is True or outcome["errorCodes"] == [-90002], outcome
+    assert outcome["success"] is False, outcome
+    assert outcome["errorCodes"] == [-90002], outcome
+    assert outcome["errorMessages"] == ["invalid params: the window is longer than 100 years"]
     assert blocked < 1.0, f"the event loop was blocked for {blocked:.1f} s"
     assert took < 5.0, f"one analytics call took {took:.1f} s"
