@@ -1,15 +1,16 @@
-"""Time buckets in a time zone: the plan one analytics query groups by.
+"""Time buckets in a time zone: the plan an analytics query groups by (pure; no SQL here).
 
-DuckDB can bucket in a zone (`time_bucket(..., timestamptz, zone)`), but it converts every row
-through ICU: 240 ms for 1.3M rows here. A window only ever spans a handful of UTC-offset changes,
-so the plan finds them once, with `zoneinfo`, and the query shifts each row by a piecewise
-constant offset (a `CASE` over the transition instants) before truncating it: plain arithmetic.
+A window only ever spans a handful of UTC-offset changes, so the plan finds them once, with
+`zoneinfo`, and a storage can shift each row by a piecewise constant offset before truncating it:
+plain arithmetic instead of a per-row zone conversion (`storage.duckdb.bucketing` turns the plan
+into SQL).
 
-Bucket keys, as the query returns them and the plan lists them:
-- intervals shorter than a day: the bucket's first instant in UTC (`date_trunc` of the local time,
-  shifted back by the row's own offset), so the local hour repeated on an autumn DST night is two
+Bucket keys, as the plan lists them and a query must return them:
+- intervals shorter than a day: the bucket's first instant in UTC (the local truncation, shifted
+  back by the row's own offset), so the local hour repeated on an autumn DST night is two
   buckets and the hour skipped in spring is none;
-- a day or longer: the local wall time the bucket starts at (local midnight), whatever the offset.
+- a day or longer: the local wall time the bucket starts at (local midnight), whatever the offset,
+  as a day or week number for days and weeks.
 """
 
 from __future__ import annotations

@@ -147,44 +147,36 @@ class MqttTransport:
         previous: asyncio.Task[None] | None,
         request: RequestId | None,
     ) -> None:
-        """`request`: the QoS 1 request's identity, computed once when it arrived."""
+        """Answer one request after the namespace's previous one; `request` is the QoS 1
+        request's identity, computed once when it arrived."""
         try:
-            await self._answer(message, route, previous, request)
+            if previous is not None:
+                await asyncio.wait([previous])
+            connection = self._connection_for(route)
+            payload = self._unpack(message, route)
+            if isinstance(payload, TR50Error):
+                reply = self._wire(route, await self._dispatcher.reject(connection, payload))
+            else:
+                reply = self._wire(route, await self._dispatcher.handle(payload, connection))
+            topic, correlation = route.reply_topic, None
+            wanted = response_topic(message.response_topic, route, classic=self._classic)
+            if wanted is not None:
+                topic, correlation = wanted, message.correlation_data
+            if len(reply) > self._max_reply:
+                # The broker would drop the connection over it, and the unacknowledged request would
+                # come back on reconnect, forever; answer -90011 instead.
+                logger.warning(
+                    "mqtt reply of %d bytes on %s exceeds %d", len(reply), topic, self._max_reply
+                )
+                too_large = PayloadTooLarge(
+                    f"payload too large: the reply has {len(reply)} bytes, MQTT allows "
+                    f"{self._max_reply}; ask for less (a smaller limit)"
+                )
+                reply = self._wire(route, encode(failure(too_large.code, too_large.message)))
+            self.link.publish(topic, reply, qos=min(message.qos, 1), correlation_data=correlation)
+            if request is not None:
+                self.link.ack(message.packet_id, message.qos)
+                self._redeliveries.answered(request)
         finally:  # answered or not, a later redelivery must not be ignored as "in progress"
             if request is not None:
                 self._redeliveries.finished(request)
-
-    async def _answer(
-        self,
-        message: Message,
-        route: Route,
-        previous: asyncio.Task[None] | None,
-        request: RequestId | None,
-    ) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])
-        connection = self._connection_for(route)
-        payload = self._unpack(message, route)
-        if isinstance(payload, TR50Error):
-            reply = self._wire(route, await self._dispatcher.reject(connection, payload))
-        else:
-            reply = self._wire(route, await self._dispatcher.handle(payload, connection))
-        topic, correlation = route.reply_topic, None
-        wanted = response_topic(message.response_topic, route, classic=self._classic)
-        if wanted is not None:
-            topic, correlation = wanted, message.correlation_data
-        if len(reply) > self._max_reply:
-            # The broker would drop the connection over it, and the unacknowledged request would
-            # come back on reconnect, forever; answer -90011 instead.
-            logger.warning(
-                "mqtt reply of %d bytes on %s exceeds %d", len(reply), topic, self._max_reply
-            )
-            too_large = PayloadTooLarge(
-                f"payload too large: the reply has {len(reply)} bytes, MQTT allows "
-                f"{self._max_reply}; ask for less (a smaller limit)"
-            )
-            reply = self._wire(route, encode(failure(too_large.code, too_large.message)))
-        self.link.publish(topic, reply, qos=min(message.qos, 1), correlation_data=correlation)
-        if request is not None:
-            self.link.ack(message.packet_id, message.qos)
-            self._redeliveries.answered(request)
