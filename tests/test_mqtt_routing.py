@@ -1,4 +1,4 @@
-"""The pure halves of the MQTT transport: topic routing, response-topic policy, redelivery memory."""
+"""The pure halves of the MQTT transport: topic routing, response topics, redelivery memory."""
 
 from __future__ import annotations
 
