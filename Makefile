@@ -29,7 +29,7 @@ help:
 	@echo "make mosquitto  install mosquitto and mosquitto-clients from apt if missing"
 	@echo "make run        start a local broker and the gateway, print how to connect"
 	@echo "make test       run the whole test suite (real Mosquitto on free ports)"
-	@echo "make lint       ruff check, ruff format --check, mypy"
+	@echo "make lint       ruff check, ruff format --check, lint-imports (layer contracts), mypy"
 	@echo "make bench      run the benchmarks"
 	@echo "make fuzz       >= 100,000 random inputs through the codec and dispatcher (FUZZ_ARGS=...)"
 	@echo "make soak       mixed MQTT + WebSocket load with a broker restart (DURATION=120)"
@@ -67,6 +67,7 @@ test: venv mosquitto
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-logo
 	$(VENV)/bin/mypy
 
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -83,7 +84,7 @@ fuzz: venv
 
 DURATION ?= 120
 soak: venv mosquitto $(BENCH_STAMP)
-	$(VPY) -m devtools.soak --duration $(DURATION) $(SOAK_ARGS)
+	$(VPY) -m bench.soak --duration $(DURATION) $(SOAK_ARGS)
 
 clean:
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +

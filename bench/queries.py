@@ -1,6 +1,6 @@
 """usage.api.list and the usage analytics on a realistic 10M-record log, through the real gateway.
 
-The dataset is `storage.synthetic`'s (50 orgs, 5,000 callers, 40 commands, 2% failures, 30 days)
+The dataset is `devtools.synthetic`'s (50 orgs, 5,000 callers, 40 commands, 2% failures, 30 days)
 in bench/results/usage-10m.duckdb, reused while it is fresh (< 6 h old, same parameters and
 generator version; the `last 24h` cases need data up to about now) and regenerated otherwise.
 An org-admin of the busiest org (the worst case for org-scoped listings; `who` is that org's
@@ -37,10 +37,16 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 from bench.common import RESULTS_DIR, GatewayProcess, Result, percentile, rss_mb
+<<<<<<< HEAD
 from devtools.synthetic import GENERATOR_VERSION, generate_usage, stored_summary
 from gateway.core.ports import AlreadyExists
 from storage.duckdb.database import Database
 from storage.duckdb.identity import IdentityStore
+=======
+from devtools.synthetic import GENERATOR_VERSION, generate_file, stored_file_summary
+from gateway.app import open_provisioning
+from gateway.core.ports import AlreadyExists
+>>>>>>> tools
 
 __all__ = ["FAILED_MARK", "QueryCase", "dataset", "main", "run"]
 
@@ -110,11 +116,7 @@ def dataset(path: Path, rows: int) -> dict[str, Any]:
     """The generator's summary of `path`, generating it first unless it is fresh."""
     parameters = _parameters(rows)
     if path.exists():
-        database = Database(path)
-        try:
-            summary = stored_summary(database)
-        finally:
-            database.close()
+        summary = stored_file_summary(path)
         if _is_fresh(summary, parameters):
             assert summary is not None
             progress(f"queries: reusing {path.name} (generated {summary['generated_at']} UTC)")
@@ -132,11 +134,7 @@ def dataset(path: Path, rows: int) -> dict[str, Any]:
         )
 
     progress(f"queries: generating {rows:,} usage records into {path}")
-    database = Database(path)
-    try:
-        summary = generate_usage(database, progress=report, **parameters)
-    finally:
-        database.close()
+    summary = generate_file(path, progress=report, **parameters)
     size_mb = path.stat().st_size / 2**20
     progress(
         f"queries: {rows:,} rows in {summary['seconds']:.1f} s "
@@ -147,14 +145,13 @@ def dataset(path: Path, rows: int) -> dict[str, Any]:
 
 def _provision(path: Path, org_key: str) -> None:
     """An org-admin of `org_key` and a Super-Ops user (kept when the file is reused)."""
-    database = Database(path)
+    provisioning, close = open_provisioning(path)
     try:
-        identity = IdentityStore(database, lambda: datetime.now(UTC).replace(tzinfo=None))
         for email, role in ((ADMIN, "org-admin"), (OPS, "super-ops")):
             with suppress(AlreadyExists):
-                identity.create_user(email, org_key, PASSWORD, role)
+                provisioning.create_user(email, org_key, PASSWORD, role)
     finally:
-        database.close()
+        close()
 
 
 def _cases(summary: dict[str, Any]) -> tuple[list[QueryCase], dict[str, Any]]:

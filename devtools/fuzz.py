@@ -1,13 +1,13 @@
 """Fuzz the codec and the dispatcher in-process: `python -m devtools.fuzz [--cases N] [--seed S]`.
 
 Every case is one payload (bytes, sometimes str) handed to `codec.decode` and to the full
-`Dispatcher` of `gateway.app.assemble` (the composition root, so the wiring is production's) on a temporary
-DuckDB file, with no transport and no sockets, so 100,000 cases take a couple of minutes. Payloads
-come from a grammar of TR50 envelopes (real and bogus commands, plausible and hostile params,
-`auth` blocks with real sessions, forged ones and logins) and from byte-level mutations of valid
-envelopes, deep nesting, huge numbers, NaN, invalid UTF-8, truncations, oversized payloads and
-envelopes around the command cap. The limits are tightened (`FUZZ_LIMITS`) so that random
-payloads cross them often.
+`Dispatcher` of `gateway.app.assemble` (the composition root, so the wiring is production's) on a
+temporary DuckDB file, with no transport and no sockets, so 100,000 cases take a couple of minutes.
+Payloads come from a grammar of TR50 envelopes (real and bogus commands, plausible and hostile
+params, `auth` blocks with real sessions, forged ones and logins) and from byte-level mutations of
+valid envelopes, deep nesting, huge numbers, NaN, invalid UTF-8, truncations, oversized payloads and
+envelopes around the command cap. The limits are tightened (`FUZZ_LIMITS`) so that random payloads
+cross them often.
 
 A finding is any of: an exception escaping `Dispatcher.handle` or `codec.decode`; a case that
 takes longer than `CASE_TIMEOUT`; a reply that is not JSON or not the TR50 reply the envelope

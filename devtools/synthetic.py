@@ -41,7 +41,15 @@ import duckdb
 from storage.duckdb.compaction import compact_due
 from storage.duckdb.database import Database
 
-__all__ = ["COMMANDS", "GENERATOR_VERSION", "generate_usage", "main", "stored_summary"]
+__all__ = [
+    "COMMANDS",
+    "GENERATOR_VERSION",
+    "generate_file",
+    "generate_usage",
+    "main",
+    "stored_file_summary",
+    "stored_summary",
+]
 
 # Bumped whenever the same parameters would generate different data or a different summary, so
 # that cached datasets (bench/queries.py) are regenerated.
@@ -490,7 +498,7 @@ def generate_usage(
     The rows go in by statements of `chunk_rows` within one transaction (every value depends
     only on the row number, so chunking changes nothing); `progress(done, rows)` is called after
     each, which is how a long generation reports its rate. With `compact`, the finished days are
-    then compacted (storage.compaction) as a running gateway's compactor would have done.
+    then compacted (storage.duckdb.compaction) as a running gateway's compactor would have done.
     """
     if rows < 1 or orgs < 1 or callers < 1 or days < 1 or chunk_rows < 1:
         raise ValueError("rows, orgs, callers, days and chunk_rows must be positive")
@@ -632,9 +640,27 @@ def stored_summary(database: Database) -> dict[str, Any] | None:
     return summary
 
 
+def generate_file(path: Path, **parameters: Any) -> dict[str, Any]:
+    """`generate_usage` into the DuckDB file at `path` (created if missing), then close it."""
+    database = Database(path)
+    try:
+        return generate_usage(database, **parameters)
+    finally:
+        database.close()
+
+
+def stored_file_summary(path: Path) -> dict[str, Any] | None:
+    """`stored_summary` of the DuckDB file at `path` (the file is opened and closed again)."""
+    database = Database(path)
+    try:
+        return stored_summary(database)
+    finally:
+        database.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m storage.synthetic",
+        prog="python -m devtools.synthetic",
         description="Fill a DuckDB file's usage_log with a realistic synthetic dataset.",
     )
     parser.add_argument("--db", type=Path, required=True, help="DuckDB file (created if missing)")
@@ -655,22 +681,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate = done / (time.perf_counter() - started)
         print(f"{done:,}/{total:,} rows ({rate:,.0f} rows/s)", file=sys.stderr, flush=True)
 
-    database = Database(args.db)
-    try:
-        summary = generate_usage(
-            database,
-            rows=args.rows,
-            orgs=args.orgs,
-            callers=args.callers,
-            commands=args.commands,
-            failure_rate=args.failure_rate,
-            days=args.days,
-            end=args.end,
-            seed=args.seed,
-            progress=report,
-        )
-    finally:
-        database.close()
+    summary = generate_file(
+        args.db,
+        rows=args.rows,
+        orgs=args.orgs,
+        callers=args.callers,
+        commands=args.commands,
+        failure_rate=args.failure_rate,
+        days=args.days,
+        end=args.end,
+        seed=args.seed,
+        progress=report,
+    )
     size_mb = args.db.stat().st_size / 2**20
     summary["file_mb"] = round(size_mb, 1)
     json.dump(summary, sys.stdout, indent=2)

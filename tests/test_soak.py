@@ -1,6 +1,6 @@
 """`make soak` in small: a short run through a broker restart answers and logs every request once.
 
-The real thing (devtools/soak.py) with 30 clients for 12 s instead of 300 for minutes: its own
+The real thing (bench/soak.py) with 30 clients for 12 s instead of 300 for minutes: its own
 Mosquitto, a `tr50gw serve` subprocess, load processes, the broker restarted halfway, and the
 usage log read back afterwards.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools import soak
+from bench import soak
 
 
 def test_short_soak_loses_and_doubles_nothing(

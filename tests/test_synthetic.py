@@ -1,4 +1,4 @@
-"""storage.synthetic: the generated usage log keeps its contract, and usage.api.list can page it."""
+"""devtools.synthetic: the generated log keeps its contract, and usage.api.list can page it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from devtools.synthetic import COMMANDS, generate_usage, stored_summary
+from devtools.synthetic import (
+    COMMANDS,
+    generate_file,
+    generate_usage,
+    stored_file_summary,
+    stored_summary,
+)
 from storage.duckdb.database import Database
 from tests.harness import Clock, Harness
 
@@ -27,11 +33,7 @@ WHOAMI = re.compile(r"thing-\d{4}|user\d+@org\d+\.example")
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     path = tmp_path_factory.mktemp("synthetic") / "usage.duckdb"
-    database = Database(path)
-    try:
-        summary = generate_usage(database, rows=ROWS, end=END, seed=7, compact=False)
-    finally:
-        database.close()
+    summary = generate_file(path, rows=ROWS, end=END, seed=7, compact=False)
     return path, summary
 
 
@@ -195,6 +197,8 @@ def test_deterministic_for_a_seed_and_summary_is_stored(
         assert stored_summary(database)["parameters"]["seed"] == seed
         database.close()
     assert fingerprints[0] == fingerprints[1] != fingerprints[2]  # same seed, chunked or not
+    assert stored_file_summary(tmp_path / "c.duckdb")["parameters"]["seed"] == 4
+    assert stored_file_summary(tmp_path / "none.duckdb") is None
     assert done == [2_000, 700, 1_400, 2_000, 2_000]
     with pytest.raises(ValueError, match="commands"):
         generate_usage(Database(tmp_path / "d.duckdb"), rows=10, commands=41)
@@ -224,7 +228,8 @@ async def test_usage_api_list_pages_the_generated_log(
     harness: tuple[Harness, dict[str, Any]],
 ) -> None:
     h, summary = harness
-    cursor = h.database.cursor()  # the gateway's own connection: one configuration per file
+    # the gateway's own connection: DuckDB refuses a second one to the file with other settings
+    cursor = h.database.cursor()
     busiest = summary["busy_callers"][0]
     org_id = busiest["orgId"]
     admin = await h.login("admin@synthetic.test", PW)

@@ -1,6 +1,6 @@
 """A soak run: hundreds of MQTT and WebSocket clients, a broker restart halfway, nothing lost.
 
-    python -m devtools.soak --duration SECONDS [--mqtt-clients N] [--ws-clients N] [--rate R]
+    python -m bench.soak --duration SECONDS [--mqtt-clients N] [--ws-clients N] [--rate R]
                             [--out DIR]                                 (`make soak DURATION=...`)
 
 Starts its own Mosquitto (the repo's config and ACL, a free port) and one `tr50gw serve` on a
@@ -551,7 +551,7 @@ class Worker:
         # kept open as long as the process runs: what it printed when it failed
         self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.soak", "--worker"],
+            [sys.executable, "-m", "bench.soak", "--worker"],
             cwd=REPO_ROOT,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
             stdin=subprocess.PIPE,
@@ -1386,7 +1386,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m devtools.soak",
+        prog="python -m bench.soak",
         description="Mixed MQTT + WebSocket load with a broker restart halfway; checks that "
         "every request is answered and logged exactly once.",
     )
