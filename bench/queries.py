@@ -37,16 +37,9 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 from bench.common import RESULTS_DIR, GatewayProcess, Result, percentile, rss_mb
-<<<<<<< HEAD
-from devtools.synthetic import GENERATOR_VERSION, generate_usage, stored_summary
-from gateway.core.ports import AlreadyExists
-from storage.duckdb.database import Database
-from storage.duckdb.identity import IdentityStore
-=======
 from devtools.synthetic import GENERATOR_VERSION, generate_file, stored_file_summary
 from gateway.app import open_provisioning
 from gateway.core.ports import AlreadyExists
->>>>>>> tools
 
 __all__ = ["FAILED_MARK", "QueryCase", "dataset", "main", "run"]
 

@@ -759,9 +759,7 @@ EDGE_WINDOWS: list[tuple[str, dict[str, Any]]] = [
     EDGE_WINDOWS,
     ids=[f"{c}-{'-'.join(p.values())}" for c, p in EDGE_WINDOWS],
 )
-async def test_calendar_edges_are_90002(
-    world: World, command: str, params: dict[str, Any]
-) -> None:
+async def test_calendar_edges_are_90002(world: World, command: str, params: dict[str, Any]) -> None:
     outcome = await world.call("user", f"usage.api.{command}", **params)
     assert outcome["success"] is False, outcome
     assert outcome["errorCodes"] == [INVALID], outcome
