@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -20,77 +21,17 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_EXISTS = 0, 1, 2, 3
 
 
 def _serve_parser(sub: Any) -> None:
+    from gateway.settings import Settings
+
     serve = sub.add_parser(
         "serve",
         help="run the gateway",
-        description="Run the gateway. Every flag can also be set as TR50GW_<FLAG> (e.g. "
-        "TR50GW_MQTT_URL); flags win over the environment.",
+        description="Run the gateway until SIGINT or SIGTERM.",
     )
     serve.add_argument(
-        "--mqtt-url", help="mqtt://[user:pass@]host:port, or 'none' (default mqtt://127.0.0.1:1883)"
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING (default: %(default)s)"
     )
-    serve.add_argument(
-        "--mqtt-classic",
-        action="store_true",
-        default=None,
-        help="classic TR50 topics: every envelope must carry its auth block",
-    )
-    serve.add_argument(
-        "--mqtt-client-id", help="the gateway's MQTT client id (default tr50gw-<instance>)"
-    )
-    serve.add_argument(
-        "--shared-group", help="subscribe with $share/NAME/ so instances split the load"
-    )
-    serve.add_argument("--ws-host", help="WebSocket bind address (default 127.0.0.1)")
-    serve.add_argument(
-        "--ws-port", type=int, help="WebSocket port (default 8765, 0 = any, -1 = off)"
-    )
-    serve.add_argument(
-        "--http-port",
-        type=int,
-        help="HTTP port for POST /api on the WebSocket host (default -1 = off, 0 = any)",
-    )
-    serve.add_argument("--db", type=Path, help="DuckDB file (default ./data/usage.duckdb)")
-    serve.add_argument(
-        "--flush-interval-ms",
-        type=int,
-        help="how long the usage writer lets a batch grow before committing (default 50)",
-    )
-    serve.add_argument("--db-memory-limit", help="DuckDB's memory cap, e.g. 256MB (default)")
-    serve.add_argument(
-        "--compact-interval-s",
-        type=int,
-        help="how often finished days are re-sorted by org and caller (default 600, 0 = never)",
-    )
-    serve.add_argument("--instance-name", help="processedBy of every record (default: host name)")
-    serve.add_argument("--session-ttl", type=int, help="session TTL in seconds (default 86400)")
-    serve.add_argument("--max-payload", type=int, help="largest envelope in bytes (default 262144)")
-    serve.add_argument(
-        "--auth-max-failures",
-        type=int,
-        help="failed logins per username or client before -90012 (default 10)",
-    )
-    serve.add_argument(
-        "--auth-failure-window-s",
-        type=int,
-        help="how long failed logins count (default 300)",
-    )
-    serve.add_argument(
-        "--ws-allowed-origin",
-        dest="ws_allowed_origins",
-        action="append",
-        help="allowed WebSocket Origin (repeatable; default: any)",
-    )
-    serve.add_argument(
-        "--ws-max-connections", type=int, help="concurrent WebSocket connections (default 1000)"
-    )
-    serve.add_argument(
-        "--durable-replies",
-        action="store_true",
-        default=None,
-        help="reply only after the call's usage record is committed (zero loss on a crash)",
-    )
-    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    Settings.add_flags(serve)
 
 
 def _call_parser(sub: Any) -> None:
@@ -162,33 +103,9 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("websockets").setLevel(logging.WARNING)  # we log our own one line
-    overrides = {
-        name: value
-        for name in (
-            "mqtt_url",
-            "mqtt_classic",
-            "mqtt_client_id",
-            "shared_group",
-            "ws_host",
-            "ws_port",
-            "http_port",
-            "db",
-            "db_memory_limit",
-            "flush_interval_ms",
-            "compact_interval_s",
-            "instance_name",
-            "session_ttl",
-            "max_payload",
-            "auth_max_failures",
-            "auth_failure_window_s",
-            "ws_allowed_origins",
-            "ws_max_connections",
-            "durable_replies",
-        )
-        if (value := getattr(args, name)) is not None
-    }
     try:
-        settings = Settings(**overrides)
+        # The environment is read here, at the edge, and nowhere else.
+        settings = Settings.from_cli(args, os.environ)
     except ValidationError as error:
         # Without the input values: a bad MQTT URL may carry a password.
         for item in error.errors(include_input=False, include_url=False):

@@ -1,57 +1,175 @@
-"""One settings object: CLI flags > `TR50GW_*` environment variables > defaults."""
+"""One settings object: CLI flags > `TR50GW_*` environment variables > defaults.
+
+Each setting is declared once, as a field with its description; the `serve` flags and their help
+are derived from the fields (`Settings.add_flags`), and so are the environment variable names.
+`Settings(...)` built in code reads only its keyword arguments: the process environment is read
+at the CLI edge alone, through `Settings.from_cli(args, environ)`, so a developer's `TR50GW_*`
+variables never leak into tests or tools.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import socket
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, get_origin
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from gateway.transports.mqtt.link import MqttTarget, parse_mqtt_url
 
-__all__ = ["Settings"]
+__all__ = ["ENV_PREFIX", "Settings"]
 
+ENV_PREFIX = "TR50GW_"
 _MQTT_OFF = ("", "none", "off")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TR50GW_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     mqtt_url: str = Field(
-        "mqtt://127.0.0.1:1883", description="mqtt://[user:pass@]host:port, or 'none'"
+        "mqtt://127.0.0.1:1883",
+        description="mqtt://[user:pass@]host:port, or 'none' for WebSocket only (a password "
+        "belongs in TR50GW_MQTT_URL: a command line is visible to every local user)",
     )
-    mqtt_classic: bool = False
-    mqtt_client_id: str = ""
-    shared_group: str = ""
-    ws_host: str = "127.0.0.1"
-    ws_port: int = Field(8765, ge=-1, le=65535, description="0 = any free port, -1 = off")
-    http_port: int = Field(-1, ge=-1, le=65535, description="0 = any free port, -1 = off")
-    db: Path = Path("data/usage.duckdb")
-    flush_interval_ms: int = Field(50, ge=0, le=10_000)
-    compact_interval_s: int = Field(600, ge=0, description="0 = never compact finished days")
-    db_memory_limit: str = Field("256MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$")
-    instance_name: str = Field(default_factory=socket.gethostname)
-    session_ttl: int = Field(86400, ge=1)
-    max_payload: int = Field(256 * 1024, ge=1024)
+    mqtt_classic: bool = Field(
+        False, description="classic TR50 topics: every envelope must carry its auth block"
+    )
+    mqtt_client_id: str = Field(
+        "", description="the gateway's MQTT client id; '' = tr50gw-<instance-name>"
+    )
+    shared_group: str = Field(
+        "", description="subscribe with $share/NAME/ so instances split the load; '' = alone"
+    )
+    ws_host: str = Field("127.0.0.1", description="WebSocket and HTTP bind address")
+    ws_port: int = Field(
+        8765, ge=-1, le=65535, description="WebSocket port; 0 = any free port, -1 = off"
+    )
+    http_port: int = Field(
+        -1,
+        ge=-1,
+        le=65535,
+        description="HTTP port for POST /api on the WebSocket host; 0 = any free port, -1 = off",
+    )
+    db: Path = Field(Path("data/usage.duckdb"), description="the DuckDB file of the usage log")
+    flush_interval_ms: int = Field(
+        50,
+        ge=0,
+        le=10_000,
+        description="how long the usage writer lets a batch grow before committing",
+    )
+    compact_interval_s: int = Field(
+        600,
+        ge=0,
+        description="how often finished days are re-sorted by org and caller; 0 = never",
+    )
+    db_memory_limit: str = Field(
+        "256MB",
+        pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$",
+        description="DuckDB's memory cap, e.g. 512MB or 1GiB",
+    )
+    instance_name: str = Field(
+        default_factory=socket.gethostname,
+        description="processedBy of every record (tells gateways on one broker apart)",
+    )
+    session_ttl: int = Field(86400, ge=1, description="session lifetime in seconds")
+    max_payload: int = Field(256 * 1024, ge=1024, description="largest envelope in bytes")
     mqtt_max_reply: int = Field(
         1_000_000,
         ge=1024,
-        description="largest MQTT reply; keep below the broker's max_packet_size",
+        description="largest MQTT reply in bytes; keep below the broker's max_packet_size",
     )
-    log_cap: int = Field(64 * 1024, ge=256)
-    max_commands: int = Field(500, ge=1)
+    log_cap: int = Field(
+        64 * 1024,
+        ge=256,
+        description="characters of a call's request and of its reply kept in its usage record",
+    )
+    max_commands: int = Field(500, ge=1, description="most commands in one envelope")
     # api.authenticate brute-force guard: this many failures per username, or per client
     # (MQTT namespace or WebSocket peer address), within the window -> -90012 until it passes.
-    auth_max_failures: int = Field(10, ge=1)
-    auth_failure_window_s: int = Field(300, ge=1)
-    # WebSocket: allowed Origin headers (empty = any, e.g. for non-browser clients), and a cap
-    # on concurrent connections.
-    ws_allowed_origins: list[str] = Field(default_factory=list)
-    ws_max_connections: int = Field(1000, ge=1)
-    # Reply only once the command's usage record is committed (no record lost on a crash, at
-    # the cost of one commit wait per envelope).
-    durable_replies: bool = False
+    auth_max_failures: int = Field(
+        10, ge=1, description="failed logins per username or client before -90012"
+    )
+    auth_failure_window_s: int = Field(
+        300, ge=1, description="how long a failed login counts, in seconds"
+    )
+    # An empty list admits any Origin (e.g. for non-browser clients).
+    ws_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="an allowed WebSocket Origin, one per flag ('' admits handshakes without "
+        "one); none listed = any Origin",
+    )
+    ws_max_connections: int = Field(1000, ge=1, description="concurrent WebSocket connections")
+    # No record lost on a crash, at the cost of one commit wait per envelope.
+    durable_replies: bool = Field(
+        False, description="reply only once the call's usage record is committed"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments only: the environment is read by `from_cli`, never implicitly."""
+        return (init_settings,)
+
+    @classmethod
+    def add_flags(cls, parser: argparse.ArgumentParser) -> None:
+        """One flag per field: `--ws-port` for `ws_port`, its help the field's description and
+        default. A bool is `--name` / `--no-name`; a list field takes one item per use of the
+        singular flag (`--ws-allowed-origin A --ws-allowed-origin B`). Flags not given stay
+        absent from the parsed args, so they never hide an environment variable."""
+        group = parser.add_argument_group(
+            "settings",
+            f"Each is also an environment variable {ENV_PREFIX}<NAME> ({ENV_PREFIX}MQTT_URL for "
+            f"--mqtt-url), a list as JSON ({ENV_PREFIX}WS_ALLOWED_ORIGINS='[\"https://a.test\"]'"
+            "); flags win over the environment.",
+        )
+        for name, field in cls.model_fields.items():
+            flag = "--" + name.replace("_", "-")
+            shown = _shown_default(field)
+            help_text = f"{field.description or ''} (default: {shown})".replace("%", "%%")
+            if field.annotation is bool:
+                group.add_argument(
+                    flag,
+                    dest=name,
+                    action=argparse.BooleanOptionalAction,
+                    default=argparse.SUPPRESS,
+                    help=help_text,
+                )
+            elif _is_list(field):
+                singular = flag.removesuffix("s")
+                group.add_argument(
+                    singular,
+                    dest=name,
+                    action="append",
+                    metavar=singular[2:].replace("-", "_").upper(),
+                    default=argparse.SUPPRESS,
+                    help=help_text,
+                )
+            else:
+                group.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=help_text)
+
+    @classmethod
+    def from_cli(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+        """Flags given in `args` (parsed by a parser `add_flags` equipped), over `TR50GW_*`
+        variables in `environ`, over the defaults; pydantic's ValidationError for a bad value."""
+        values = _EnvironSource(cls, environ)()
+        values.update({name: getattr(args, name) for name in cls.model_fields if name in args})
+        return cls(**values)
 
     @field_validator("mqtt_url")
     @classmethod
@@ -70,3 +188,39 @@ class Settings(BaseSettings):
     @property
     def client_id(self) -> str:
         return self.mqtt_client_id or f"tr50gw-{self.instance_name}"
+
+
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' parsing of `TR50GW_*` variables (names case-insensitive, lists as
+    JSON), over the mapping it is given rather than `os.environ` (like Starlette's `Config`)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ  # before super().__init__, which loads the variables
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        if self.case_sensitive:
+            return dict(self._environ)
+        return {key.lower(): value for key, value in self._environ.items()}
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        """Text that is not JSON goes to validation as it is, so a bad list is reported like
+        any bad value (`bad setting ws_allowed_origins: Input should be a valid list`)."""
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            return value
+
+
+def _is_list(field: FieldInfo) -> bool:
+    return get_origin(field.annotation) is list
+
+
+def _shown_default(field: FieldInfo) -> str:
+    """The default as one would write it in the environment: `false`, `''`, `[]`, `8765`."""
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return json.dumps(value)
+    return str(value) if value != "" else "''"

@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from devtools.broker import Broker, free_port
+from gateway.settings import Settings
 from tests.support import PASSWORD, run_cli
 
 TR50GW = Path(sys.executable).parent / "tr50gw"
@@ -192,6 +195,27 @@ def test_help_exits_zero(workdir: Path, argv: tuple[str, ...], mentions: str) ->
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: tr50gw")
     assert mentions in done.stdout
+
+
+def test_serve_help_lists_every_setting_with_its_description_and_default(workdir: Path) -> None:
+    # Wide enough that argparse wraps nothing; whitespace is normalized anyway.
+    done = tr50gw("serve", "--help", cwd=workdir, env={"COLUMNS": "400"})
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    missing = []
+    for name, field in Settings.model_fields.items():
+        flag = (
+            "--ws-allowed-origin" if name == "ws_allowed_origins" else "--" + name.replace("_", "-")
+        )
+        # The flag, its metavar or its --no- twin, then the description and the default.
+        entry = re.escape(flag) + r"(,? \S+)? " + re.escape(f"{field.description} (default: ")
+        if not re.search(entry, text):
+            missing.append(flag)
+    assert missing == [], text
+    for default in ("(default: 8765)", "(default: mqtt://127.0.0.1:1883)", "(default: false)"):
+        assert default in text
+    assert "--log-level" in text
+    assert "TR50GW_<NAME>" in text
 
 
 def test_python_dash_m_gateway(workdir: Path) -> None:
@@ -368,6 +392,26 @@ def test_a_bad_mqtt_url_is_a_usage_error_that_hides_the_password(workdir: Path) 
 
 
 # -- 4 and 5. settings from the environment; one gateway per DuckDB file ------------------------
+@pytest.mark.parametrize(
+    ("argv", "env", "name"),
+    [
+        (("--ws-port", "port-q8x9"), {}, "ws_port"),
+        (("--db-memory-limit", "lots-q8x9"), {}, "db_memory_limit"),
+        ((), {"TR50GW_MAX_PAYLOAD": "size-q8x9"}, "max_payload"),
+        ((), {"TR50GW_WS_ALLOWED_ORIGINS": "[https://q8x9.test"}, "ws_allowed_origins"),
+    ],
+    ids=["flag", "flag-pattern", "variable", "variable-not-json"],
+)
+def test_a_bad_value_is_a_usage_error_that_does_not_echo_it(
+    workdir: Path, argv: tuple[str, ...], env: dict[str, str], name: str
+) -> None:
+    done = tr50gw("serve", *argv, cwd=workdir, env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"tr50gw: bad setting {name}: ")
+    assert "q8x9" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
 @dataclass
 class EnvServer:
     process: ServeProcess
@@ -463,3 +507,39 @@ def test_flags_beat_the_environment(workdir: Path) -> None:
         server.kill()
     assert not (workdir / "not-this.duckdb").exists()
     assert not server.matching(r"(?i)mqtt"), server.lines
+
+
+def test_flags_not_given_leave_the_environment_alone(workdir: Path) -> None:
+    db = workdir / "mixed.duckdb"
+    port = free_port()
+    name = f"env-name-{secrets.token_hex(3)}"
+    env = {"TR50GW_WS_PORT": str(port), "TR50GW_INSTANCE_NAME": name}
+    server = ServeProcess("--mqtt-url", "none", "--db", str(db), cwd=workdir, env=env)
+    try:
+        started = server.wait_for(START_LINE)
+        assert (started["name"], started["db"]) == (name, str(db))
+        assert int(server.wait_for(LISTEN_LINE)["port"]) == port
+        assert server.stop() == 0
+    finally:
+        server.kill()
+
+
+def test_ws_allowed_origin_repeats(workdir: Path) -> None:
+    console = "https://console.test"
+    server = ServeProcess(
+        "--mqtt-url", "none", "--db", str(workdir / "origins.duckdb"), "--ws-port", "0",
+        "--ws-allowed-origin", console, "--ws-allowed-origin", "", cwd=workdir,
+    )  # fmt: skip
+    try:
+        url = f"ws://127.0.0.1:{server.wait_for(LISTEN_LINE)['port']}/api"
+        with connect(url, origin=console, open_timeout=5) as browser:
+            browser.send(PING)
+            assert json.loads(browser.recv(timeout=10)) == {"1": {"success": True}}
+        # The empty entry admits clients that send no Origin, such as `tr50gw call`.
+        assert tr50gw("call", "--ws", url, PING, cwd=workdir).stdout == "1: ok\n"
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, origin="https://evil.test", open_timeout=5)
+        assert refused.value.response.status_code == 403
+        assert server.stop() == 0
+    finally:
+        server.kill()
