@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core import codec
+from gateway.core import codec, redaction
 
 
 def decode(payload: bytes | str, max_bytes: int = 8192) -> codec.Envelope | codec.RootFailure:
@@ -56,19 +56,20 @@ def test_redact_hides_secret_keys_at_any_depth() -> None:
         "appToken": "t",
         "nested": [{"clientSecret": "s", "sessionId": "x", "keep": 1}],
     }
-    assert codec.redact(params) == {
+    assert redaction.redact(params) == {
         "username": "u",
         "password": "***",
         "appToken": "***",
         "nested": [{"clientSecret": "***", "sessionId": "***", "keep": 1}],
     }
-    assert codec.redact({"id": "abc", "other": 1}, frozenset({"id"})) == {"id": "***", "other": 1}
+    masked = redaction.redact({"id": "abc", "other": 1}, frozenset({"id"}))
+    assert masked == {"id": "***", "other": 1}
 
 
 def test_cap_text_marks_the_cut_and_respects_the_byte_limit() -> None:
-    assert codec.cap_text("short", 300) == "short"
+    assert redaction.cap_text("short", 300) == "short"
     text = "é" * 1000  # 2000 bytes
-    capped = codec.cap_text(text, 300)
+    capped = redaction.cap_text(text, 300)
     assert len(capped.encode()) <= 300
     assert capped.endswith("...[truncated, 2000 bytes]")
     assert capped.startswith("é")

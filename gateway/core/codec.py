@@ -2,37 +2,23 @@
 
 `decode` turns a transport payload into an `Envelope` (ordered command entries plus the optional
 `auth` entry) or a `RootFailure` when the payload is not a JSON object at all. `encode` is the one
-place replies become bytes. Redaction and capping of what goes into the usage log live here too,
-because they are properties of the wire format, not of any transport.
+place replies become bytes. What the usage log keeps of a payload is `gateway.core.redaction`'s.
 """
 
 from __future__ import annotations
 
-import functools
-import re
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
 from gateway.core.errors import MalformedEnvelope, PayloadTooLarge, TR50Error
+from gateway.core.redaction import cap_text, redact_text
 
-__all__ = [
-    "MAX_DEPTH",
-    "REDACTED",
-    "Envelope",
-    "RootFailure",
-    "cap_text",
-    "decode",
-    "encode",
-    "redact",
-]
+__all__ = ["MAX_DEPTH", "Envelope", "RootFailure", "decode", "encode"]
 
 MAX_DEPTH: Final = 64
 """Deepest nesting accepted; deeper payloads are a root failure (orjson alone allows 1024)."""
-
-REDACTED: Final = "***"
-_SECRET_KEY = re.compile(r"password|passwd|secret|token|sessionid|apikey|api_key", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,32 +68,6 @@ def _as_text(payload: bytes | str, limit: int) -> str:
     return cap_text(redact_text(payload[: limit + 4].decode("utf-8", errors="replace")), limit)
 
 
-_STRING_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?')  # a JSON string, maybe cut off at the end
-_KEY_GAP = re.compile(r"\s*:\s*")
-
-
-def redact_text(text: str) -> str:
-    """Mask, in JSON-like text that may not parse, every string value whose key looks secret
-    (and a string `auth` value: a bare session id). One linear pass over the string tokens."""
-    parts: list[str] = []
-    position = 0
-    mask_at = -1
-    for token in _STRING_TOKEN.finditer(text):
-        if token.start() == mask_at:
-            parts.append(text[position : token.start()])
-            parts.append(f'"{REDACTED}"')
-            position = token.end()
-            mask_at = -1
-            continue
-        gap = _KEY_GAP.match(text, token.end())
-        if gap is not None and token.end() < len(text):
-            key = token.group()[1:-1] if token.group().endswith('"') else token.group()[1:]
-            if key == "auth" or _is_secret_key(key):
-                mask_at = gap.end()
-    parts.append(text[position:])
-    return "".join(parts)
-
-
 def decode(
     payload: bytes | str, *, max_bytes: int, max_commands: int = 500, log_cap: int = 65536
 ) -> Envelope | RootFailure:
@@ -155,32 +115,3 @@ def decode(
 
 def encode(document: Any) -> bytes:
     return orjson.dumps(document)
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_secret_key(key: str) -> bool:
-    return _SECRET_KEY.search(key) is not None
-
-
-def redact(value: Any, extra_keys: frozenset[str] = frozenset()) -> Any:
-    """A copy of `value` with every secret-looking key's value replaced by `***`."""
-    if isinstance(value, dict):
-        return {
-            key: REDACTED if key in extra_keys or _is_secret_key(key) else redact(item, extra_keys)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(item, extra_keys) for item in value]
-    return value
-
-
-def cap_text(text: str, limit: int) -> str:
-    """Cut `text` to at most `limit` UTF-8 bytes, marking the cut so readers know it is partial."""
-    if len(text) * 4 <= limit:
-        return text
-    data = text.encode("utf-8", "replace")
-    if len(data) <= limit:
-        return text
-    marker = f"...[truncated, {len(data)} bytes]"
-    head = data[: max(0, limit - len(marker))].decode("utf-8", "ignore")
-    return head + marker

@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from gateway.core import codec
+from gateway.core import codec, redaction
 from gateway.core.context import CallContext, Connection, Services
 from gateway.core.errors import (
     InvalidParams,
@@ -157,10 +157,14 @@ class Dispatcher:
                 logged = {**outcome, "params": spec.log_result(outcome["params"])}
         cap = self._config.log_cap
         # A malformed auth entry (a bare session id string...) is masked whole.
-        shown = codec.REDACTED if auth_entry and not isinstance(body, dict) else codec.redact(body)
-        request = codec.cap_text(codec.encode({key: shown}).decode(), cap)
-        response = codec.cap_text(
-            codec.encode({key: codec.redact(logged, secret_keys)}).decode(), cap
+        shown = (
+            redaction.REDACTED
+            if auth_entry and not isinstance(body, dict)
+            else redaction.redact(body)
+        )
+        request = redaction.cap_text(codec.encode({key: shown}).decode(), cap)
+        response = redaction.cap_text(
+            codec.encode({key: redaction.redact(logged, secret_keys)}).decode(), cap
         )
         self._record(ctx, service, command, request, response, error_code, started)
         return outcome
