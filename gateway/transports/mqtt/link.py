@@ -62,6 +62,31 @@ def set_nodelay(client: Any, userdata: Any, sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _close_gracefully(sock: socket.socket, grace: float = 2.0) -> None:
+    """Half-close, then read and discard until the broker closes its side (paho closes the
+    socket right after this returns).
+
+    Closing a TCP socket with unread bytes in its receive buffer sends a RST instead of a FIN,
+    and a broker that sees the RST first drops what it had not read yet: the acknowledgements
+    and the DISCONNECT written just before. While stopping, requests keep arriving (and are left
+    unacknowledged on purpose), so the buffer is rarely empty: under CPU load, requests answered
+    by a stopping gateway came back to its successor and ran twice (seen in 1 run of 20 here).
+    Once the broker has read the DISCONNECT it closes the connection, so this waits for that.
+    """
+    deadline = time.monotonic() + grace
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.1)
+        while time.monotonic() < deadline:
+            try:
+                if not sock.recv(65536):
+                    return
+            except TimeoutError:
+                continue
+    except OSError:
+        return  # already reset or closed: nothing more to save
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One PUBLISH as received; `packet_id` is what `ack` takes back."""
@@ -182,6 +207,8 @@ class MqttLink:
         assert self._loop is not None
         self._in_loop(self._loop.remove_reader, sock)
         self._in_loop(self._loop.remove_writer, sock)
+        if self._stopping and isinstance(sock, socket.socket):
+            _close_gracefully(sock)
 
     def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
         assert self._loop is not None
