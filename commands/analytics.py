@@ -141,7 +141,7 @@ def _record_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {"id": result["id"]}
 
 
-COMMANDS = [
+COMMANDS = (
     Command("usage.api.activity", AnalyticsParams, activity, log_result=_buckets_summary),
     Command("usage.api.times", AnalyticsParams, times, log_result=_buckets_summary),
     Command("usage.api.statuses", AnalyticsParams, statuses, log_result=_buckets_summary),
@@ -149,4 +149,4 @@ COMMANDS = [
     Command("usage.api.history", HistoryParams, history, log_result=_buckets_summary),
     Command("usage.api.endpoints", EndpointsParams, endpoints, log_result=listing_summary),
     Command("usage.api.get", GetParams, get, log_result=_record_summary),
-]
+)

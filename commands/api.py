@@ -114,7 +114,7 @@ async def authenticate(params: AuthenticateParams, ctx: CallContext) -> dict[str
     return {"sessionId": token}
 
 
-COMMANDS = [
+COMMANDS = (
     Command(
         "api.authenticate",
         AuthenticateParams,
@@ -122,4 +122,4 @@ COMMANDS = [
         needs_session=False,
         secret_result_keys=frozenset({"sessionId"}),
     ),
-]
+)

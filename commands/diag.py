@@ -20,7 +20,7 @@ async def server_time(params: NoParams, ctx: CallContext) -> dict[str, Any]:
     return {"time": format_utc(ctx.services.clock())}
 
 
-COMMANDS = [
+COMMANDS = (
     Command("diag.ping", NoParams, ping, needs_session=False),
     Command("diag.time", NoParams, server_time, needs_session=False),
-]
+)

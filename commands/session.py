@@ -53,7 +53,7 @@ async def end_session(params: SessionEndParams, ctx: CallContext) -> None:
     ctx.session_token = None
 
 
-COMMANDS = [
+COMMANDS = (
     Command("session.info", SessionInfoParams, session_info, secret_result_keys=frozenset({"id"})),
     Command("session.end", SessionEndParams, end_session),
-]
+)

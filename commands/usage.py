@@ -29,6 +29,6 @@ def listing_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {"count": result["count"], "returned": len(result["result"] or ())}
 
 
-COMMANDS = [
+COMMANDS = (
     Command("usage.api.list", ListApiUsageParams, list_api_usage, log_result=listing_summary),
-]
+)

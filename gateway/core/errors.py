@@ -7,7 +7,8 @@ single place where an arbitrary exception becomes a TR50 failure, so exception t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import ValidationError
@@ -125,10 +126,9 @@ def _out_of_memory(error: BaseException) -> TR50Error:
 
 # Exceptions that are not TR50Errors but have a meaning on the wire, looked up along the raised
 # exception's class hierarchy (the nearest class wins); anything else is an internal error.
-_TRANSLATIONS: dict[type[BaseException], Callable[[BaseException], TR50Error]] = {
-    ValidationError: _invalid_params,
-    QueryOutOfMemory: _out_of_memory,
-}
+_TRANSLATIONS: Mapping[type[BaseException], Callable[[BaseException], TR50Error]] = (
+    MappingProxyType({ValidationError: _invalid_params, QueryOutOfMemory: _out_of_memory})
+)
 
 
 def to_failure(error: BaseException) -> TR50Error:
