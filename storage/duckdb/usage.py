@@ -9,11 +9,7 @@ record submitted before it is committed, which is how a record becomes visible t
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import threading
-import time
-from dataclasses import fields, replace
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,37 +17,38 @@ import pyarrow as pa
 
 from gateway.core.records import UsageFilter, UsageRecord
 from storage.duckdb.database import Database, reading
+from storage.duckdb.writer import BatchWriter, TableSpec
 
-__all__ = ["UsageQueries", "UsageWriter", "where"]
-
-logger = logging.getLogger("tr50gw.usage")
+__all__ = ["USAGE_TABLE", "UsageQueries", "UsageWriter", "where"]
 
 
-_COLUMNS = [f.name for f in fields(UsageRecord)]
-_ARROW_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("ts", pa.timestamp("us")),
-        ("exec_time", pa.int64()),
-        ("processed_by", pa.string()),
-        ("org_id", pa.string()),
-        ("org_key", pa.string()),
-        ("whoami", pa.string()),
-        ("service", pa.string()),
-        ("command", pa.string()),
-        ("success", pa.bool_()),
-        ("error_code", pa.int32()),
-        ("transport", pa.string()),
-        ("client_id", pa.string()),
-        ("remote_addr", pa.string()),
-        ("request", pa.string()),
-        ("response", pa.string()),
-    ]
-)
-_INSERT = (  # column names only, from the dataclass: no values are ever spliced into SQL
-    "INSERT INTO usage_log SELECT CAST(id AS UUID), "  # noqa: S608
-    + ", ".join(_COLUMNS[1:])
-    + " FROM batch"
+USAGE_TABLE = TableSpec(
+    name="usage",
+    columns=[f.name for f in fields(UsageRecord)],
+    arrow_schema=pa.schema(
+        [
+            ("id", pa.string()),
+            ("ts", pa.timestamp("us")),
+            ("exec_time", pa.int64()),
+            ("processed_by", pa.string()),
+            ("org_id", pa.string()),
+            ("org_key", pa.string()),
+            ("whoami", pa.string()),
+            ("service", pa.string()),
+            ("command", pa.string()),
+            ("success", pa.bool_()),
+            ("error_code", pa.int32()),
+            ("transport", pa.string()),
+            ("client_id", pa.string()),
+            ("remote_addr", pa.string()),
+            ("request", pa.string()),
+            ("response", pa.string()),
+        ]
+    ),
+    # Column names only, from the dataclass: no values are ever spliced into SQL.
+    insert_sql="INSERT INTO usage_log SELECT CAST(id AS UUID), "  # noqa: S608
+    + ", ".join(f.name for f in fields(UsageRecord) if f.name != "id")
+    + " FROM batch",
 )
 
 # How far back from a listing's end the first scan also counts; the page is ranked within the
@@ -101,141 +98,18 @@ FROM usage_log"""
 """Full records, in the order of `UsageRecord`'s fields."""
 
 
-class UsageWriter:
+class UsageWriter(BatchWriter[UsageRecord]):
     """Append-only usage records with a group-committing writer thread (the `UsageSink`)."""
 
     def __init__(
         self, database: Database, *, max_batch: int = 10_000, flush_interval: float = 0.05
     ) -> None:
-        """`flush_interval` (seconds): how long the writer lets a batch grow before committing,
-        unless a reader is waiting for it. A commit costs ~5 ms whatever its size, so this
-        trades at most one interval of records (on a hard crash) for far fewer commits."""
-        self._database = database
-        self._max_batch = max_batch
-        self._flush_interval = flush_interval
-        self._pending: list[UsageRecord] = []
-        self._condition = threading.Condition()
-        self._submitted = 0
-        self._committed = 0
-        self._stopping = False
-        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
-        self._thread.start()
-
-    # -- writing -------------------------------------------------------------------------------
-    def submit(self, record: UsageRecord) -> int:
-        """Queue a record; returns its sequence number. Never blocks on the database."""
-        with self._condition:
-            if self._stopping:
-                raise RuntimeError("usage log is closed")
-            self._pending.append(record)
-            self._submitted += 1
-            if len(self._pending) == 1:  # the writer sleeps only when the queue is empty
-                self._condition.notify()
-            return self._submitted
-
-    @property
-    def submitted(self) -> int:
-        return self._submitted
-
-    @property
-    def backlog(self) -> int:
-        """Records submitted but not yet committed."""
-        return self._submitted - self._committed
-
-    async def wait_visible(self, sequence: int | None = None) -> None:
-        """Wait until every record up to `sequence` (default: all submitted so far) is committed."""
-        loop = asyncio.get_running_loop()
-        with self._condition:
-            target = self._submitted if sequence is None else sequence
-            if self._committed >= target:
-                return
-            future: asyncio.Future[None] = loop.create_future()
-            self._waiters.append((target, loop, future))
-            self._condition.notify()  # a lingering writer commits now
-        await future
-
-    def flush(self, timeout: float = 30.0) -> bool:
-        """Block the calling thread until everything submitted so far is committed, or until
-        `timeout`; whether it was. For tools and tests that are not on an event loop."""
-        deadline = time.monotonic() + timeout
-        with self._condition:
-            target = self._submitted
-            while self._committed < target:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._condition.wait(remaining)
-        return True
-
-    def close(self) -> None:
-        with self._condition:
-            self._stopping = True
-            self._condition.notify_all()
-        self._thread.join()
-
-    def _run(self) -> None:
-        cursor = self._database.new_cursor()
-        while True:
-            with self._condition:
-                while not self._pending and not self._stopping:
-                    self._condition.wait()
-                if not self._pending and self._stopping:
-                    break
-                self._linger()
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
-            try:
-                self._insert(cursor, batch)
-            except Exception:
-                # One unstorable string (a lone surrogate...) must not sink the whole batch.
-                logger.exception("storing %d usage records failed; retrying sanitized", len(batch))
-                try:
-                    self._insert(cursor, [_sanitized(record) for record in batch])
-                except Exception:
-                    logger.exception("failed to store %d usage records", len(batch))
-            with self._condition:
-                self._committed += len(batch)
-                self._condition.notify_all()
-                ready = [w for w in self._waiters if w[0] <= self._committed]
-                self._waiters = [w for w in self._waiters if w[0] > self._committed]
-            for _, loop, future in ready:
-                loop.call_soon_threadsafe(_resolve, future)
-        cursor.close()
-
-    def _linger(self) -> None:
-        """Let the batch grow for up to one flush interval (called holding the condition)."""
-        deadline = time.monotonic() + self._flush_interval
-        while not (self._stopping or self._waiters or len(self._pending) >= self._max_batch):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._condition.wait(remaining)
-
-    @staticmethod
-    def _insert(cursor: Any, batch: list[UsageRecord]) -> None:
-        columns = {name: [getattr(r, name) for r in batch] for name in _COLUMNS}
-        table = pa.Table.from_pydict(columns, schema=_ARROW_SCHEMA)
-        cursor.register("batch", table)
-        try:
-            cursor.execute(_INSERT)
-        finally:
-            cursor.unregister("batch")
-
-
-def _sanitized(record: UsageRecord) -> UsageRecord:
-    """The record with every string made encodable as UTF-8 (bad characters become "?")."""
-    changes: dict[str, Any] = {
-        name: value.encode("utf-8", "replace").decode("utf-8")
-        for name in _COLUMNS
-        if isinstance(value := getattr(record, name), str)
-    }
-    return replace(record, **changes)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        super().__init__(
+            database,
+            USAGE_TABLE,
+            max_batch=max_batch,
+            flush_interval=flush_interval,
+        )
 
 
 class UsageQueries:
