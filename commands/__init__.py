@@ -9,8 +9,16 @@ __all__ = ["build_registry"]
 
 def build_registry() -> Registry:
     from commands import analytics, api, diag, session, usage
+    from commands import property as property_service
 
     # The usage service is two modules: the raw log (usage.py) and its aggregates (analytics.py).
     return Registry(
-        [api.COMMANDS, session.COMMANDS, diag.COMMANDS, usage.COMMANDS, analytics.COMMANDS]
+        [
+            api.COMMANDS,
+            session.COMMANDS,
+            diag.COMMANDS,
+            usage.COMMANDS,
+            analytics.COMMANDS,
+            property_service.COMMANDS,
+        ]
     )

@@ -92,6 +92,7 @@ def assemble(
         reader=storage.reader,
         analytics=storage.analytics,
         sessions=storage.identity,
+        devices=storage.devices,
         clock=clock,
     )
     registry = registry if registry is not None else build_registry()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from gateway.core.errors import InvalidSession
-from gateway.core.ports import Sessions, UsageAnalytics, UsageReader, UsageSink
+from gateway.core.ports import DeviceData, Sessions, UsageAnalytics, UsageReader, UsageSink
 from gateway.core.ratelimit import FailedLogins
 from gateway.core.records import RecordIds, Session
 
@@ -56,6 +56,7 @@ class Services:
     reader: UsageReader
     analytics: UsageAnalytics
     sessions: Sessions
+    devices: DeviceData
     clock: Callable[[], datetime]
     record_ids: RecordIds = field(default_factory=RecordIds)
     # api.authenticate's brute-force guard: failed logins per username and per client, kept in

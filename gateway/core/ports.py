@@ -7,6 +7,7 @@ handler never waits for the writer itself.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from gateway.core.buckets import BucketPlan
@@ -14,6 +15,7 @@ from gateway.core.records import (
     EndpointPage,
     KeyedCounts,
     Org,
+    PropertyValue,
     Session,
     StatusCounts,
     TimeStats,
@@ -23,6 +25,7 @@ from gateway.core.records import (
 
 __all__ = [
     "AlreadyExists",
+    "DeviceData",
     "Provisioning",
     "ProvisioningError",
     "Sessions",
@@ -88,6 +91,36 @@ class UsageAnalytics(Protocol):
     async def endpoints(
         self, usage_filter: UsageFilter, *, offset: int, limit: int
     ) -> EndpointPage: ...
+
+
+class DeviceData(Protocol):
+    """What things publish (SPEC §6): appended in batches like usage records; reads see every
+    value submitted before them (read-your-writes)."""
+
+    def publish(self, values: list[PropertyValue]) -> int:
+        """Queue values; never blocks on the database."""
+        ...
+
+    async def thing_exists(self, org_id: str, thing_key: str) -> bool: ...
+
+    async def current(
+        self, org_id: str, thing_key: str, key: str, at: datetime | None
+    ) -> PropertyValue | None:
+        """The value with the latest `ts` (at or before `at`), whatever order values arrived in."""
+        ...
+
+    async def history(
+        self,
+        org_id: str,
+        thing_key: str,
+        key: str,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        records: int,
+    ) -> list[PropertyValue]:
+        """Newest first, at most `records`."""
+        ...
 
 
 class Sessions(Protocol):

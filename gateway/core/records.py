@@ -18,6 +18,7 @@ __all__ = [
     "EndpointStats",
     "KeyedCounts",
     "Org",
+    "PropertyValue",
     "RecordIds",
     "Session",
     "StatusCounts",
@@ -194,3 +195,16 @@ class EndpointStats:
 class EndpointPage:
     count: int
     rows: list[EndpointStats]
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyValue:
+    """One published property value of a thing; `ts` is the device's time (naive UTC)."""
+
+    org_id: str
+    thing_key: str
+    key: str
+    ts: datetime
+    value: float
+    corr_id: str | None
+    received_at: datetime

@@ -10,6 +10,7 @@ from storage.duckdb.analytics import UsageAggregates
 from storage.duckdb.compaction import Compactor
 from storage.duckdb.database import Database, DatabaseLocked
 from storage.duckdb.identity import IdentityStore
+from storage.duckdb.properties import PropertyStore
 from storage.duckdb.usage import UsageQueries, UsageWriter
 
 __all__ = ["DatabaseLocked", "DuckDBStorage"]
@@ -18,9 +19,9 @@ __all__ = ["DatabaseLocked", "DuckDBStorage"]
 class DuckDBStorage:
     """One open DuckDB file and the port implementations over it; `close` stops its threads.
 
-    `usage` is the sink (its writer thread), `reader` and `analytics` the read ports, `identity`
-    both `Sessions` and `Provisioning`; with `compact_interval` > 0, a compactor thread re-sorts
-    finished days.
+    `usage` is the usage sink (its writer thread), `reader` and `analytics` the read ports,
+    `identity` both `Sessions` and `Provisioning`, `devices` the `DeviceData` port (its own
+    writer thread); with `compact_interval` > 0, a compactor thread re-sorts finished days.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class DuckDBStorage:
         self.reader = UsageQueries(self.database, self.usage)
         self.analytics = UsageAggregates(self.database, self.usage)
         self.identity = IdentityStore(self.database, clock)
+        self.devices = PropertyStore(self.database, flush_interval=flush_interval)
         self.compactor = (
             Compactor(self.database, clock, interval=compact_interval)
             if compact_interval > 0
@@ -48,6 +50,7 @@ class DuckDBStorage:
         try:
             if self.compactor is not None:
                 self.compactor.close()
+            self.devices.close()
             self.usage.close()
         finally:
             self.database.close()

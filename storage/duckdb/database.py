@@ -67,6 +67,15 @@ CREATE TABLE IF NOT EXISTS things (
     created_at TIMESTAMP NOT NULL,
     PRIMARY KEY (org_id, thing_key)
 );
+CREATE TABLE IF NOT EXISTS property_values (
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    value DOUBLE NOT NULL,
+    corr_id VARCHAR,
+    received_at TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash VARCHAR PRIMARY KEY,
     org_id VARCHAR NOT NULL,

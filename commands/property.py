@@ -1,0 +1,143 @@
+"""The `property` service (SPEC §6, deviceWISE's IoT Portal API): property.publish,
+property.current and property.history.
+
+A thing is `(orgId, thingKey)`. A thing session may omit `thingKey` (its own) and may act only on
+itself (another key: -90003); a user session acts on things of its own org that exist (an
+unknown key: -90008), Super-Ops included (`showAll` is for the usage log, not device data).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from commands.params import Duration, Timestamp
+from gateway.core.buckets import format_utc
+from gateway.core.context import CallContext
+from gateway.core.errors import InvalidParams, NotFound, PermissionDenied
+from gateway.core.records import PropertyValue
+from gateway.core.registry import Command
+
+__all__ = ["COMMANDS", "HISTORY_MAX_RECORDS"]
+
+HISTORY_MAX_RECORDS = 5000  # deviceWISE's cap per call
+_KEY = Field(min_length=1, max_length=256)
+
+
+class ThingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    thing_key: str | None = Field(None, alias="thingKey", min_length=1, max_length=256)
+    key: str = _KEY
+
+
+class PublishParams(ThingParams):
+    value: float = Field(allow_inf_nan=False)
+    ts: Timestamp | None = None
+    corr_id: str | None = Field(None, alias="corrId", max_length=256)
+    # deviceWISE aggregates published values into hourly statistics when set; here every value
+    # is kept and property.aggregate (a later step) computes statistics at read time.
+    aggregate: bool | None = None
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("value must be a number")
+        return float(value)
+
+
+class CurrentParams(ThingParams):
+    ts: Timestamp | None = None
+
+
+class HistoryParams(ThingParams):
+    start: Timestamp | None = None
+    end: Timestamp | None = None
+    last: Duration | None = None
+    records: int = Field(100, ge=1, le=HISTORY_MAX_RECORDS)
+    split: bool = False
+
+    @model_validator(mode="after")
+    def _window(self) -> HistoryParams:
+        if self.last is not None and (self.start is not None or self.end is not None):
+            raise ValueError("give either last or start/end, not both")
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+
+async def _thing(params: ThingParams, ctx: CallContext) -> tuple[str, str]:
+    """The `(orgId, thingKey)` the session may act on, or the TR50 error why not."""
+    session = ctx.require_session()
+    if session.is_thing:
+        if params.thing_key is not None and params.thing_key != session.subject:
+            raise PermissionDenied("permission denied: a thing may act only on itself")
+        return session.org_id, session.subject
+    if params.thing_key is None:
+        raise InvalidParams("invalid params: thingKey is required for a user session")
+    if not await ctx.services.devices.thing_exists(session.org_id, params.thing_key):
+        raise NotFound(f"not found: no thing {params.thing_key[:64]!r} in this org")
+    return session.org_id, params.thing_key
+
+
+def _value(value: PropertyValue) -> dict[str, Any]:
+    shown: dict[str, Any] = {"value": value.value, "ts": format_utc(value.ts)}
+    if value.corr_id is not None:
+        shown["corrId"] = value.corr_id
+    return shown
+
+
+async def publish(params: PublishParams, ctx: CallContext) -> None:
+    org_id, thing_key = await _thing(params, ctx)
+    ctx.services.devices.publish(
+        [
+            PropertyValue(
+                org_id=org_id,
+                thing_key=thing_key,
+                key=params.key,
+                ts=params.ts or ctx.received_at,
+                value=params.value,
+                corr_id=params.corr_id,
+                received_at=ctx.received_at,
+            )
+        ]
+    )
+
+
+async def current(params: CurrentParams, ctx: CallContext) -> dict[str, Any]:
+    org_id, thing_key = await _thing(params, ctx)
+    value = await ctx.services.devices.current(org_id, thing_key, params.key, params.ts)
+    if value is None:
+        raise NotFound(f"not found: no value of property {params.key[:64]!r}")
+    return _value(value)
+
+
+async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
+    org_id, thing_key = await _thing(params, ctx)
+    start, end = params.start, params.end
+    if params.last is not None:
+        end = ctx.services.clock()
+        start = end - params.last
+    values = await ctx.services.devices.history(
+        org_id, thing_key, params.key, start=start, end=end, records=params.records
+    )
+    if params.split:
+        return {
+            "values": [value.value for value in values],
+            "timestamps": [format_utc(value.ts) for value in values],
+        }
+    return {"values": [_value(value) for value in values]}
+
+
+def _history_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What the usage log keeps of a history: how many values, not the values."""
+    return {"returned": len(result["values"])}
+
+
+COMMANDS = (
+    Command("property.publish", PublishParams, publish),
+    Command("property.current", CurrentParams, current),
+    Command("property.history", HistoryParams, history, log_result=_history_summary),
+)
