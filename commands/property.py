@@ -1,5 +1,5 @@
 """The `property` service (SPEC §6, deviceWISE's IoT Portal API): property.publish,
-property.current and property.history.
+property.batch, property.current and property.history.
 
 A thing is `(orgId, thingKey)`. A thing session may omit `thingKey` (its own) and may act only on
 itself (another key: -90003); a user session acts on things of its own org that exist (an
@@ -19,9 +19,10 @@ from gateway.core.errors import InvalidParams, NotFound, PermissionDenied
 from gateway.core.records import PropertyValue
 from gateway.core.registry import Command
 
-__all__ = ["COMMANDS", "HISTORY_MAX_RECORDS"]
+__all__ = ["BATCH_MAX_ENTRIES", "COMMANDS", "HISTORY_MAX_RECORDS"]
 
 HISTORY_MAX_RECORDS = 5000  # deviceWISE's cap per call
+BATCH_MAX_ENTRIES = 5000  # ours: one envelope's batch is stored in one go
 _KEY = Field(min_length=1, max_length=256)
 
 
@@ -32,6 +33,12 @@ class ThingParams(BaseModel):
     key: str = _KEY
 
 
+def _number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("value must be a number")
+    return float(value)
+
+
 class PublishParams(ThingParams):
     value: float = Field(allow_inf_nan=False)
     ts: Timestamp | None = None
@@ -40,12 +47,39 @@ class PublishParams(ThingParams):
     # is kept and property.aggregate (a later step) computes statistics at read time.
     aggregate: bool | None = None
 
-    @field_validator("value", mode="before")
-    @classmethod
-    def _number(cls, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError("value must be a number")
-        return float(value)
+    _check_value = field_validator("value", mode="before")(_number)
+
+
+class BatchEntry(BaseModel):
+    """One value of a batch; `key`, `ts` and `corrId` default to the batch's own."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    key: str | None = Field(None, min_length=1, max_length=256)
+    value: float = Field(allow_inf_nan=False)
+    ts: Timestamp | None = None
+    corr_id: str | None = Field(None, alias="corrId", max_length=256)
+
+    _check_value = field_validator("value", mode="before")(_number)
+
+
+class BatchParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    thing_key: str | None = Field(None, alias="thingKey", min_length=1, max_length=256)
+    key: str | None = Field(None, min_length=1, max_length=256)
+    ts: Timestamp | None = None
+    corr_id: str | None = Field(None, alias="corrId", max_length=256)
+    aggregate: bool | None = None
+    data: list[BatchEntry] = Field(min_length=1, max_length=BATCH_MAX_ENTRIES)
+
+    @model_validator(mode="after")
+    def _keys(self) -> BatchParams:
+        if self.key is None:
+            for index, entry in enumerate(self.data):
+                if entry.key is None:
+                    raise ValueError(f"data.{index} has no key and the batch gives none")
+        return self
 
 
 class CurrentParams(ThingParams):
@@ -68,18 +102,18 @@ class HistoryParams(ThingParams):
         return self
 
 
-async def _thing(params: ThingParams, ctx: CallContext) -> tuple[str, str]:
+async def _thing(thing_key: str | None, ctx: CallContext) -> tuple[str, str]:
     """The `(orgId, thingKey)` the session may act on, or the TR50 error why not."""
     session = ctx.require_session()
     if session.is_thing:
-        if params.thing_key is not None and params.thing_key != session.subject:
+        if thing_key is not None and thing_key != session.subject:
             raise PermissionDenied("permission denied: a thing may act only on itself")
         return session.org_id, session.subject
-    if params.thing_key is None:
+    if thing_key is None:
         raise InvalidParams("invalid params: thingKey is required for a user session")
-    if not await ctx.services.devices.thing_exists(session.org_id, params.thing_key):
-        raise NotFound(f"not found: no thing {params.thing_key[:64]!r} in this org")
-    return session.org_id, params.thing_key
+    if not await ctx.services.devices.thing_exists(session.org_id, thing_key):
+        raise NotFound(f"not found: no thing {thing_key[:64]!r} in this org")
+    return session.org_id, thing_key
 
 
 def _value(value: PropertyValue) -> dict[str, Any]:
@@ -90,7 +124,7 @@ def _value(value: PropertyValue) -> dict[str, Any]:
 
 
 async def publish(params: PublishParams, ctx: CallContext) -> None:
-    org_id, thing_key = await _thing(params, ctx)
+    org_id, thing_key = await _thing(params.thing_key, ctx)
     ctx.services.devices.publish(
         [
             PropertyValue(
@@ -106,8 +140,28 @@ async def publish(params: PublishParams, ctx: CallContext) -> None:
     )
 
 
+async def batch(params: BatchParams, ctx: CallContext) -> None:
+    """Every entry is validated before any is stored: a batch with a bad entry stores nothing
+    and its -90002 names the entry (deviceWISE stores the entries before the bad one)."""
+    org_id, thing_key = await _thing(params.thing_key, ctx)
+    ctx.services.devices.publish(
+        [
+            PropertyValue(
+                org_id=org_id,
+                thing_key=thing_key,
+                key=entry.key or params.key or "",
+                ts=entry.ts or params.ts or ctx.received_at,
+                value=entry.value,
+                corr_id=entry.corr_id if entry.corr_id is not None else params.corr_id,
+                received_at=ctx.received_at,
+            )
+            for entry in params.data
+        ]
+    )
+
+
 async def current(params: CurrentParams, ctx: CallContext) -> dict[str, Any]:
-    org_id, thing_key = await _thing(params, ctx)
+    org_id, thing_key = await _thing(params.thing_key, ctx)
     value = await ctx.services.devices.current(org_id, thing_key, params.key, params.ts)
     if value is None:
         raise NotFound(f"not found: no value of property {params.key[:64]!r}")
@@ -115,7 +169,7 @@ async def current(params: CurrentParams, ctx: CallContext) -> dict[str, Any]:
 
 
 async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
-    org_id, thing_key = await _thing(params, ctx)
+    org_id, thing_key = await _thing(params.thing_key, ctx)
     start, end = params.start, params.end
     if params.last is not None:
         end = ctx.services.clock()
@@ -138,6 +192,7 @@ def _history_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 COMMANDS = (
     Command("property.publish", PublishParams, publish),
+    Command("property.batch", BatchParams, batch),
     Command("property.current", CurrentParams, current),
     Command("property.history", HistoryParams, history, log_result=_history_summary),
 )

@@ -234,3 +234,58 @@ async def test_every_property_call_is_a_usage_record(fleet: Fleet) -> None:
         ("publish", -90003),
         ("publish", None),
     ]
+
+
+async def test_a_batch_takes_its_defaults_for_entries_that_omit_them(fleet: Fleet) -> None:
+    await fleet.ok(
+        "meter-1",
+        "property.batch",
+        key="temp",
+        ts="2024-03-01T10:00:00Z",
+        corrId="batch-1",
+        data=[
+            {"value": 1},
+            {"value": 2, "ts": "2024-03-01T11:00:00Z"},
+            {"key": "hum", "value": 40, "corrId": "own"},
+        ],
+    )
+    temp = await fleet.ok("meter-1", "property.history", key="temp")
+    assert temp["values"] == [
+        {"value": 2.0, "ts": "2024-03-01T11:00:00.000Z", "corrId": "batch-1"},
+        {"value": 1.0, "ts": "2024-03-01T10:00:00.000Z", "corrId": "batch-1"},
+    ]
+    hum = await fleet.ok("meter-1", "property.current", key="hum")
+    assert hum == {"value": 40.0, "ts": "2024-03-01T10:00:00.000Z", "corrId": "own"}
+
+
+async def test_a_batch_of_one_value_is_accepted(fleet: Fleet) -> None:
+    await fleet.ok("meter-1", "property.batch", data=[{"key": "k", "value": 3}])
+    assert (await fleet.ok("meter-1", "property.current", key="k"))["value"] == 3.0
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"data": []}, "data"),
+        ({"data": [{"key": "k", "value": 1}] * 5001}, "data"),
+        ({"data": [{"key": "k", "value": 1}, {"value": 2}]}, "data.1 has no key"),
+        ({"key": "k", "data": [{"value": 1}, {"value": "x"}]}, "data.1.value"),
+        (
+            {"key": "k", "data": [{"value": 1}, {"value": 2, "ts": "1900-01-01T00:00:00Z"}]},
+            "data.1.ts",
+        ),
+        ({"key": "k", "data": [{"value": 1, "unit": "C"}]}, "data.0.unit"),
+    ],
+)
+async def test_a_bad_batch_names_its_entry_and_stores_nothing(
+    fleet: Fleet, params: dict[str, Any], fragment: str
+) -> None:
+    outcome = await fleet.call("meter-1", "property.batch", **params)
+    assert outcome["errorCodes"] == [-90002], outcome
+    assert fragment in outcome["errorMessages"][0], outcome
+    assert await fleet.code("meter-1", "property.current", key="k") == -90008
+
+
+async def test_a_batch_for_another_thing_is_refused(fleet: Fleet) -> None:
+    params = {"thingKey": "meter-2", "data": [{"key": "k", "value": 1}]}
+    assert await fleet.code("meter-1", "property.batch", **params) == -90003
