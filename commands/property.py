@@ -1,10 +1,5 @@
 """The `property` service (SPEC §6, deviceWISE's IoT Portal API): property.publish,
-property.batch, property.current and property.history.
-
-A thing is `(orgId, thingKey)`. A thing session may omit `thingKey` (its own) and may act only on
-itself (another key: -90003); a user session acts on things of its own org that exist (an
-unknown key: -90008), Super-Ops included (`showAll` is for the usage log, not device data).
-"""
+property.batch, property.current and property.history (tenancy: `commands.things`)."""
 
 from __future__ import annotations
 
@@ -12,31 +7,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from commands.params import Duration, Timestamp
+from commands.params import Timestamp
+from commands.things import SeriesWindow, ThingParam, acting_on, number
 from gateway.core.buckets import format_utc
 from gateway.core.context import CallContext
-from gateway.core.errors import InvalidParams, NotFound, PermissionDenied
+from gateway.core.errors import NotFound
 from gateway.core.records import PropertyValue
 from gateway.core.registry import Command
 
-__all__ = ["BATCH_MAX_ENTRIES", "COMMANDS", "HISTORY_MAX_RECORDS"]
+__all__ = ["BATCH_MAX_ENTRIES", "COMMANDS"]
 
-HISTORY_MAX_RECORDS = 5000  # deviceWISE's cap per call
 BATCH_MAX_ENTRIES = 5000  # ours: one envelope's batch is stored in one go
 _KEY = Field(min_length=1, max_length=256)
 
 
-class ThingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    thing_key: str | None = Field(None, alias="thingKey", min_length=1, max_length=256)
+class ThingParams(ThingParam):
     key: str = _KEY
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("value must be a number")
-    return float(value)
 
 
 class PublishParams(ThingParams):
@@ -47,7 +33,7 @@ class PublishParams(ThingParams):
     # is kept and property.aggregate (a later step) computes statistics at read time.
     aggregate: bool | None = None
 
-    _check_value = field_validator("value", mode="before")(_number)
+    _check_value = field_validator("value", mode="before")(number)
 
 
 class BatchEntry(BaseModel):
@@ -60,7 +46,7 @@ class BatchEntry(BaseModel):
     ts: Timestamp | None = None
     corr_id: str | None = Field(None, alias="corrId", max_length=256)
 
-    _check_value = field_validator("value", mode="before")(_number)
+    _check_value = field_validator("value", mode="before")(number)
 
 
 class BatchParams(BaseModel):
@@ -86,34 +72,8 @@ class CurrentParams(ThingParams):
     ts: Timestamp | None = None
 
 
-class HistoryParams(ThingParams):
-    start: Timestamp | None = None
-    end: Timestamp | None = None
-    last: Duration | None = None
-    records: int = Field(100, ge=1, le=HISTORY_MAX_RECORDS)
+class HistoryParams(ThingParams, SeriesWindow):
     split: bool = False
-
-    @model_validator(mode="after")
-    def _window(self) -> HistoryParams:
-        if self.last is not None and (self.start is not None or self.end is not None):
-            raise ValueError("give either last or start/end, not both")
-        if self.start is not None and self.end is not None and self.end < self.start:
-            raise ValueError("end is before start")
-        return self
-
-
-async def _thing(thing_key: str | None, ctx: CallContext) -> tuple[str, str]:
-    """The `(orgId, thingKey)` the session may act on, or the TR50 error why not."""
-    session = ctx.require_session()
-    if session.is_thing:
-        if thing_key is not None and thing_key != session.subject:
-            raise PermissionDenied("permission denied: a thing may act only on itself")
-        return session.org_id, session.subject
-    if thing_key is None:
-        raise InvalidParams("invalid params: thingKey is required for a user session")
-    if not await ctx.services.devices.thing_exists(session.org_id, thing_key):
-        raise NotFound(f"not found: no thing {thing_key[:64]!r} in this org")
-    return session.org_id, thing_key
 
 
 def _value(value: PropertyValue) -> dict[str, Any]:
@@ -124,7 +84,7 @@ def _value(value: PropertyValue) -> dict[str, Any]:
 
 
 async def publish(params: PublishParams, ctx: CallContext) -> None:
-    org_id, thing_key = await _thing(params.thing_key, ctx)
+    org_id, thing_key = await acting_on(params.thing_key, ctx)
     ctx.services.devices.publish(
         [
             PropertyValue(
@@ -143,7 +103,7 @@ async def publish(params: PublishParams, ctx: CallContext) -> None:
 async def batch(params: BatchParams, ctx: CallContext) -> None:
     """Every entry is validated before any is stored: a batch with a bad entry stores nothing
     and its -90002 names the entry (deviceWISE stores the entries before the bad one)."""
-    org_id, thing_key = await _thing(params.thing_key, ctx)
+    org_id, thing_key = await acting_on(params.thing_key, ctx)
     ctx.services.devices.publish(
         [
             PropertyValue(
@@ -161,7 +121,7 @@ async def batch(params: BatchParams, ctx: CallContext) -> None:
 
 
 async def current(params: CurrentParams, ctx: CallContext) -> dict[str, Any]:
-    org_id, thing_key = await _thing(params.thing_key, ctx)
+    org_id, thing_key = await acting_on(params.thing_key, ctx)
     value = await ctx.services.devices.current(org_id, thing_key, params.key, params.ts)
     if value is None:
         raise NotFound(f"not found: no value of property {params.key[:64]!r}")
@@ -169,11 +129,8 @@ async def current(params: CurrentParams, ctx: CallContext) -> dict[str, Any]:
 
 
 async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
-    org_id, thing_key = await _thing(params.thing_key, ctx)
-    start, end = params.start, params.end
-    if params.last is not None:
-        end = ctx.services.clock()
-        start = end - params.last
+    org_id, thing_key = await acting_on(params.thing_key, ctx)
+    start, end = params.bounds(ctx)
     values = await ctx.services.devices.history(
         org_id, thing_key, params.key, start=start, end=end, records=params.records
     )

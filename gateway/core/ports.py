@@ -14,6 +14,7 @@ from gateway.core.buckets import BucketPlan
 from gateway.core.records import (
     EndpointPage,
     KeyedCounts,
+    LocationValue,
     Org,
     PropertyValue,
     Session,
@@ -120,6 +121,22 @@ class DeviceData(Protocol):
         records: int,
     ) -> list[PropertyValue]:
         """Newest first, at most `records`."""
+        ...
+
+    def publish_locations(self, values: list[LocationValue]) -> int:
+        """Queue locations; never blocks on the database."""
+        ...
+
+    async def location_history(
+        self,
+        org_id: str,
+        thing_key: str,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        records: int,
+    ) -> list[LocationValue]:
+        """Newest first by `ts`, at most `records` (the first is the current location)."""
         ...
 
 

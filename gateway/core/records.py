@@ -17,6 +17,7 @@ __all__ = [
     "EndpointPage",
     "EndpointStats",
     "KeyedCounts",
+    "LocationValue",
     "Org",
     "PropertyValue",
     "RecordIds",
@@ -207,4 +208,29 @@ class PropertyValue:
     ts: datetime
     value: float
     corr_id: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LocationValue:
+    """One published location of a thing (deviceWISE's lat/lng form; the address is display
+    text the device sent, not a geocoded one)."""
+
+    org_id: str
+    thing_key: str
+    ts: datetime
+    lat: float
+    lng: float
+    heading: float | None
+    altitude: float | None
+    speed: float | None
+    fix_acc: float | None
+    fix_type: str | None
+    corr_id: str | None
+    street_number: str | None
+    street: str | None
+    city: str | None
+    state: str | None
+    zip_code: str | None
+    country: str | None
     received_at: datetime

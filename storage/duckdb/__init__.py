@@ -9,8 +9,8 @@ from pathlib import Path
 from storage.duckdb.analytics import UsageAggregates
 from storage.duckdb.compaction import Compactor
 from storage.duckdb.database import Database, DatabaseLocked
+from storage.duckdb.devices import DeviceStore
 from storage.duckdb.identity import IdentityStore
-from storage.duckdb.properties import PropertyStore
 from storage.duckdb.usage import UsageQueries, UsageWriter
 
 __all__ = ["DatabaseLocked", "DuckDBStorage"]
@@ -38,7 +38,7 @@ class DuckDBStorage:
         self.reader = UsageQueries(self.database, self.usage)
         self.analytics = UsageAggregates(self.database, self.usage)
         self.identity = IdentityStore(self.database, clock)
-        self.devices = PropertyStore(self.database, flush_interval=flush_interval)
+        self.devices = DeviceStore(self.database, flush_interval=flush_interval)
         self.compactor = (
             Compactor(self.database, clock, interval=compact_interval)
             if compact_interval > 0

@@ -76,6 +76,26 @@ CREATE TABLE IF NOT EXISTS property_values (
     corr_id VARCHAR,
     received_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS location_values (
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    lat DOUBLE NOT NULL,
+    lng DOUBLE NOT NULL,
+    heading DOUBLE,
+    altitude DOUBLE,
+    speed DOUBLE,
+    fix_acc DOUBLE,
+    fix_type VARCHAR,
+    corr_id VARCHAR,
+    street_number VARCHAR,
+    street VARCHAR,
+    city VARCHAR,
+    state VARCHAR,
+    zip_code VARCHAR,
+    country VARCHAR,
+    received_at TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash VARCHAR PRIMARY KEY,
     org_id VARCHAR NOT NULL,

@@ -1,0 +1,174 @@
+"""What things publish (the `DeviceData` port): property values and locations, each table
+appended by its own writer thread in Arrow batches and read newest first by
+`(org, thing[, key], ts)`. Every read first waits for its writer (read-your-writes)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import datetime
+from typing import Any, TypeVar
+
+import pyarrow as pa
+
+from gateway.core.records import LocationValue, PropertyValue
+from storage.duckdb.database import Database, reading
+from storage.duckdb.writer import BatchWriter, TableSpec
+
+__all__ = ["LOCATION_TABLE", "PROPERTY_TABLE", "DeviceStore"]
+
+Row = TypeVar("Row", PropertyValue, LocationValue)
+
+
+def _spec(name: str, table: str, row: type[Any], arrow: list[tuple[str, pa.DataType]]) -> TableSpec:
+    columns = [f.name for f in fields(row)]
+    assert columns == [name for name, _ in arrow], f"{table}: Arrow schema out of step"
+    return TableSpec(
+        name=name,
+        columns=columns,
+        arrow_schema=pa.schema(arrow),
+        insert_sql=f"INSERT INTO {table} SELECT {', '.join(columns)} FROM batch",  # noqa: S608
+    )
+
+
+_TS = pa.timestamp("us")
+PROPERTY_TABLE = _spec(
+    "property",
+    "property_values",
+    PropertyValue,
+    [
+        ("org_id", pa.string()),
+        ("thing_key", pa.string()),
+        ("key", pa.string()),
+        ("ts", _TS),
+        ("value", pa.float64()),
+        ("corr_id", pa.string()),
+        ("received_at", _TS),
+    ],
+)
+LOCATION_TABLE = _spec(
+    "location",
+    "location_values",
+    LocationValue,
+    [
+        ("org_id", pa.string()),
+        ("thing_key", pa.string()),
+        ("ts", _TS),
+        ("lat", pa.float64()),
+        ("lng", pa.float64()),
+        ("heading", pa.float64()),
+        ("altitude", pa.float64()),
+        ("speed", pa.float64()),
+        ("fix_acc", pa.float64()),
+        ("fix_type", pa.string()),
+        ("corr_id", pa.string()),
+        ("street_number", pa.string()),
+        ("street", pa.string()),
+        ("city", pa.string()),
+        ("state", pa.string()),
+        ("zip_code", pa.string()),
+        ("country", pa.string()),
+        ("received_at", _TS),
+    ],
+)
+
+
+class DeviceStore:
+    def __init__(self, database: Database, *, flush_interval: float = 0.05) -> None:
+        self._database = database
+        self.properties: BatchWriter[PropertyValue] = BatchWriter(
+            database, PROPERTY_TABLE, flush_interval=flush_interval
+        )
+        self.locations: BatchWriter[LocationValue] = BatchWriter(
+            database, LOCATION_TABLE, flush_interval=flush_interval
+        )
+
+    # -- writing -------------------------------------------------------------------------------
+    def publish(self, values: list[PropertyValue]) -> int:
+        return self.properties.submit_many(values)
+
+    def publish_locations(self, values: list[LocationValue]) -> int:
+        return self.locations.submit_many(values)
+
+    # -- reading -------------------------------------------------------------------------------
+    async def thing_exists(self, org_id: str, thing_key: str) -> bool:
+        return await reading(self._thing_exists_sync, org_id, thing_key)
+
+    def _thing_exists_sync(self, org_id: str, thing_key: str) -> bool:
+        row = (
+            self._database.cursor()
+            .execute(
+                "SELECT 1 FROM things WHERE org_id = ? AND thing_key = ?", [org_id, thing_key]
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    async def current(
+        self, org_id: str, thing_key: str, key: str, at: datetime | None
+    ) -> PropertyValue | None:
+        rows = await self.history(org_id, thing_key, key, start=None, end=at, records=1)
+        return rows[0] if rows else None
+
+    async def history(
+        self,
+        org_id: str,
+        thing_key: str,
+        key: str,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        records: int,
+    ) -> list[PropertyValue]:
+        await self.properties.wait_visible()
+        return await reading(
+            self._newest_sync, PropertyValue, "property_values", PROPERTY_TABLE,
+            org_id, thing_key, key, start, end, records,
+        )  # fmt: skip
+
+    async def location_history(
+        self,
+        org_id: str,
+        thing_key: str,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        records: int,
+    ) -> list[LocationValue]:
+        await self.locations.wait_visible()
+        return await reading(
+            self._newest_sync, LocationValue, "location_values", LOCATION_TABLE,
+            org_id, thing_key, None, start, end, records,
+        )  # fmt: skip
+
+    def _newest_sync(
+        self,
+        row: type[Row],
+        table: str,
+        spec: TableSpec,
+        org_id: str,
+        thing_key: str,
+        key: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        records: int,
+    ) -> list[Row]:
+        # Table and column names are fixed strings of this module; values are parameters.
+        sql = f"SELECT {', '.join(spec.columns)} FROM {table} WHERE org_id = ? AND thing_key = ?"  # noqa: S608
+        values: list[Any] = [org_id, thing_key]
+        if key is not None:
+            sql += " AND key = ?"
+            values.append(key)
+        if start is not None:
+            sql += " AND ts >= ?"
+            values.append(start)
+        if end is not None:
+            sql += " AND ts <= ?"
+            values.append(end)
+        # Ties in ts: the value received last wins, as a repeated publish would.
+        sql += " ORDER BY ts DESC, received_at DESC LIMIT ?"
+        values.append(records)
+        return [row(*found) for found in self._database.cursor().execute(sql, values).fetchall()]
+
+    def close(self) -> None:
+        self.properties.close()
+        self.locations.close()
