@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +9,7 @@ import pytest
 
 from devtools.broker import Broker
 from gateway.settings import Settings
+from tests.harness import Fleet, Harness, thing_login
 from tests.support import GatewayThread, Tenants, provision
 
 
@@ -54,3 +55,27 @@ def gateway(broker: Broker, start_gateway: Callable[..., GatewayThread]) -> Gate
     `broker` comes first so that it is torn down after the gateway, not under it.
     """
     return start_gateway(mqtt_url=broker.url_for_gateway)
+
+
+FLEET_PASSWORD = "pw-for-tests"
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    """Two orgs (acme: meter-1, meter-2; globex: pump-9) with users of each role, all logged in."""
+    h = Harness(tmp_path / "usage.duckdb")
+    fleet = Fleet(h)
+    apps = {}
+    for org in ("acme", "globex"):
+        h.identity.create_org(org)
+        h.identity.create_user(f"user@{org}", org, FLEET_PASSWORD, "user")
+        h.identity.create_user(f"admin@{org}", org, FLEET_PASSWORD, "org-admin")
+        apps[org] = h.identity.create_app(org, "fleet")
+    h.identity.create_user("ops@acme", "acme", FLEET_PASSWORD, "super-ops")
+    for who in ("user@acme", "admin@acme", "ops@acme", "user@globex"):
+        fleet.sessions[who] = await h.login(who, FLEET_PASSWORD)
+    fleet.sessions["meter-1"] = await thing_login(h, apps["acme"], "meter-1")
+    fleet.sessions["meter-2"] = await thing_login(h, apps["acme"], "meter-2")
+    fleet.sessions["pump-9"] = await thing_login(h, apps["globex"], "pump-9")
+    yield fleet
+    h.close()

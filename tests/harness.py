@@ -4,6 +4,7 @@ clock and no transports: literal JSON in, reply out."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,39 @@ class Harness:
 
     def close(self) -> None:
         self.assembly.close()
+
+
+@dataclass
+class Fleet:
+    h: Harness
+    sessions: dict[str, str] = field(default_factory=dict)
+
+    async def call(self, caller: str, command: str, **params: Any) -> dict[str, Any]:
+        reply = await self.h.as_session(
+            self.sessions[caller], x={"command": command, "params": params}
+        )
+        outcome: dict[str, Any] = reply["x"]
+        return outcome
+
+    async def ok(self, caller: str, command: str, **params: Any) -> Any:
+        outcome = await self.call(caller, command, **params)
+        assert outcome["success"], outcome
+        return outcome.get("params")
+
+    async def code(self, caller: str, command: str, **params: Any) -> int:
+        outcome = await self.call(caller, command, **params)
+        assert outcome["success"] is False, outcome
+        return int(outcome["errorCodes"][0])
+
+
+async def thing_login(h: Harness, app: tuple[str, str], thing_key: str) -> str:
+    reply = await h.call(
+        {
+            "auth": {
+                "command": "api.authenticate",
+                "params": {"appId": app[0], "appToken": app[1], "thingKey": thing_key},
+            }
+        }
+    )
+    assert reply["auth"]["success"], reply
+    return str(reply["auth"]["params"]["sessionId"])

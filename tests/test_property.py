@@ -3,72 +3,11 @@ and the usage record of each call, over a real DuckDB file."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import Harness
-
-PW = "pw-for-tests"
-
-
-@dataclass
-class Fleet:
-    h: Harness
-    sessions: dict[str, str] = field(default_factory=dict)
-
-    async def call(self, caller: str, command: str, **params: Any) -> dict[str, Any]:
-        reply = await self.h.as_session(
-            self.sessions[caller], x={"command": command, "params": params}
-        )
-        outcome: dict[str, Any] = reply["x"]
-        return outcome
-
-    async def ok(self, caller: str, command: str, **params: Any) -> Any:
-        outcome = await self.call(caller, command, **params)
-        assert outcome["success"], outcome
-        return outcome.get("params")
-
-    async def code(self, caller: str, command: str, **params: Any) -> int:
-        outcome = await self.call(caller, command, **params)
-        assert outcome["success"] is False, outcome
-        return int(outcome["errorCodes"][0])
-
-
-async def thing_login(h: Harness, app: tuple[str, str], thing_key: str) -> str:
-    reply = await h.call(
-        {
-            "auth": {
-                "command": "api.authenticate",
-                "params": {"appId": app[0], "appToken": app[1], "thingKey": thing_key},
-            }
-        }
-    )
-    assert reply["auth"]["success"], reply
-    return str(reply["auth"]["params"]["sessionId"])
-
-
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
-    h = Harness(tmp_path / "usage.duckdb")
-    fleet = Fleet(h)
-    apps = {}
-    for org in ("acme", "globex"):
-        h.identity.create_org(org)
-        h.identity.create_user(f"user@{org}", org, PW, "user")
-        h.identity.create_user(f"admin@{org}", org, PW, "org-admin")
-        apps[org] = h.identity.create_app(org, "fleet")
-    h.identity.create_user("ops@acme", "acme", PW, "super-ops")
-    for who in ("user@acme", "admin@acme", "ops@acme", "user@globex"):
-        fleet.sessions[who] = await h.login(who, PW)
-    fleet.sessions["meter-1"] = await thing_login(h, apps["acme"], "meter-1")
-    fleet.sessions["meter-2"] = await thing_login(h, apps["acme"], "meter-2")
-    fleet.sessions["pump-9"] = await thing_login(h, apps["globex"], "pump-9")
-    yield fleet
-    h.close()
+from tests.harness import Fleet
 
 
 async def test_a_thing_publishes_and_reads_its_own_value(fleet: Fleet) -> None:

@@ -96,9 +96,7 @@ class DeviceStore:
     def _thing_exists_sync(self, org_id: str, thing_key: str) -> bool:
         row = (
             self._database.cursor()
-            .execute(
-                "SELECT 1 FROM things WHERE org_id = ? AND thing_key = ?", [org_id, thing_key]
-            )
+            .execute("SELECT 1 FROM things WHERE org_id = ? AND thing_key = ?", [org_id, thing_key])
             .fetchone()
         )
         return row is not None
