@@ -8,7 +8,7 @@ __all__ = ["build_registry"]
 
 
 def build_registry() -> Registry:
-    from commands import analytics, api, diag, location, session, usage
+    from commands import alarm, analytics, api, diag, location, session, usage
     from commands import property as property_service
 
     # The usage service is two modules: the raw log (usage.py) and its aggregates (analytics.py).
@@ -21,5 +21,6 @@ def build_registry() -> Registry:
             analytics.COMMANDS,
             property_service.COMMANDS,
             location.COMMANDS,
+            alarm.COMMANDS,
         ]
     )

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from gateway.core.buckets import BucketPlan
 from gateway.core.records import (
+    AlarmValue,
     EndpointPage,
     KeyedCounts,
     LocationValue,
@@ -137,6 +138,23 @@ class DeviceData(Protocol):
         records: int,
     ) -> list[LocationValue]:
         """Newest first by `ts`, at most `records` (the first is the current location)."""
+        ...
+
+    def publish_alarms(self, values: list[AlarmValue]) -> int:
+        """Queue alarm states; never blocks on the database."""
+        ...
+
+    async def alarm_history(
+        self,
+        org_id: str,
+        thing_key: str,
+        key: str,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        records: int,
+    ) -> list[AlarmValue]:
+        """Newest first by `ts`, at most `records` (the first is the current state)."""
         ...
 
 

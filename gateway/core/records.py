@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 __all__ = [
+    "AlarmValue",
     "EndpointPage",
     "EndpointStats",
     "KeyedCounts",
@@ -233,4 +234,20 @@ class LocationValue:
     state: str | None
     zip_code: str | None
     country: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmValue:
+    """One published alarm state of a thing (an integer state, a message, where it happened)."""
+
+    org_id: str
+    thing_key: str
+    key: str
+    ts: datetime
+    state: int
+    msg: str | None
+    corr_id: str | None
+    lat: float | None
+    lng: float | None
     received_at: datetime

@@ -96,6 +96,18 @@ CREATE TABLE IF NOT EXISTS location_values (
     country VARCHAR,
     received_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS alarm_values (
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    state INTEGER NOT NULL,
+    msg VARCHAR,
+    corr_id VARCHAR,
+    lat DOUBLE,
+    lng DOUBLE,
+    received_at TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash VARCHAR PRIMARY KEY,
     org_id VARCHAR NOT NULL,

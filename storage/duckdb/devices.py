@@ -10,13 +10,13 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from gateway.core.records import LocationValue, PropertyValue
+from gateway.core.records import AlarmValue, LocationValue, PropertyValue
 from storage.duckdb.database import Database, reading
 from storage.duckdb.writer import BatchWriter, TableSpec
 
-__all__ = ["LOCATION_TABLE", "PROPERTY_TABLE", "DeviceStore"]
+__all__ = ["ALARM_TABLE", "LOCATION_TABLE", "PROPERTY_TABLE", "DeviceStore"]
 
-Row = TypeVar("Row", PropertyValue, LocationValue)
+Row = TypeVar("Row", PropertyValue, LocationValue, AlarmValue)
 
 
 def _spec(name: str, table: str, row: type[Any], arrow: list[tuple[str, pa.DataType]]) -> TableSpec:
@@ -71,6 +71,24 @@ LOCATION_TABLE = _spec(
     ],
 )
 
+ALARM_TABLE = _spec(
+    "alarm",
+    "alarm_values",
+    AlarmValue,
+    [
+        ("org_id", pa.string()),
+        ("thing_key", pa.string()),
+        ("key", pa.string()),
+        ("ts", _TS),
+        ("state", pa.int32()),
+        ("msg", pa.string()),
+        ("corr_id", pa.string()),
+        ("lat", pa.float64()),
+        ("lng", pa.float64()),
+        ("received_at", _TS),
+    ],
+)
+
 
 class DeviceStore:
     def __init__(self, database: Database, *, flush_interval: float = 0.05) -> None:
@@ -81,6 +99,9 @@ class DeviceStore:
         self.locations: BatchWriter[LocationValue] = BatchWriter(
             database, LOCATION_TABLE, flush_interval=flush_interval
         )
+        self.alarms: BatchWriter[AlarmValue] = BatchWriter(
+            database, ALARM_TABLE, flush_interval=flush_interval
+        )
 
     # -- writing -------------------------------------------------------------------------------
     def publish(self, values: list[PropertyValue]) -> int:
@@ -88,6 +109,9 @@ class DeviceStore:
 
     def publish_locations(self, values: list[LocationValue]) -> int:
         return self.locations.submit_many(values)
+
+    def publish_alarms(self, values: list[AlarmValue]) -> int:
+        return self.alarms.submit_many(values)
 
     # -- reading -------------------------------------------------------------------------------
     async def thing_exists(self, org_id: str, thing_key: str) -> bool:
@@ -138,6 +162,22 @@ class DeviceStore:
             org_id, thing_key, None, start, end, records,
         )  # fmt: skip
 
+    async def alarm_history(
+        self,
+        org_id: str,
+        thing_key: str,
+        key: str,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        records: int,
+    ) -> list[AlarmValue]:
+        await self.alarms.wait_visible()
+        return await reading(
+            self._newest_sync, AlarmValue, "alarm_values", ALARM_TABLE,
+            org_id, thing_key, key, start, end, records,
+        )  # fmt: skip
+
     def _newest_sync(
         self,
         row: type[Row],
@@ -170,3 +210,4 @@ class DeviceStore:
     def close(self) -> None:
         self.properties.close()
         self.locations.close()
+        self.alarms.close()

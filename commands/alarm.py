@@ -1,0 +1,175 @@
+"""The `alarm` service (SPEC §6, deviceWISE's IoT Portal API): alarm.publish, alarm.batch,
+alarm.current and alarm.history (tenancy: `commands.things`).
+
+As on deviceWISE, a publish that repeats the alarm's current state is not stored unless
+`republish` is true, when it is the newest (its `ts` is not older than the current one's).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from commands.params import Timestamp
+from commands.things import SeriesWindow, ThingParam, acting_on
+from gateway.core.buckets import format_utc
+from gateway.core.context import CallContext
+from gateway.core.errors import InvalidParams, NotFound
+from gateway.core.records import AlarmValue
+from gateway.core.registry import Command
+
+__all__ = ["COMMANDS"]
+
+BATCH_MAX_ENTRIES = 5000
+_KEY = Field(min_length=1, max_length=256)
+
+
+class AlarmState(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    state: int = Field(ge=-(2**31), le=2**31 - 1)
+    msg: str | None = Field(None, max_length=4096)
+    ts: Timestamp | None = None
+    corr_id: str | None = Field(None, alias="corrId", max_length=256)
+    lat: float | None = Field(None, ge=-90, le=90, allow_inf_nan=False)
+    lng: float | None = Field(None, ge=-180, le=180, allow_inf_nan=False)
+
+    @field_validator("lat", "lng", mode="before")
+    @classmethod
+    def _coordinate(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("a coordinate must be a number")
+        return float(value)
+
+
+class PublishParams(ThingParam, AlarmState):
+    key: str = _KEY
+    republish: bool = False
+
+
+class BatchEntry(AlarmState):
+    key: str | None = Field(None, min_length=1, max_length=256)
+
+
+class BatchParams(ThingParam):
+    key: str | None = Field(None, min_length=1, max_length=256)
+    ts: Timestamp | None = None
+    corr_id: str | None = Field(None, alias="corrId", max_length=256)
+    republish: bool = False
+    data: list[BatchEntry] = Field(min_length=1, max_length=BATCH_MAX_ENTRIES)
+
+
+class CurrentParams(ThingParam):
+    key: str = _KEY
+    ts: Timestamp | None = None
+
+
+class HistoryParams(ThingParam, SeriesWindow):
+    key: str = _KEY
+
+
+def _shown(value: AlarmValue) -> dict[str, Any]:
+    shown: dict[str, Any] = {"state": value.state, "ts": format_utc(value.ts)}
+    for wire, item in (("msg", value.msg), ("corrId", value.corr_id), ("lat", value.lat),
+                       ("lng", value.lng)):  # fmt: skip
+        if item is not None:
+            shown[wire] = item
+    return shown
+
+
+def _value(
+    org_id: str, thing_key: str, key: str, entry: AlarmState, ts: datetime,
+    corr_id: str | None, ctx: CallContext,
+) -> AlarmValue:  # fmt: skip
+    return AlarmValue(
+        org_id=org_id,
+        thing_key=thing_key,
+        key=key,
+        ts=ts,
+        state=entry.state,
+        msg=entry.msg,
+        corr_id=corr_id,
+        lat=entry.lat,
+        lng=entry.lng,
+        received_at=ctx.received_at,
+    )
+
+
+async def _store(values: list[AlarmValue], republish: bool, ctx: CallContext) -> None:
+    """Store the states, leaving out (unless `republish`) each one that would only repeat the
+    alarm's newest state."""
+    if not republish:
+        kept: list[AlarmValue] = []
+        newest: dict[str, AlarmValue | None] = {}
+        for value in sorted(values, key=lambda item: item.ts):
+            if value.key not in newest:
+                found = await ctx.services.devices.alarm_history(
+                    value.org_id, value.thing_key, value.key, start=None, end=None, records=1
+                )
+                newest[value.key] = found[0] if found else None
+            current = newest[value.key]
+            if current is not None and current.state == value.state and value.ts >= current.ts:
+                continue
+            kept.append(value)
+            if current is None or value.ts >= current.ts:
+                newest[value.key] = value
+        values = kept
+    if values:
+        ctx.services.devices.publish_alarms(values)
+
+
+async def publish(params: PublishParams, ctx: CallContext) -> None:
+    org_id, thing_key = await acting_on(params.thing_key, ctx)
+    value = _value(
+        org_id, thing_key, params.key, params, params.ts or ctx.received_at, params.corr_id, ctx
+    )
+    await _store([value], params.republish, ctx)
+
+
+async def batch(params: BatchParams, ctx: CallContext) -> None:
+    """Every entry is checked before any is stored (as property.batch)."""
+    org_id, thing_key = await acting_on(params.thing_key, ctx)
+    values = []
+    for index, entry in enumerate(params.data):
+        key = entry.key or params.key
+        if key is None:
+            raise InvalidParams(f"invalid params: data.{index} has no key and the batch gives none")
+        corr_id = entry.corr_id if entry.corr_id is not None else params.corr_id
+        ts = entry.ts or params.ts or ctx.received_at
+        values.append(_value(org_id, thing_key, key, entry, ts, corr_id, ctx))
+    await _store(values, params.republish, ctx)
+
+
+async def current(params: CurrentParams, ctx: CallContext) -> dict[str, Any]:
+    org_id, thing_key = await acting_on(params.thing_key, ctx)
+    values = await ctx.services.devices.alarm_history(
+        org_id, thing_key, params.key, start=None, end=params.ts, records=1
+    )
+    if not values:
+        raise NotFound(f"not found: no state of alarm {params.key[:64]!r}")
+    return _shown(values[0])
+
+
+async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
+    org_id, thing_key = await acting_on(params.thing_key, ctx)
+    start, end = params.bounds(ctx)
+    values = await ctx.services.devices.alarm_history(
+        org_id, thing_key, params.key, start=start, end=end, records=params.records
+    )
+    return {"values": [_shown(value) for value in values]}
+
+
+def _history_summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {"returned": len(result["values"])}
+
+
+COMMANDS = (
+    Command("alarm.publish", PublishParams, publish),
+    Command("alarm.batch", BatchParams, batch),
+    Command("alarm.current", CurrentParams, current),
+    Command("alarm.history", HistoryParams, history, log_result=_history_summary),
+)
