@@ -8,7 +8,7 @@ __all__ = ["build_registry"]
 
 
 def build_registry() -> Registry:
-    from commands import alarm, analytics, api, diag, location, session, usage
+    from commands import alarm, analytics, api, attribute, diag, location, session, usage
     from commands import property as property_service
 
     # The usage service is two modules: the raw log (usage.py) and its aggregates (analytics.py).
@@ -22,5 +22,6 @@ def build_registry() -> Registry:
             property_service.COMMANDS,
             location.COMMANDS,
             alarm.COMMANDS,
+            attribute.COMMANDS,
         ]
     )

@@ -13,6 +13,7 @@ from typing import Protocol
 from gateway.core.buckets import BucketPlan
 from gateway.core.records import (
     AlarmValue,
+    AttributeValue,
     EndpointPage,
     KeyedCounts,
     LocationValue,
@@ -155,6 +156,16 @@ class DeviceData(Protocol):
         records: int,
     ) -> list[AlarmValue]:
         """Newest first by `ts`, at most `records` (the first is the current state)."""
+        ...
+
+    def publish_attributes(self, values: list[AttributeValue]) -> int:
+        """Queue attribute settings (a None value unsets); never blocks on the database."""
+        ...
+
+    async def attribute_current(
+        self, org_id: str, thing_key: str, key: str
+    ) -> AttributeValue | None:
+        """The setting with the latest `ts` (its value None if that was an unset)."""
         ...
 
 

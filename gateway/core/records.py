@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 __all__ = [
     "AlarmValue",
+    "AttributeValue",
     "EndpointPage",
     "EndpointStats",
     "KeyedCounts",
@@ -250,4 +251,17 @@ class AlarmValue:
     corr_id: str | None
     lat: float | None
     lng: float | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeValue:
+    """One attribute setting of a thing: a string, or None where the attribute was unset."""
+
+    org_id: str
+    thing_key: str
+    key: str
+    ts: datetime
+    value: str | None
+    corr_id: str | None
     received_at: datetime

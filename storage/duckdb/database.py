@@ -108,6 +108,15 @@ CREATE TABLE IF NOT EXISTS alarm_values (
     lng DOUBLE,
     received_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS attribute_values (
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    value VARCHAR,
+    corr_id VARCHAR,
+    received_at TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash VARCHAR PRIMARY KEY,
     org_id VARCHAR NOT NULL,

@@ -10,13 +10,13 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from gateway.core.records import AlarmValue, LocationValue, PropertyValue
+from gateway.core.records import AlarmValue, AttributeValue, LocationValue, PropertyValue
 from storage.duckdb.database import Database, reading
 from storage.duckdb.writer import BatchWriter, TableSpec
 
-__all__ = ["ALARM_TABLE", "LOCATION_TABLE", "PROPERTY_TABLE", "DeviceStore"]
+__all__ = ["ALARM_TABLE", "ATTRIBUTE_TABLE", "LOCATION_TABLE", "PROPERTY_TABLE", "DeviceStore"]
 
-Row = TypeVar("Row", PropertyValue, LocationValue, AlarmValue)
+Row = TypeVar("Row", PropertyValue, LocationValue, AlarmValue, AttributeValue)
 
 
 def _spec(name: str, table: str, row: type[Any], arrow: list[tuple[str, pa.DataType]]) -> TableSpec:
@@ -89,6 +89,21 @@ ALARM_TABLE = _spec(
     ],
 )
 
+ATTRIBUTE_TABLE = _spec(
+    "attribute",
+    "attribute_values",
+    AttributeValue,
+    [
+        ("org_id", pa.string()),
+        ("thing_key", pa.string()),
+        ("key", pa.string()),
+        ("ts", _TS),
+        ("value", pa.string()),
+        ("corr_id", pa.string()),
+        ("received_at", _TS),
+    ],
+)
+
 
 class DeviceStore:
     def __init__(self, database: Database, *, flush_interval: float = 0.05) -> None:
@@ -102,6 +117,9 @@ class DeviceStore:
         self.alarms: BatchWriter[AlarmValue] = BatchWriter(
             database, ALARM_TABLE, flush_interval=flush_interval
         )
+        self.attributes: BatchWriter[AttributeValue] = BatchWriter(
+            database, ATTRIBUTE_TABLE, flush_interval=flush_interval
+        )
 
     # -- writing -------------------------------------------------------------------------------
     def publish(self, values: list[PropertyValue]) -> int:
@@ -112,6 +130,9 @@ class DeviceStore:
 
     def publish_alarms(self, values: list[AlarmValue]) -> int:
         return self.alarms.submit_many(values)
+
+    def publish_attributes(self, values: list[AttributeValue]) -> int:
+        return self.attributes.submit_many(values)
 
     # -- reading -------------------------------------------------------------------------------
     async def thing_exists(self, org_id: str, thing_key: str) -> bool:
@@ -178,6 +199,16 @@ class DeviceStore:
             org_id, thing_key, key, start, end, records,
         )  # fmt: skip
 
+    async def attribute_current(
+        self, org_id: str, thing_key: str, key: str
+    ) -> AttributeValue | None:
+        await self.attributes.wait_visible()
+        found = await reading(
+            self._newest_sync, AttributeValue, "attribute_values", ATTRIBUTE_TABLE,
+            org_id, thing_key, key, None, None, 1,
+        )  # fmt: skip
+        return found[0] if found else None
+
     def _newest_sync(
         self,
         row: type[Row],
@@ -211,3 +242,4 @@ class DeviceStore:
         self.properties.close()
         self.locations.close()
         self.alarms.close()
+        self.attributes.close()
