@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 import pyarrow as pa
 
@@ -19,90 +19,32 @@ __all__ = ["ALARM_TABLE", "ATTRIBUTE_TABLE", "LOCATION_TABLE", "PROPERTY_TABLE",
 Row = TypeVar("Row", PropertyValue, LocationValue, AlarmValue, AttributeValue)
 
 
-def _spec(name: str, table: str, row: type[Any], arrow: list[tuple[str, pa.DataType]]) -> TableSpec:
+_ARROW_TYPES: dict[Any, pa.DataType] = {
+    str: pa.string(),
+    str | None: pa.string(),
+    float: pa.float64(),
+    float | None: pa.float64(),
+    int: pa.int32(),
+    datetime: pa.timestamp("us"),
+}
+
+
+def _spec(name: str, table: str, row: type[Any]) -> TableSpec:
+    """The writer's view of a device table: its row dataclass's fields, as Arrow columns."""
+    hints = get_type_hints(row)
     columns = [f.name for f in fields(row)]
-    assert columns == [name for name, _ in arrow], f"{table}: Arrow schema out of step"
     return TableSpec(
         name=name,
         columns=columns,
-        arrow_schema=pa.schema(arrow),
+        arrow_schema=pa.schema([(column, _ARROW_TYPES[hints[column]]) for column in columns]),
         insert_sql=f"INSERT INTO {table} SELECT {', '.join(columns)} FROM batch",  # noqa: S608
     )
 
 
-_TS = pa.timestamp("us")
-PROPERTY_TABLE = _spec(
-    "property",
-    "property_values",
-    PropertyValue,
-    [
-        ("org_id", pa.string()),
-        ("thing_key", pa.string()),
-        ("key", pa.string()),
-        ("ts", _TS),
-        ("value", pa.float64()),
-        ("corr_id", pa.string()),
-        ("received_at", _TS),
-    ],
-)
-LOCATION_TABLE = _spec(
-    "location",
-    "location_values",
-    LocationValue,
-    [
-        ("org_id", pa.string()),
-        ("thing_key", pa.string()),
-        ("ts", _TS),
-        ("lat", pa.float64()),
-        ("lng", pa.float64()),
-        ("heading", pa.float64()),
-        ("altitude", pa.float64()),
-        ("speed", pa.float64()),
-        ("fix_acc", pa.float64()),
-        ("fix_type", pa.string()),
-        ("corr_id", pa.string()),
-        ("street_number", pa.string()),
-        ("street", pa.string()),
-        ("city", pa.string()),
-        ("state", pa.string()),
-        ("zip_code", pa.string()),
-        ("country", pa.string()),
-        ("received_at", _TS),
-    ],
-)
-
-ALARM_TABLE = _spec(
-    "alarm",
-    "alarm_values",
-    AlarmValue,
-    [
-        ("org_id", pa.string()),
-        ("thing_key", pa.string()),
-        ("key", pa.string()),
-        ("ts", _TS),
-        ("state", pa.int32()),
-        ("msg", pa.string()),
-        ("corr_id", pa.string()),
-        ("lat", pa.float64()),
-        ("lng", pa.float64()),
-        ("received_at", _TS),
-    ],
-)
-
-ATTRIBUTE_TABLE = _spec(
-    "attribute",
-    "attribute_values",
-    AttributeValue,
-    [
-        ("org_id", pa.string()),
-        ("thing_key", pa.string()),
-        ("key", pa.string()),
-        ("ts", _TS),
-        ("value", pa.string()),
-        ("corr_id", pa.string()),
-        ("received_at", _TS),
-    ],
-)
+PROPERTY_TABLE = _spec("property", "property_values", PropertyValue)
+LOCATION_TABLE = _spec("location", "location_values", LocationValue)
+ALARM_TABLE = _spec("alarm", "alarm_values", AlarmValue)
+ATTRIBUTE_TABLE = _spec("attribute", "attribute_values", AttributeValue)
 
 
 class DeviceStore:
