@@ -3,20 +3,23 @@ property.batch, property.current and property.history (tenancy: `commands.things
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from datetime import timedelta
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from commands.params import Timestamp
 from commands.things import SeriesWindow, ThingParam, acting_on, number
-from gateway.core.buckets import format_utc
+from gateway.core.buckets import format_utc, plan_buckets
 from gateway.core.context import CallContext
-from gateway.core.errors import NotFound
+from gateway.core.errors import InvalidParams, NotFound
 from gateway.core.records import PropertyValue
 from gateway.core.registry import Command
 
 __all__ = ["BATCH_MAX_ENTRIES", "COMMANDS"]
 
+MAX_AGGREGATE_WINDOW = timedelta(days=36525)
 BATCH_MAX_ENTRIES = 5000  # ours: one envelope's batch is stored in one go
 _KEY = Field(min_length=1, max_length=256)
 
@@ -66,6 +69,13 @@ class BatchParams(BaseModel):
                 if entry.key is None:
                     raise ValueError(f"data.{index} has no key and the batch gives none")
         return self
+
+
+class AggregateParams(ThingParams, SeriesWindow):
+    calc: Literal["avg", "sum", "min", "max", "count"]
+    series: Literal["hour", "day"]
+    timezone: str = Field("UTC", min_length=1, max_length=64)
+    split: bool = False
 
 
 class CurrentParams(ThingParams):
@@ -142,6 +152,29 @@ async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
     return {"values": [_value(value) for value in values]}
 
 
+async def aggregate(params: AggregateParams, ctx: CallContext) -> dict[str, Any]:
+    """One value per `series` bucket (in `timezone`, as the usage analytics bucket) that holds
+    values, oldest first; by default over the last 24 hours."""
+    org_id, thing_key = await acting_on(params.thing_key, ctx)
+    start, end = params.bounds(ctx)
+    end = end or ctx.services.clock()
+    start = start or end - timedelta(hours=24)
+    if end - start > MAX_AGGREGATE_WINDOW:
+        raise InvalidParams("invalid params: the window is longer than 100 years")
+    try:
+        plan = await asyncio.to_thread(plan_buckets, start, end, params.series, params.timezone)
+    except (ValueError, OverflowError) as error:
+        raise InvalidParams(f"invalid params: {error}") from None
+    results = await ctx.services.devices.property_aggregate(
+        org_id, thing_key, params.key, plan, params.calc, end
+    )
+    pairs = [(label, value) for label, value in zip(plan.labels, results, strict=True)
+             if value is not None]  # fmt: skip
+    if params.split:
+        return {"values": [value for _, value in pairs], "timestamps": [ts for ts, _ in pairs]}
+    return {"values": [{"value": value, "ts": ts} for ts, value in pairs]}
+
+
 def _history_summary(result: dict[str, Any]) -> dict[str, Any]:
     """What the usage log keeps of a history: how many values, not the values."""
     return {"returned": len(result["values"])}
@@ -152,4 +185,5 @@ COMMANDS = (
     Command("property.batch", BatchParams, batch),
     Command("property.current", CurrentParams, current),
     Command("property.history", HistoryParams, history, log_result=_history_summary),
+    Command("property.aggregate", AggregateParams, aggregate, log_result=_history_summary),
 )

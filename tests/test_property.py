@@ -228,3 +228,59 @@ async def test_a_bad_batch_names_its_entry_and_stores_nothing(
 async def test_a_batch_for_another_thing_is_refused(fleet: Fleet) -> None:
     params = {"thingKey": "meter-2", "data": [{"key": "k", "value": 1}]}
     assert await fleet.code("meter-1", "property.batch", **params) == -90003
+
+
+async def test_aggregate_per_hour(fleet: Fleet) -> None:
+    for minute, value in ((0, 1), (30, 3), (70, 10)):  # 10:00, 10:30 and 11:10
+        ts = f"2024-03-01T{10 + minute // 60:02}:{minute % 60:02}:00Z"
+        await fleet.ok("meter-1", "property.publish", key="k", value=value, ts=ts)
+    window = {"start": "2024-03-01T09:00:00Z", "end": "2024-03-01T11:59:00Z"}
+    avg = await fleet.ok(
+        "meter-1", "property.aggregate", key="k", calc="avg", series="hour", **window
+    )
+    assert avg == {
+        "values": [
+            {"value": 2.0, "ts": "2024-03-01T10:00:00.000Z"},
+            {"value": 10.0, "ts": "2024-03-01T11:00:00.000Z"},
+        ]
+    }
+    count = await fleet.ok(
+        "meter-1", "property.aggregate", key="k", calc="count", series="hour", split=True, **window
+    )
+    assert count == {
+        "values": [2.0, 1.0],
+        "timestamps": ["2024-03-01T10:00:00.000Z", "2024-03-01T11:00:00.000Z"],
+    }
+
+
+async def test_aggregate_per_day_in_a_zone(fleet: Fleet) -> None:
+    # 23:30 UTC on Feb 29 is already March 1 (00:30) in Berlin (UTC+1).
+    await fleet.ok("meter-1", "property.publish", key="k", value=5, ts="2024-02-29T23:30:00Z")
+    await fleet.ok("meter-1", "property.publish", key="k", value=7, ts="2024-03-01T10:00:00Z")
+    total = await fleet.ok(
+        "meter-1",
+        "property.aggregate",
+        key="k",
+        calc="sum",
+        series="day",
+        timezone="Europe/Berlin",
+        last="2d",
+    )
+    assert total == {"values": [{"value": 12.0, "ts": "2024-03-01T00:00:00.000+01:00"}]}
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"calc": "median", "series": "hour"}, "calc"),
+        ({"calc": "avg", "series": "minute"}, "series"),
+        ({"calc": "avg", "series": "hour", "timezone": "Mars/Olympus"}, "unknown time zone"),
+        ({"calc": "avg", "series": "hour", "start": "1970-01-01T00:00:00Z"}, "too many buckets"),
+    ],
+)
+async def test_bad_aggregates_are_90002(
+    fleet: Fleet, params: dict[str, Any], fragment: str
+) -> None:
+    outcome = await fleet.call("meter-1", "property.aggregate", key="k", **params)
+    assert outcome["errorCodes"] == [-90002], outcome
+    assert fragment in outcome["errorMessages"][0], outcome

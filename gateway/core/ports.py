@@ -125,6 +125,13 @@ class DeviceData(Protocol):
         """Newest first, at most `records`."""
         ...
 
+    async def property_aggregate(
+        self, org_id: str, thing_key: str, key: str, plan: BucketPlan, calc: str, end: datetime
+    ) -> list[float | None]:
+        """`calc` (avg, sum, min, max or count) of the values in each bucket of `plan` up to
+        `end`, aligned with `plan.keys`; None where a bucket has no value."""
+        ...
+
     def publish_locations(self, values: list[LocationValue]) -> int:
         """Queue locations; never blocks on the database."""
         ...

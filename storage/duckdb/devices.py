@@ -10,7 +10,9 @@ from typing import Any, TypeVar, get_type_hints
 
 import pyarrow as pa
 
+from gateway.core.buckets import BucketPlan
 from gateway.core.records import AlarmValue, AttributeValue, LocationValue, PropertyValue
+from storage.duckdb.bucketing import bucket_key_sql
 from storage.duckdb.database import Database, reading
 from storage.duckdb.writer import BatchWriter, TableSpec
 
@@ -45,6 +47,10 @@ PROPERTY_TABLE = _spec("property", "property_values", PropertyValue)
 LOCATION_TABLE = _spec("location", "location_values", LocationValue)
 ALARM_TABLE = _spec("alarm", "alarm_values", AlarmValue)
 ATTRIBUTE_TABLE = _spec("attribute", "attribute_values", AttributeValue)
+
+
+# property.aggregate's `calc`: a fixed SQL aggregate per name (the names are validated params).
+_CALCS = {"avg": "avg", "sum": "sum", "min": "min", "max": "max", "count": "count"}
 
 
 class DeviceStore:
@@ -109,6 +115,33 @@ class DeviceStore:
             self._newest_sync, PropertyValue, "property_values", PROPERTY_TABLE,
             org_id, thing_key, key, start, end, records,
         )  # fmt: skip
+
+    async def property_aggregate(
+        self, org_id: str, thing_key: str, key: str, plan: BucketPlan, calc: str, end: datetime
+    ) -> list[float | None]:
+        await self.properties.wait_visible()
+        return await reading(self._aggregate_sync, org_id, thing_key, key, plan, _CALCS[calc], end)
+
+    def _aggregate_sync(
+        self, org_id: str, thing_key: str, key: str, plan: BucketPlan, function: str,
+        end: datetime,
+    ) -> list[float | None]:  # fmt: skip
+        key_sql, key_values = bucket_key_sql(plan)
+        start = plan.offsets[0][0]
+        sql = (
+            f"SELECT {key_sql} AS bucket, {function}(value) FROM property_values"  # noqa: S608
+            " WHERE org_id = ? AND thing_key = ? AND key = ? AND ts >= ? AND ts <= ?"
+            " GROUP BY bucket"
+        )
+        rows = (
+            self._database.cursor()
+            .execute(sql, [*key_values, org_id, thing_key, key, start, end])
+            .fetchall()
+        )
+        found = dict(rows)
+        return [
+            None if (item := found.get(bucket)) is None else float(item) for bucket in plan.keys
+        ]
 
     async def location_history(
         self,
