@@ -37,6 +37,7 @@ def _spec(name: str, table: str, row: type[Any]) -> TableSpec:
     columns = [f.name for f in fields(row)]
     return TableSpec(
         name=name,
+        table=table,
         columns=columns,
         arrow_schema=pa.schema([(column, _ARROW_TYPES[hints[column]]) for column in columns]),
         insert_sql=f"INSERT INTO {table} SELECT {', '.join(columns)} FROM batch",  # noqa: S608
@@ -110,11 +111,9 @@ class DeviceStore:
         end: datetime | None,
         records: int,
     ) -> list[PropertyValue]:
-        await self.properties.wait_visible()
-        return await reading(
-            self._newest_sync, PropertyValue, "property_values", PROPERTY_TABLE,
-            org_id, thing_key, key, start, end, records,
-        )  # fmt: skip
+        return await self._newest(
+            self.properties, PropertyValue, org_id, thing_key, key, start, end, records
+        )
 
     async def property_aggregate(
         self, org_id: str, thing_key: str, key: str, plan: BucketPlan, calc: str, end: datetime
@@ -152,11 +151,9 @@ class DeviceStore:
         end: datetime | None,
         records: int,
     ) -> list[LocationValue]:
-        await self.locations.wait_visible()
-        return await reading(
-            self._newest_sync, LocationValue, "location_values", LOCATION_TABLE,
-            org_id, thing_key, None, start, end, records,
-        )  # fmt: skip
+        return await self._newest(
+            self.locations, LocationValue, org_id, thing_key, None, start, end, records
+        )
 
     async def alarm_history(
         self,
@@ -168,26 +165,39 @@ class DeviceStore:
         end: datetime | None,
         records: int,
     ) -> list[AlarmValue]:
-        await self.alarms.wait_visible()
-        return await reading(
-            self._newest_sync, AlarmValue, "alarm_values", ALARM_TABLE,
-            org_id, thing_key, key, start, end, records,
-        )  # fmt: skip
+        return await self._newest(
+            self.alarms, AlarmValue, org_id, thing_key, key, start, end, records
+        )
 
     async def attribute_current(
         self, org_id: str, thing_key: str, key: str
     ) -> AttributeValue | None:
-        await self.attributes.wait_visible()
-        found = await reading(
-            self._newest_sync, AttributeValue, "attribute_values", ATTRIBUTE_TABLE,
-            org_id, thing_key, key, None, None, 1,
-        )  # fmt: skip
+        found = await self._newest(
+            self.attributes, AttributeValue, org_id, thing_key, key, None, None, 1
+        )
         return found[0] if found else None
+
+    async def _newest(
+        self,
+        writer: BatchWriter[Row],
+        row: type[Row],
+        org_id: str,
+        thing_key: str,
+        key: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        records: int,
+    ) -> list[Row]:
+        """A table's rows of one thing (and key), newest first, once its writer has committed
+        every row submitted before this call."""
+        await writer.wait_visible()
+        return await reading(
+            self._newest_sync, row, writer.table, org_id, thing_key, key, start, end, records
+        )
 
     def _newest_sync(
         self,
         row: type[Row],
-        table: str,
         spec: TableSpec,
         org_id: str,
         thing_key: str,
@@ -197,7 +207,9 @@ class DeviceStore:
         records: int,
     ) -> list[Row]:
         # Table and column names are fixed strings of this module; values are parameters.
-        sql = f"SELECT {', '.join(spec.columns)} FROM {table} WHERE org_id = ? AND thing_key = ?"  # noqa: S608
+        sql = (
+            f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE org_id = ? AND thing_key = ?"  # noqa: S608
+        )
         values: list[Any] = [org_id, thing_key]
         if key is not None:
             sql += " AND key = ?"

@@ -24,6 +24,7 @@ __all__ = ["USAGE_TABLE", "UsageQueries", "UsageWriter", "where"]
 
 USAGE_TABLE = TableSpec(
     name="usage",
+    table="usage_log",
     columns=[f.name for f in fields(UsageRecord)],
     arrow_schema=pa.schema(
         [

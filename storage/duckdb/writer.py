@@ -30,6 +30,7 @@ class TableSpec:
     reads them from the registered `batch` (column names only, never values)."""
 
     name: str
+    table: str
     columns: list[str]
     arrow_schema: pa.Schema
     insert_sql: str
@@ -50,7 +51,7 @@ class BatchWriter(Generic[Row]):
         unless a reader is waiting for it. A commit costs ~5 ms whatever its size, so this
         trades at most one interval of records (on a hard crash) for far fewer commits."""
         self._database = database
-        self._table = table
+        self.table = table
         self._logger = logging.getLogger(f"tr50gw.{table.name}")
         self._max_batch = max_batch
         self._flush_interval = flush_interval
@@ -68,7 +69,7 @@ class BatchWriter(Generic[Row]):
         """Queue a row; returns its sequence number. Never blocks on the database."""
         with self._condition:
             if self._stopping:
-                raise RuntimeError(f"the {self._table.name} writer is closed")
+                raise RuntimeError(f"the {self.table.name} writer is closed")
             self._pending.append(row)
             self._submitted += 1
             if len(self._pending) == 1:  # the writer sleeps only when the queue is empty
@@ -79,7 +80,7 @@ class BatchWriter(Generic[Row]):
         """Queue rows that belong together (one command's); returns the last sequence number."""
         with self._condition:
             if self._stopping:
-                raise RuntimeError(f"the {self._table.name} writer is closed")
+                raise RuntimeError(f"the {self.table.name} writer is closed")
             was_empty = not self._pending
             self._pending.extend(rows)
             self._submitted += len(rows)
@@ -143,13 +144,13 @@ class BatchWriter(Generic[Row]):
             except Exception:
                 # One unstorable string (a lone surrogate...) must not sink the whole batch.
                 self._logger.exception(
-                    "storing %d %s records failed; retrying sanitized", len(batch), self._table.name
+                    "storing %d %s records failed; retrying sanitized", len(batch), self.table.name
                 )
                 try:
                     self._insert(cursor, [self._sanitized(row) for row in batch])
                 except Exception:
                     self._logger.exception(
-                        "failed to store %d %s records", len(batch), self._table.name
+                        "failed to store %d %s records", len(batch), self.table.name
                     )
             with self._condition:
                 self._committed += len(batch)
@@ -170,7 +171,7 @@ class BatchWriter(Generic[Row]):
             self._condition.wait(remaining)
 
     def _insert(self, cursor: Any, batch: list[Row]) -> None:
-        spec = self._table
+        spec = self.table
         columns = {name: [getattr(row, name) for row in batch] for name in spec.columns}
         arrow = pa.Table.from_pydict(columns, schema=spec.arrow_schema)
         cursor.register("batch", arrow)
@@ -183,7 +184,7 @@ class BatchWriter(Generic[Row]):
         """The row with every string made encodable as UTF-8 (bad characters become "?")."""
         changes: dict[str, Any] = {
             name: value.encode("utf-8", "replace").decode("utf-8")
-            for name in self._table.columns
+            for name in self.table.columns
             if isinstance(value := getattr(row, name), str)
         }
         return replace(row, **changes)  # type: ignore[type-var]
