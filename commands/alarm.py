@@ -13,7 +13,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from commands.params import Timestamp
-from commands.things import SeriesWindow, ThingParam, acting_on
+from commands.things import (
+    BATCH_MAX_ENTRIES,
+    KEY,
+    SeriesWindow,
+    ThingParam,
+    acting_on,
+    history_summary,
+    number,
+)
 from gateway.core.buckets import format_utc
 from gateway.core.context import CallContext
 from gateway.core.errors import InvalidParams, NotFound
@@ -21,9 +29,6 @@ from gateway.core.records import AlarmValue
 from gateway.core.registry import Command
 
 __all__ = ["COMMANDS"]
-
-BATCH_MAX_ENTRIES = 5000
-_KEY = Field(min_length=1, max_length=256)
 
 
 class AlarmState(BaseModel):
@@ -39,15 +44,11 @@ class AlarmState(BaseModel):
     @field_validator("lat", "lng", mode="before")
     @classmethod
     def _coordinate(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError("a coordinate must be a number")
-        return float(value)
+        return None if value is None else number(value, "a coordinate")
 
 
 class PublishParams(ThingParam, AlarmState):
-    key: str = _KEY
+    key: str = KEY
     republish: bool = False
 
 
@@ -64,12 +65,12 @@ class BatchParams(ThingParam):
 
 
 class CurrentParams(ThingParam):
-    key: str = _KEY
+    key: str = KEY
     ts: Timestamp | None = None
 
 
 class HistoryParams(ThingParam, SeriesWindow):
-    key: str = _KEY
+    key: str = KEY
 
 
 def _shown(value: AlarmValue) -> dict[str, Any]:
@@ -163,13 +164,9 @@ async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
     return {"values": [_shown(value) for value in values]}
 
 
-def _history_summary(result: dict[str, Any]) -> dict[str, Any]:
-    return {"returned": len(result["values"])}
-
-
 COMMANDS = (
     Command("alarm.publish", PublishParams, publish),
     Command("alarm.batch", BatchParams, batch),
     Command("alarm.current", CurrentParams, current),
-    Command("alarm.history", HistoryParams, history, log_result=_history_summary),
+    Command("alarm.history", HistoryParams, history, log_result=history_summary),
 )

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import replace
 from datetime import timedelta
@@ -12,9 +11,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from commands import presenters
-from commands.params import PageParams, WindowParams, scoped_filter
+from commands.params import PageParams, WindowParams, bucket_plan, scoped_filter
 from commands.usage import listing_summary
-from gateway.core.buckets import BucketPlan, plan_buckets
+from gateway.core.buckets import BucketPlan
 from gateway.core.context import CallContext
 from gateway.core.errors import InvalidParams, NotFound
 from gateway.core.records import UsageFilter
@@ -23,9 +22,6 @@ from gateway.core.registry import Command
 __all__ = ["COMMANDS"]
 
 DEFAULT_WINDOW = timedelta(hours=24)
-# 100 Julian years. `last` itself may reach 36,600 days (commands.params.MAX_DURATION); a window
-# between the two is a valid listing but too long to bucket.
-MAX_WINDOW = timedelta(days=36525)
 Interval = Literal["year", "quarter", "month", "week", "day", "hour", "minute", "second"]
 _UUID = re.compile(
     r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
@@ -72,13 +68,7 @@ async def _plan(
     usage_filter = _window(params, ctx)
     start, end = usage_filter.start, usage_filter.end or ctx.services.clock()
     assert start is not None  # _window always sets one
-    if end - start > MAX_WINDOW:
-        raise InvalidParams("invalid params: the window is longer than 100 years")
-    try:
-        # Finding a zone's offset changes walks the window: off the event loop.
-        plan = await asyncio.to_thread(plan_buckets, start, end, interval, timezone)
-    except (ValueError, OverflowError) as error:  # overflow: a window at the calendar's end
-        raise InvalidParams(f"invalid params: {error}") from None
+    plan = await bucket_plan(start, end, interval, timezone)
     # The filter's end is explicit, so the buckets and the rows counted in them always agree.
     return replace(usage_filter, end=end), plan
 

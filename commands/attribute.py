@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from commands.params import Timestamp
-from commands.things import ThingParam, acting_on
+from commands.things import KEY, ThingParam, acting_on
 from gateway.core.buckets import format_utc
 from gateway.core.context import CallContext
 from gateway.core.errors import NotFound
@@ -24,27 +24,26 @@ from gateway.core.registry import Command
 
 __all__ = ["COMMANDS"]
 
-_KEY = Field(min_length=1, max_length=256)
 _VALUE_MAX = 4096
 
 
 class GetParams(ThingParam):
-    key: str = _KEY
+    key: str = KEY
 
 
 class UnsetParams(ThingParam):
-    key: str = _KEY
+    key: str = KEY
 
 
 class SetParams(ThingParam):
-    key: str = _KEY
+    key: str = KEY
     value: str = Field(max_length=_VALUE_MAX)
     republish: bool = False
     corr_id: str | None = Field(None, alias="corrId", max_length=256)
 
 
 class PublishParams(ThingParam):
-    key: str = _KEY
+    key: str = KEY
     value: str | None = Field(max_length=_VALUE_MAX)
     ts: Timestamp | None = None
     republish: bool = False

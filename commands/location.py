@@ -14,7 +14,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from commands.params import Timestamp
-from commands.things import SeriesWindow, ThingParam, acting_on, number
+from commands.things import (
+    BATCH_MAX_ENTRIES,
+    SeriesWindow,
+    ThingParam,
+    acting_on,
+    history_summary,
+    optional_number,
+)
 from gateway.core.buckets import format_utc
 from gateway.core.context import CallContext
 from gateway.core.errors import NotFound
@@ -23,19 +30,7 @@ from gateway.core.registry import Command
 
 __all__ = ["COMMANDS"]
 
-BATCH_MAX_ENTRIES = 5000
 _TEXT = 256
-# Wire name -> LocationValue field, for the optional measurements and the address.
-_NUMBERS = {"heading": "heading", "altitude": "altitude", "speed": "speed", "fixAcc": "fix_acc"}
-_TEXTS = {
-    "fixType": "fix_type",
-    "streetNumber": "street_number",
-    "street": "street",
-    "city": "city",
-    "state": "state",
-    "zipCode": "zip_code",
-    "country": "country",
-}
 
 
 class Fix(BaseModel):
@@ -61,7 +56,7 @@ class Fix(BaseModel):
 
     _numbers = field_validator(
         "lat", "lng", "heading", "altitude", "speed", "fix_acc", mode="before"
-    )(lambda value: value if value is None else number(value))
+    )(optional_number)
 
 
 class PublishParams(ThingParam, Fix):
@@ -107,10 +102,19 @@ def _value(
     )
 
 
+# The optional fields a location object shows when they were published, in the wire's names
+# (the params' aliases): heading ... fixType, streetNumber ... country.
+_OPTIONAL = {
+    name: field.alias or name
+    for name, field in Fix.model_fields.items()
+    if name not in ("lat", "lng", "ts", "corr_id")
+}
+
+
 def _shown(value: LocationValue) -> dict[str, Any]:
     """deviceWISE's location object: what was published, nothing invented."""
     shown: dict[str, Any] = {"lat": value.lat, "lng": value.lng}
-    for wire, name in (_NUMBERS | _TEXTS).items():
+    for name, wire in _OPTIONAL.items():
         if (item := getattr(value, name)) is not None:
             shown[wire] = item
     shown["ts"] = format_utc(value.ts)
@@ -164,13 +168,9 @@ async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
     return {"values": [_shown(value) for value in values]}
 
 
-def _history_summary(result: dict[str, Any]) -> dict[str, Any]:
-    return {"returned": len(result["values"])}
-
-
 COMMANDS = (
     Command("location.publish", PublishParams, publish),
     Command("location.batch", BatchParams, batch),
     Command("location.current", CurrentParams, current),
-    Command("location.history", HistoryParams, history, log_result=_history_summary),
+    Command("location.history", HistoryParams, history, log_result=history_summary),
 )

@@ -3,23 +3,27 @@ RFC 3339 timestamps, the usage filters and window (`WindowParams`) and paging.""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from gateway.core.buckets import BucketPlan, plan_buckets
 from gateway.core.context import CallContext
-from gateway.core.errors import PermissionDenied
+from gateway.core.errors import InvalidParams, PermissionDenied
 from gateway.core.records import UsageFilter
 
 __all__ = [
+    "MAX_BUCKETED_WINDOW",
     "MAX_DURATION",
     "Duration",
     "NoParams",
     "PageParams",
     "Timestamp",
     "WindowParams",
+    "bucket_plan",
     "parse_duration",
     "parse_timestamp",
     "scoped_filter",
@@ -160,3 +164,21 @@ def scoped_filter(params: WindowParams, ctx: CallContext) -> UsageFilter:
         client_id=params.client_id,
         transport=params.transport,
     )
+
+
+# 100 Julian years. `last` itself may reach 36,600 days (MAX_DURATION); a window between the two
+# is a valid listing but too long to bucket.
+MAX_BUCKETED_WINDOW: Final = timedelta(days=36525)
+
+
+async def bucket_plan(
+    start: datetime, end: datetime, interval: str | None, timezone: str
+) -> BucketPlan:
+    """The buckets of a window in a zone (usage analytics, property.aggregate), or -90002."""
+    if end - start > MAX_BUCKETED_WINDOW:
+        raise InvalidParams("invalid params: the window is longer than 100 years")
+    try:
+        # Finding a zone's offset changes walks the window: off the event loop.
+        return await asyncio.to_thread(plan_buckets, start, end, interval, timezone)
+    except (ValueError, OverflowError) as error:  # overflow: a window at the calendar's end
+        raise InvalidParams(f"invalid params: {error}") from None

@@ -3,29 +3,32 @@ property.batch, property.current and property.history (tenancy: `commands.things
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from commands.params import Timestamp
-from commands.things import SeriesWindow, ThingParam, acting_on, number
-from gateway.core.buckets import format_utc, plan_buckets
+from commands.params import Timestamp, bucket_plan
+from commands.things import (
+    BATCH_MAX_ENTRIES,
+    KEY,
+    SeriesWindow,
+    ThingParam,
+    acting_on,
+    history_summary,
+    number,
+)
+from gateway.core.buckets import format_utc
 from gateway.core.context import CallContext
-from gateway.core.errors import InvalidParams, NotFound
+from gateway.core.errors import NotFound
 from gateway.core.records import PropertyValue
 from gateway.core.registry import Command
 
-__all__ = ["BATCH_MAX_ENTRIES", "COMMANDS"]
-
-MAX_AGGREGATE_WINDOW = timedelta(days=36525)
-BATCH_MAX_ENTRIES = 5000  # ours: one envelope's batch is stored in one go
-_KEY = Field(min_length=1, max_length=256)
+__all__ = ["COMMANDS"]
 
 
 class ThingParams(ThingParam):
-    key: str = _KEY
+    key: str = KEY
 
 
 class PublishParams(ThingParams):
@@ -159,12 +162,7 @@ async def aggregate(params: AggregateParams, ctx: CallContext) -> dict[str, Any]
     start, end = params.bounds(ctx)
     end = end or ctx.services.clock()
     start = start or end - timedelta(hours=24)
-    if end - start > MAX_AGGREGATE_WINDOW:
-        raise InvalidParams("invalid params: the window is longer than 100 years")
-    try:
-        plan = await asyncio.to_thread(plan_buckets, start, end, params.series, params.timezone)
-    except (ValueError, OverflowError) as error:
-        raise InvalidParams(f"invalid params: {error}") from None
+    plan = await bucket_plan(start, end, params.series, params.timezone)
     results = await ctx.services.devices.property_aggregate(
         org_id, thing_key, params.key, plan, params.calc, end
     )
@@ -175,15 +173,10 @@ async def aggregate(params: AggregateParams, ctx: CallContext) -> dict[str, Any]
     return {"values": [{"value": value, "ts": ts} for ts, value in pairs]}
 
 
-def _history_summary(result: dict[str, Any]) -> dict[str, Any]:
-    """What the usage log keeps of a history: how many values, not the values."""
-    return {"returned": len(result["values"])}
-
-
 COMMANDS = (
     Command("property.publish", PublishParams, publish),
     Command("property.batch", BatchParams, batch),
     Command("property.current", CurrentParams, current),
-    Command("property.history", HistoryParams, history, log_result=_history_summary),
-    Command("property.aggregate", AggregateParams, aggregate, log_result=_history_summary),
+    Command("property.history", HistoryParams, history, log_result=history_summary),
+    Command("property.aggregate", AggregateParams, aggregate, log_result=history_summary),
 )

@@ -16,9 +16,22 @@ from commands.params import Duration, Timestamp
 from gateway.core.context import CallContext
 from gateway.core.errors import InvalidParams, NotFound, PermissionDenied
 
-__all__ = ["HISTORY_MAX_RECORDS", "SeriesWindow", "ThingParam", "acting_on", "number"]
+__all__ = [
+    "BATCH_MAX_ENTRIES",
+    "HISTORY_MAX_RECORDS",
+    "KEY",
+    "SeriesWindow",
+    "ThingParam",
+    "acting_on",
+    "history_summary",
+    "number",
+    "optional_number",
+]
 
 HISTORY_MAX_RECORDS = 5000  # deviceWISE's cap per call
+BATCH_MAX_ENTRIES = 5000  # ours: one envelope's batch is checked, then stored in one go
+KEY = Field(min_length=1, max_length=256)
+"""A property, alarm or attribute key."""
 
 
 class ThingParam(BaseModel):
@@ -68,8 +81,18 @@ async def acting_on(thing_key: str | None, ctx: CallContext) -> tuple[str, str]:
     return session.org_id, thing_key
 
 
-def number(value: Any) -> Any:
+def number(value: Any, what: str = "value") -> Any:
     """A pydantic before-validator: a JSON number (not a string, not a boolean) as a float."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("value must be a number")
+        raise ValueError(f"{what} must be a number")
     return float(value)
+
+
+def optional_number(value: Any) -> Any:
+    """`number`, letting an absent (None) value through."""
+    return None if value is None else number(value)
+
+
+def history_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What the usage log keeps of a history: how many values it returned, not the values."""
+    return {"returned": len(result["values"])}
