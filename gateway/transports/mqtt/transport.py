@@ -125,7 +125,7 @@ class MqttTransport:
 
     def _unpack(self, message: Message, route: Route) -> bytes | TR50Error:
         if not route.compressed:
-            return bytes(message.payload)
+            return message.payload
         inflater = zlib.decompressobj()
         try:
             data = inflater.decompress(message.payload, self._max_payload + 1)
