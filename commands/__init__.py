@@ -8,7 +8,18 @@ __all__ = ["build_registry"]
 
 
 def build_registry() -> Registry:
-    from commands import alarm, analytics, api, attribute, diag, location, session, usage
+    from commands import (
+        alarm,
+        analytics,
+        api,
+        attribute,
+        diag,
+        location,
+        log,
+        session,
+        thing,
+        usage,
+    )
     from commands import property as property_service
 
     # The usage service is two modules: the raw log (usage.py) and its aggregates (analytics.py).
@@ -23,5 +34,7 @@ def build_registry() -> Registry:
             location.COMMANDS,
             alarm.COMMANDS,
             attribute.COMMANDS,
+            log.COMMANDS,
+            thing.COMMANDS,
         ]
     )

@@ -73,7 +73,7 @@ class HistoryParams(ThingParam, SeriesWindow):
     key: str = KEY
 
 
-def _shown(value: AlarmValue) -> dict[str, Any]:
+def shown(value: AlarmValue) -> dict[str, Any]:
     shown: dict[str, Any] = {"state": value.state, "ts": format_utc(value.ts)}
     for wire, item in (("msg", value.msg), ("corrId", value.corr_id), ("lat", value.lat),
                        ("lng", value.lng)):  # fmt: skip
@@ -152,7 +152,7 @@ async def current(params: CurrentParams, ctx: CallContext) -> dict[str, Any]:
     )
     if not values:
         raise NotFound(f"not found: no state of alarm {params.key[:64]!r}")
-    return _shown(values[0])
+    return shown(values[0])
 
 
 async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
@@ -161,7 +161,7 @@ async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
     values = await ctx.services.devices.alarm_history(
         org_id, thing_key, params.key, start=start, end=end, records=params.records
     )
-    return {"values": [_shown(value) for value in values]}
+    return {"values": [shown(value) for value in values]}
 
 
 COMMANDS = (

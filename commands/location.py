@@ -111,7 +111,7 @@ _OPTIONAL = {
 }
 
 
-def _shown(value: LocationValue) -> dict[str, Any]:
+def shown(value: LocationValue) -> dict[str, Any]:
     """deviceWISE's location object: what was published, nothing invented."""
     shown: dict[str, Any] = {"lat": value.lat, "lng": value.lng}
     for name, wire in _OPTIONAL.items():
@@ -156,7 +156,7 @@ async def current(params: CurrentParams, ctx: CallContext) -> dict[str, Any]:
     )
     if not values:
         raise NotFound("not found: the thing has published no location")
-    return _shown(values[0])
+    return shown(values[0])
 
 
 async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
@@ -165,7 +165,7 @@ async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
     values = await ctx.services.devices.location_history(
         org_id, thing_key, start=start, end=end, records=params.records
     )
-    return {"values": [_shown(value) for value in values]}
+    return {"values": [shown(value) for value in values]}
 
 
 COMMANDS = (

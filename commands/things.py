@@ -22,8 +22,10 @@ __all__ = [
     "KEY",
     "SeriesWindow",
     "ThingParam",
+    "TimeWindow",
     "acting_on",
     "history_summary",
+    "listing_summary",
     "number",
     "optional_number",
 ]
@@ -42,18 +44,17 @@ class ThingParam(BaseModel):
     thing_key: str | None = Field(None, alias="thingKey", min_length=1, max_length=256)
 
 
-class SeriesWindow(BaseModel):
-    """A history's window: `start`/`end` or `last`, and at most `records` values."""
+class TimeWindow(BaseModel):
+    """A window of device time: `start`/`end` or `last` (up to now), or neither (all time)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     start: Timestamp | None = None
     end: Timestamp | None = None
     last: Duration | None = None
-    records: int = Field(100, ge=1, le=HISTORY_MAX_RECORDS)
 
     @model_validator(mode="after")
-    def _window(self) -> SeriesWindow:
+    def _window(self) -> TimeWindow:
         if self.last is not None and (self.start is not None or self.end is not None):
             raise ValueError("give either last or start/end, not both")
         if self.start is not None and self.end is not None and self.end < self.start:
@@ -65,6 +66,12 @@ class SeriesWindow(BaseModel):
             end = ctx.services.clock()
             return end - self.last, end
         return self.start, self.end
+
+
+class SeriesWindow(TimeWindow):
+    """A history's window and at most `records` values."""
+
+    records: int = Field(100, ge=1, le=HISTORY_MAX_RECORDS)
 
 
 async def acting_on(thing_key: str | None, ctx: CallContext) -> tuple[str, str]:
@@ -91,6 +98,12 @@ def number(value: Any, what: str = "value") -> Any:
 def optional_number(value: Any) -> Any:
     """`number`, letting an absent (None) value through."""
     return None if value is None else number(value)
+
+
+def listing_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What the usage log keeps of a `{count, result}` listing: the count and how many it
+    returned, not the entries."""
+    return {"count": result["count"], "returned": len(result["result"] or ())}
 
 
 def history_summary(result: dict[str, Any]) -> dict[str, Any]:

@@ -93,6 +93,7 @@ def assemble(
         analytics=storage.analytics,
         sessions=storage.identity,
         devices=storage.devices,
+        things=storage.identity,
         clock=clock,
     )
     registry = registry if registry is not None else build_registry()

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from gateway.core.errors import InvalidSession
-from gateway.core.ports import DeviceData, Sessions, UsageAnalytics, UsageReader, UsageSink
+from gateway.core.ports import (
+    DeviceData,
+    Sessions,
+    Things,
+    UsageAnalytics,
+    UsageReader,
+    UsageSink,
+)
 from gateway.core.ratelimit import FailedLogins
 from gateway.core.records import RecordIds, Session
 
@@ -57,6 +64,7 @@ class Services:
     analytics: UsageAnalytics
     sessions: Sessions
     devices: DeviceData
+    things: Things
     clock: Callable[[], datetime]
     record_ids: RecordIds = field(default_factory=RecordIds)
     # api.authenticate's brute-force guard: failed logins per username and per client, kept in

@@ -17,10 +17,14 @@ from gateway.core.records import (
     EndpointPage,
     KeyedCounts,
     LocationValue,
+    LogEntry,
+    LogQuery,
     Org,
     PropertyValue,
     Session,
     StatusCounts,
+    ThingState,
+    ThingSummary,
     TimeStats,
     UsageFilter,
     UsageRecord,
@@ -32,6 +36,7 @@ __all__ = [
     "Provisioning",
     "ProvisioningError",
     "Sessions",
+    "Things",
     "UsageAnalytics",
     "UsageReader",
     "UsageSink",
@@ -173,6 +178,33 @@ class DeviceData(Protocol):
         self, org_id: str, thing_key: str, key: str
     ) -> AttributeValue | None:
         """The setting with the latest `ts` (its value None if that was an unset)."""
+        ...
+
+    def publish_logs(self, entries: list[LogEntry]) -> int:
+        """Queue log entries; never blocks on the database."""
+        ...
+
+    async def log_entries(self, query: LogQuery) -> tuple[int, list[LogEntry]]:
+        """How many entries match, and the page `query.offset`/`query.limit` of them, newest
+        first by `ts`."""
+        ...
+
+    async def thing_state(self, org_id: str, thing_key: str) -> ThingState:
+        """The thing's latest value of each property, alarm and attribute (unset attributes
+        left out), and its latest location."""
+        ...
+
+    async def located_things(self, org_id: str) -> set[str]:
+        """The keys of the org's things that have published a location."""
+        ...
+
+
+class Things(Protocol):
+    """The things of an org, as registered when they first authenticated."""
+
+    async def things(self, org_id: str, keys: list[str] | None = None) -> list[ThingSummary]:
+        """The org's things (only those in `keys` when given), each with when it last called
+        the gateway itself; in no particular order."""
         ...
 
 

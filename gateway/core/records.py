@@ -20,11 +20,15 @@ __all__ = [
     "EndpointStats",
     "KeyedCounts",
     "LocationValue",
+    "LogEntry",
+    "LogQuery",
     "Org",
     "PropertyValue",
     "RecordIds",
     "Session",
     "StatusCounts",
+    "ThingState",
+    "ThingSummary",
     "TimeStats",
     "UsageFilter",
     "UsageRecord",
@@ -265,3 +269,55 @@ class AttributeValue:
     value: str | None
     corr_id: str | None
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One log entry a thing (or, `thing_key` None, its org: deviceWISE's `global`) published;
+    `level` 0 error, 1 warning, 2 information."""
+
+    id: str
+    org_id: str
+    thing_key: str | None
+    ts: datetime
+    level: int
+    msg: str
+    corr_id: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    """Which log entries a `log.list` wants. `thing_key` None: every entry of the org (its
+    things' and its global ones); `level` and `corr_id` narrow; times are naive UTC, inclusive."""
+
+    org_id: str
+    thing_key: str | None
+    start: datetime | None
+    end: datetime | None
+    level: int | None
+    corr_id: str | None
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThingSummary:
+    """A thing as `thing.list` shows it: `last_seen` is when the thing itself last called the
+    gateway (None: never since it was registered)."""
+
+    org_id: str
+    thing_key: str
+    app_id: str
+    created_at: datetime
+    last_seen: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ThingState:
+    """Everything a thing has published, latest per key (what `thing.find` shows)."""
+
+    properties: list[PropertyValue]
+    alarms: list[AlarmValue]
+    attributes: list[AttributeValue]
+    location: LocationValue | None

@@ -117,6 +117,16 @@ CREATE TABLE IF NOT EXISTS attribute_values (
     corr_id VARCHAR,
     received_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS log_entries (
+    id VARCHAR NOT NULL,
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR,
+    ts TIMESTAMP NOT NULL,
+    level INTEGER NOT NULL,
+    msg VARCHAR NOT NULL,
+    corr_id VARCHAR,
+    received_at TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash VARCHAR PRIMARY KEY,
     org_id VARCHAR NOT NULL,

@@ -11,14 +11,29 @@ from typing import Any, TypeVar, get_type_hints
 import pyarrow as pa
 
 from gateway.core.buckets import BucketPlan
-from gateway.core.records import AlarmValue, AttributeValue, LocationValue, PropertyValue
+from gateway.core.records import (
+    AlarmValue,
+    AttributeValue,
+    LocationValue,
+    LogEntry,
+    LogQuery,
+    PropertyValue,
+    ThingState,
+)
 from storage.duckdb.bucketing import bucket_key_sql
 from storage.duckdb.database import Database, reading
 from storage.duckdb.writer import BatchWriter, TableSpec
 
-__all__ = ["ALARM_TABLE", "ATTRIBUTE_TABLE", "LOCATION_TABLE", "PROPERTY_TABLE", "DeviceStore"]
+__all__ = [
+    "ALARM_TABLE",
+    "ATTRIBUTE_TABLE",
+    "LOCATION_TABLE",
+    "LOG_TABLE",
+    "PROPERTY_TABLE",
+    "DeviceStore",
+]
 
-Row = TypeVar("Row", PropertyValue, LocationValue, AlarmValue, AttributeValue)
+Row = TypeVar("Row", PropertyValue, LocationValue, AlarmValue, AttributeValue, LogEntry)
 
 
 _ARROW_TYPES: dict[Any, pa.DataType] = {
@@ -48,6 +63,7 @@ PROPERTY_TABLE = _spec("property", "property_values", PropertyValue)
 LOCATION_TABLE = _spec("location", "location_values", LocationValue)
 ALARM_TABLE = _spec("alarm", "alarm_values", AlarmValue)
 ATTRIBUTE_TABLE = _spec("attribute", "attribute_values", AttributeValue)
+LOG_TABLE = _spec("log", "log_entries", LogEntry)
 
 
 # property.aggregate's `calc`: a fixed SQL aggregate per name (the names are validated params).
@@ -69,6 +85,9 @@ class DeviceStore:
         self.attributes: BatchWriter[AttributeValue] = BatchWriter(
             database, ATTRIBUTE_TABLE, flush_interval=flush_interval
         )
+        self.logs: BatchWriter[LogEntry] = BatchWriter(
+            database, LOG_TABLE, flush_interval=flush_interval
+        )
 
     # -- writing -------------------------------------------------------------------------------
     def publish(self, values: list[PropertyValue]) -> int:
@@ -82,6 +101,9 @@ class DeviceStore:
 
     def publish_attributes(self, values: list[AttributeValue]) -> int:
         return self.attributes.submit_many(values)
+
+    def publish_logs(self, entries: list[LogEntry]) -> int:
+        return self.logs.submit_many(entries)
 
     # -- reading -------------------------------------------------------------------------------
     async def thing_exists(self, org_id: str, thing_key: str) -> bool:
@@ -177,6 +199,81 @@ class DeviceStore:
         )
         return found[0] if found else None
 
+    async def log_entries(self, query: LogQuery) -> tuple[int, list[LogEntry]]:
+        await self.logs.wait_visible()
+        return await reading(self._logs_sync, query)
+
+    def _logs_sync(self, query: LogQuery) -> tuple[int, list[LogEntry]]:
+        clauses = ["org_id = ?"]
+        values: list[Any] = [query.org_id]
+        for clause, value in (
+            ("thing_key = ?", query.thing_key),
+            ("ts >= ?", query.start),
+            ("ts <= ?", query.end),
+            ("level = ?", query.level),
+            ("corr_id = ?", query.corr_id),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                values.append(value)
+        where = " WHERE " + " AND ".join(clauses)  # fixed clauses; values are parameters
+        cursor = self._database.cursor()
+        count_row = cursor.execute(f"SELECT count(*) FROM log_entries{where}", values).fetchone()  # noqa: S608
+        columns = ", ".join(LOG_TABLE.columns)
+        rows = cursor.execute(
+            f"SELECT {columns} FROM log_entries{where}"  # noqa: S608
+            " ORDER BY ts DESC, received_at DESC, id DESC LIMIT ? OFFSET ?",
+            [*values, query.limit, query.offset],
+        ).fetchall()
+        return (count_row[0] if count_row else 0), [LogEntry(*row) for row in rows]
+
+    async def thing_state(self, org_id: str, thing_key: str) -> ThingState:
+        for writer in (self.properties, self.alarms, self.attributes, self.locations):
+            await writer.wait_visible()
+        return await reading(self._thing_state_sync, org_id, thing_key)
+
+    def _latest_per_key_sync(
+        self, row: type[Row], spec: TableSpec, org_id: str, thing_key: str
+    ) -> list[Row]:
+        columns = ", ".join(spec.columns)
+        # Per key, the row with the latest ts (ties: the one received last), as *.current has it.
+        sql = (
+            f"SELECT {columns} FROM {spec.table} WHERE org_id = ? AND thing_key = ?"  # noqa: S608
+            " QUALIFY row_number() OVER (PARTITION BY key ORDER BY ts DESC, received_at DESC) = 1"
+            " ORDER BY key"
+        )
+        rows = self._database.cursor().execute(sql, [org_id, thing_key]).fetchall()
+        return [row(*found) for found in rows]
+
+    def _thing_state_sync(self, org_id: str, thing_key: str) -> ThingState:
+        locations = self._newest_sync(
+            LocationValue, LOCATION_TABLE, org_id, thing_key, None, None, None, 1
+        )
+        return ThingState(
+            properties=self._latest_per_key_sync(PropertyValue, PROPERTY_TABLE, org_id, thing_key),
+            alarms=self._latest_per_key_sync(AlarmValue, ALARM_TABLE, org_id, thing_key),
+            attributes=[
+                setting
+                for setting in self._latest_per_key_sync(
+                    AttributeValue, ATTRIBUTE_TABLE, org_id, thing_key
+                )
+                if setting.value is not None
+            ],
+            location=locations[0] if locations else None,
+        )
+
+    async def located_things(self, org_id: str) -> set[str]:
+        await self.locations.wait_visible()
+        return await reading(self._located_things_sync, org_id)
+
+    def _located_things_sync(self, org_id: str) -> set[str]:
+        rows = (
+            self._database.cursor()
+            .execute("SELECT DISTINCT thing_key FROM location_values WHERE org_id = ?", [org_id])
+            .fetchall()
+        )
+        return {thing_key for (thing_key,) in rows}
+
     async def _newest(
         self,
         writer: BatchWriter[Row],
@@ -230,3 +327,4 @@ class DeviceStore:
         self.locations.close()
         self.alarms.close()
         self.attributes.close()
+        self.logs.close()

@@ -23,7 +23,7 @@ from typing import Final
 import duckdb
 
 from gateway.core.ports import AlreadyExists, ProvisioningError
-from gateway.core.records import Org, Session
+from gateway.core.records import Org, Session, ThingSummary
 from storage.duckdb.database import Database
 
 __all__ = ["ROLES", "IdentityStore", "hash_password", "token_digest", "verify_password"]
@@ -264,10 +264,46 @@ class IdentityStore:
     async def end(self, token: str) -> None:
         token_hash = token_digest(token)
         session = self._sessions.pop(token_hash, None)
-        if session is not None:
+        values: list[object]
+        if session is None:
+            sql, values = "UPDATE sessions SET ended = true WHERE token_hash = ?", [token_hash]
+        else:
             session.ended = True
-        await asyncio.to_thread(
-            lambda: self._database.cursor().execute(
-                "UPDATE sessions SET ended = true WHERE token_hash = ?", [token_hash]
-            )
+            # Its last use is kept exactly (a thing's lastSeen), not to the minute.
+            sql = "UPDATE sessions SET ended = true, last_accessed = ? WHERE token_hash = ?"
+            values = [session.last_accessed, token_hash]
+        await asyncio.to_thread(lambda: self._database.cursor().execute(sql, values))
+
+    # -- things --------------------------------------------------------------------------------
+    async def things(self, org_id: str, keys: list[str] | None = None) -> list[ThingSummary]:
+        stored = await asyncio.to_thread(self._things_sync, org_id, keys)
+        # A live session's last use is exact in memory and stored at most once a minute.
+        seen: dict[str, datetime] = {}
+        for session in list(self._sessions.values()):
+            if session.kind == "thing" and session.org_id == org_id:
+                before = seen.get(session.subject)
+                if before is None or session.last_accessed > before:
+                    seen[session.subject] = session.last_accessed
+        summaries = []
+        for thing in stored:
+            live = seen.get(thing.thing_key)
+            if live is not None and (thing.last_seen is None or live > thing.last_seen):
+                thing = ThingSummary(
+                    thing.org_id, thing.thing_key, thing.app_id, thing.created_at, live
+                )
+            summaries.append(thing)
+        return summaries
+
+    def _things_sync(self, org_id: str, keys: list[str] | None) -> list[ThingSummary]:
+        sql = (
+            "SELECT t.org_id, t.thing_key, t.app_id, t.created_at, s.last_seen FROM things t"
+            " LEFT JOIN (SELECT subject, max(last_accessed) AS last_seen FROM sessions"
+            "  WHERE org_id = ? AND kind = 'thing' GROUP BY subject) s ON s.subject = t.thing_key"
+            " WHERE t.org_id = ?"
         )
+        values: list[object] = [org_id, org_id]
+        if keys is not None:
+            sql += " AND list_contains(?, t.thing_key)"
+            values.append(keys)
+        rows = self._database.cursor().execute(sql, values).fetchall()
+        return [ThingSummary(*row) for row in rows]
