@@ -40,6 +40,21 @@ CREATE TABLE IF NOT EXISTS usage_compaction (
     records BIGINT NOT NULL,
     compacted_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS property_values_compaction (
+    day DATE PRIMARY KEY, records BIGINT NOT NULL, compacted_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS location_values_compaction (
+    day DATE PRIMARY KEY, records BIGINT NOT NULL, compacted_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alarm_values_compaction (
+    day DATE PRIMARY KEY, records BIGINT NOT NULL, compacted_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attribute_values_compaction (
+    day DATE PRIMARY KEY, records BIGINT NOT NULL, compacted_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS log_entries_compaction (
+    day DATE PRIMARY KEY, records BIGINT NOT NULL, compacted_at TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS orgs (
     org_id VARCHAR PRIMARY KEY,
     org_key VARCHAR NOT NULL UNIQUE,
