@@ -13,6 +13,7 @@ import json
 import queue
 import secrets
 import socket
+import subprocess
 import threading
 import zlib
 from collections.abc import Iterator
@@ -283,3 +284,13 @@ def ws_client(url: str) -> Iterator[WsClient]:
         yield client
     finally:
         client.close()
+
+
+def client_command(tool: str, port: int, *args: str) -> list[str]:
+    return [tool, "-h", "127.0.0.1", "-p", str(port), *args]
+
+
+def run_client(tool: str, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run one of Mosquitto's command-line clients to completion."""
+    command = client_command(tool, port, *args)
+    return subprocess.run(command, capture_output=True, text=True, timeout=15, check=False)

@@ -60,6 +60,21 @@ class Case:
     logged: tuple[int | None, ...]  # each record's errorCode, oldest first
     transports: tuple[str, ...] = ("ws", "mqtt")
     request: Any = None  # when set: what the (first) record's `request` holds, as JSON
+    says: str | None = None  # when set: the first entry's error message contains it
+
+
+def device(command: str, params: bytes) -> bytes:
+    """One device command (as the Super-Ops user, on an acme thing) with raw JSON params."""
+    return (
+        b'{"auth":{"sessionId":"@SESSION@"},"1":{"command":"%s","params":{"thingKey":"t-1",%s}}}'
+        % (command.encode(), params)
+    )
+
+
+def batch(entries: int, bad: int | None = None) -> bytes:
+    """A property.batch of `entries` values; entry `bad` (if any) has a string value."""
+    data = b",".join(b'{"value":"x"}' if i == bad else b'{"value":%d}' % i for i in range(entries))
+    return device("property.batch", b'"key":"k","data":[%s]' % data)
 
 
 def nested(depth: int) -> bytes:
@@ -143,6 +158,33 @@ CASES = [
     Case("thousand-commands", commands(1000), -90010, (-90010,), ALL),
     Case("commands-at-the-cap", commands(MAX_COMMANDS),
          {str(i): None for i in range(MAX_COMMANDS)}, (None,) * MAX_COMMANDS, ("ws",)),
+    # -- device data (SPEC §6): each a -90002 naming what is wrong ---------------------------
+    Case("property-value-a-string", device("property.publish", b'"key":"k","value":"12"'),
+         {"1": -90002}, (-90002,), says="value"),
+    Case("property-value-a-boolean", device("property.publish", b'"key":"k","value":true'),
+         {"1": -90002}, (-90002,), says="value"),
+    Case("property-unknown-param", device("property.publish", b'"key":"k","value":1,"unit":"C"'),
+         {"1": -90002}, (-90002,), says="unit"),
+    Case("property-ts-before-1970",
+         device("property.publish", b'"key":"k","value":1,"ts":"1969-12-31T23:59:59Z"'),
+         {"1": -90002}, (-90002,), says="ts"),
+    Case("property-ts-after-9000",
+         device("property.publish", b'"key":"k","value":1,"ts":"9000-01-01T00:00:01Z"'),
+         {"1": -90002}, (-90002,), says="ts"),
+    Case("property-key-10kb",
+         device("property.publish", b'"key":"%s","value":1' % LONG_ID.encode()),
+         {"1": -90002}, (-90002,), says="key"),
+    Case("batch-empty", batch(0), {"1": -90002}, (-90002,), says="data"),
+    Case("batch-10000-entries", batch(10_000), {"1": -90002}, (-90002,), ALL, says="data"),
+    Case("batch-one-bad-entry", batch(10, bad=3), {"1": -90002}, (-90002,), ALL, says="data.3"),
+    Case("location-lat-91", device("location.publish", b'"lat":91,"lng":0'),
+         {"1": -90002}, (-90002,), says="lat"),
+    Case("alarm-state-a-string", device("alarm.publish", b'"key":"a","state":"1"'),
+         {"1": -90002}, (-90002,), says="state"),
+    Case("attribute-value-a-number", device("attribute.publish", b'"key":"a","value":5'),
+         {"1": -90002}, (-90002,), says="value"),
+    Case("log-level-7", device("log.publish", b'"msg":"m","level":7'),
+         {"1": -90002}, (-90002,), says="level"),
 ]  # fmt: skip
 
 
@@ -252,6 +294,8 @@ def test_bad_input_is_answered_logged_and_survived(
     else:
         reply, client_id = send_mqtt(served, payload, compressed=transport == "apiz")
     assert_reply(case.reply, reply)
+    if case.says is not None:
+        assert case.says in next(iter(reply.values()))["errorMessages"][0], reply
 
     records = served.records(clientId=client_id)
     *logged, ping = records  # the last one is the ping that proved the connection alive

@@ -25,7 +25,9 @@ from tests.support import (
     GatewayThread,
     MqttClient,
     Tenants,
+    client_command,
     response_properties,
+    run_client,
     ws_client,
 )
 
@@ -114,16 +116,6 @@ def usage_of(gateway: GatewayThread, client_id: str) -> list[dict[str, Any]]:
     """Every usage record whose clientId is `client_id`, oldest first."""
     records = all_usage(gateway)["result"] or []
     return [record for record in reversed(records) if record["clientId"] == client_id]
-
-
-def client_command(tool: str, port: int, *args: str) -> list[str]:
-    return [tool, "-h", "127.0.0.1", "-p", str(port), *args]
-
-
-def run_client(tool: str, port: int, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run one of Mosquitto's command-line clients to completion."""
-    command = client_command(tool, port, *args)
-    return subprocess.run(command, capture_output=True, text=True, timeout=15, check=False)
 
 
 def read_until(stream: IO[str], marker: str, deadline: float) -> list[str]:
