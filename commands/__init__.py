@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from gateway.core.registry import Registry
+from collections.abc import Iterable
 
-__all__ = ["build_registry"]
+from commands.plugins import Plugin, PluginError
+from gateway.core.registry import Command, Registry
+
+__all__ = ["build_registry", "builtin_tables"]
 
 
-def build_registry() -> Registry:
+def builtin_tables() -> list[tuple[Command, ...]]:
+    """Each built-in service's table of commands."""
     from commands import (
         alarm,
         analytics,
@@ -23,18 +27,33 @@ def build_registry() -> Registry:
     from commands import property as property_service
 
     # The usage service is two modules: the raw log (usage.py) and its aggregates (analytics.py).
-    return Registry(
-        [
-            api.COMMANDS,
-            session.COMMANDS,
-            diag.COMMANDS,
-            usage.COMMANDS,
-            analytics.COMMANDS,
-            property_service.COMMANDS,
-            location.COMMANDS,
-            alarm.COMMANDS,
-            attribute.COMMANDS,
-            log.COMMANDS,
-            thing.COMMANDS,
-        ]
-    )
+    return [
+        api.COMMANDS,
+        session.COMMANDS,
+        diag.COMMANDS,
+        usage.COMMANDS,
+        analytics.COMMANDS,
+        property_service.COMMANDS,
+        location.COMMANDS,
+        alarm.COMMANDS,
+        attribute.COMMANDS,
+        log.COMMANDS,
+        thing.COMMANDS,
+    ]
+
+
+def build_registry(plugins: Iterable[Plugin] = ()) -> Registry:
+    """The built-in commands, then each plugin's (`commands.plugins.load_plugins`).
+
+    A plugin command whose name is taken, by a built-in or by an earlier plugin, is a
+    `PluginError` naming the command and both owners: a plugin never replaces a command.
+    """
+    tables: list[tuple[Command, ...]] = builtin_tables()
+    owners = {command.name: "a built-in command" for table in tables for command in table}
+    for plugin in plugins:
+        for name in plugin.command_names:
+            if name in owners:
+                raise PluginError(f"{plugin.origin} registers {name}, which is {owners[name]}")
+            owners[name] = f"registered by {plugin.origin}"
+        tables.append(plugin.commands)
+    return Registry(tables)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from commands import build_registry
+from commands.plugins import Plugin, discover, load_plugins
 from gateway.core.context import CoreConfig, Services
 from gateway.core.dispatcher import Dispatcher
 from gateway.core.ports import Provisioning
@@ -30,6 +31,7 @@ __all__ = [
     "Assembly",
     "Gateway",
     "assemble",
+    "build_command_registry",
     "build_transports",
     "core_config",
     "open_provisioning",
@@ -78,7 +80,10 @@ def assemble(
     clock: Callable[[], datetime] = utc_now,
     registry: Registry | None = None,
 ) -> Assembly:
-    """Open the storage and wire the core over it; `registry` defaults to the built-in commands."""
+    """Open the storage and wire the core over it; `registry` defaults to the built-in commands
+    and the installed plugins' (`build_command_registry`), built first so that a refused plugin
+    (`PluginError`) stops the start before anything is opened."""
+    registry = registry if registry is not None else build_command_registry(settings)
     storage = DuckDBStorage(
         settings.db,
         clock,
@@ -96,8 +101,23 @@ def assemble(
         things=storage.identity,
         clock=clock,
     )
-    registry = registry if registry is not None else build_registry()
     return Assembly(settings, storage, services, registry, Dispatcher(registry, services))
+
+
+def build_command_registry(settings: Settings) -> Registry:
+    """The built-in commands plus those of every installed `tr50gw.commands` entry point
+    (unless `--no-plugins`); each plugin is logged once it is registered."""
+    plugins: list[Plugin] = load_plugins(discover()) if settings.plugins else []
+    registry = build_registry(plugins)
+    for plugin in plugins:
+        logger.info(
+            "plugin %s loaded from %s %s: %s",
+            plugin.name,
+            plugin.distribution,
+            plugin.version,
+            ", ".join(plugin.command_names),
+        )
+    return registry
 
 
 def open_provisioning(db: Path) -> tuple[Provisioning, Callable[[], None]]:

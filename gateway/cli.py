@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from commands.plugins import PluginError
     from gateway.app import Gateway
     from gateway.settings import Settings
     from storage.duckdb import DatabaseLocked
@@ -116,6 +117,10 @@ def _serve(args: argparse.Namespace) -> int:
         gateway = Gateway(settings)
     except DatabaseLocked as error:
         print(f"tr50gw: cannot open the usage log: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except PluginError as error:
+        hint = "--no-plugins starts without plugins"
+        print(f"tr50gw: not starting: {error} ({hint})", file=sys.stderr)
         return EXIT_FAILED
 
     async def run() -> None:

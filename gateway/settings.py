@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     durable_replies: bool = Field(
         False, description="reply only once the call's usage record is committed"
     )
+    # A plugin that cannot be loaded stops the start; --no-plugins starts without any. (Positive,
+    # like every bool here: a field named no_plugins would derive a --no-plugins that argparse's
+    # BooleanOptionalAction reads as False.)
+    plugins: bool = Field(
+        True,
+        description="add the commands of installed packages' tr50gw.commands entry points; "
+        "--no-plugins: built-in commands only",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -40,6 +40,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "ws_allowed_origins": ('["https://console.test", ""]', ["https://console.test", ""]),
     "ws_max_connections": ("7", 7),
     "durable_replies": ("true", True),
+    "plugins": ("false", False),
 }
 LIST_FLAGS = {"ws_allowed_origins": "--ws-allowed-origin"}
 
@@ -54,6 +55,8 @@ def flag_argv(name: str, text: str) -> list[str]:
         return [item for origin in SAMPLES[name][1] for item in (flag_of(name), origin)]
     if text == "true":
         return [flag_of(name)]
+    if text == "false":  # a bool that defaults to true: its --no- twin
+        return ["--no-" + flag_of(name).removeprefix("--")]
     return [flag_of(name), text]
 
 
