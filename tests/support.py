@@ -120,7 +120,7 @@ class GatewayThread:
             ready = asyncio.create_task(self.gateway.ready.wait())
             await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
             if self.gateway.mqtt is not None and not task.done():
-                await asyncio.wait_for(self.gateway.mqtt.connected.wait(), 10)
+                await asyncio.wait_for(self.gateway.mqtt.subscribed.wait(), 10)
             self._started.set()
             await task
 
@@ -144,9 +144,9 @@ class GatewayThread:
         return f"ws://127.0.0.1:{self.gateway.ws_port}/api"
 
     def mqtt_connected(self, timeout: float = 15) -> None:
-        """Block until the gateway is (re)connected to its broker."""
+        """Block until the gateway is (re)connected to its broker and subscribed."""
         assert self.gateway is not None and self.gateway.mqtt is not None and self._loop
-        event = self.gateway.mqtt.connected
+        event = self.gateway.mqtt.subscribed
         future = asyncio.run_coroutine_threadsafe(
             asyncio.wait_for(event.wait(), timeout), self._loop
         )

@@ -127,7 +127,10 @@ class MqttLink:
         self._connecting = False
         self._session_ok = False
         self._task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
+        self.connected = asyncio.Event()  # CONNACK received: replies and acks may be written
+        self.subscribed = asyncio.Event()  # SUBACK received too: requests published now arrive
+        self._subscribe_mid: int | None = None
+        self._session_present = False
         self._lost = asyncio.Event()
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -143,6 +146,7 @@ class MqttLink:
         self._client.on_socket_unregister_write = self._on_socket_unregister_write
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client.max_inflight_messages_set(max_inflight)
         self._client.max_queued_messages_set(0)
@@ -224,22 +228,40 @@ class MqttLink:
                 "mqtt connection to %s:%s refused: %s", self._target.host, self._target.port, reason
             )
             return
-        client.subscribe(self._subscriptions)
+        _, self._subscribe_mid = client.subscribe(self._subscriptions)
+        self._session_present = bool(flags.session_present)
+        self._session_ok = True
+        self.connected.set()
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [str(reason) for reason in reasons if reason.is_failure]
+        if refused:  # the broker's ACL: the gateway would never hear a request
+            logger.error(
+                "mqtt subscriptions refused by %s:%s: %s (is the gateway's broker account the "
+                "one the ACL grants api/#?)",
+                self._target.host,
+                self._target.port,
+                ", ".join(refused),
+            )
+            return
+        # Logged only now: a request published before the SUBACK might have gone nowhere.
         logger.info(
             "mqtt connected to %s:%s as %s (%s, session %s)",
             self._target.host,
             self._target.port,
             self._client_id,
             self._description,
-            "resumed" if flags.session_present else "new",
+            "resumed" if self._session_present else "new",
         )
-        self._session_ok = True
-        self.connected.set()
+        self.subscribed.set()
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         self._lost.set()
         if not self._stopping:
             logger.warning(

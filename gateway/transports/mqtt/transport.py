@@ -66,6 +66,11 @@ class MqttTransport:
         """Set while the link to the broker is up."""
         return self.link.connected
 
+    @property
+    def subscribed(self) -> asyncio.Event:
+        """Set once the broker has granted the request subscriptions (until the link drops)."""
+        return self.link.subscribed
+
     async def start(self) -> None:
         self.link.start()
 
