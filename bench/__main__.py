@@ -1,9 +1,10 @@
-"""`python -m bench [--quick] [--only mqtt,ws,ingest,queries]` (what `make bench` runs).
+"""`python -m bench [--quick] [--only mqtt,ws,ingest,queries,devices]` (what `make bench` runs).
 
 Runs the suites one after the other (round trips over MQTT and WebSocket, sustained ingest, queries
-on 10M records), prints one table on stdout, and writes bench/results/latest.json (rows plus the
-machine they ran on) and bench/results/latest.png. Progress goes to stderr. The exit status is 1
-when a suite crashed (its row says so), not when a target was missed.
+on 10M records, device data: property.batch ingest and property reads on 10M values), prints one
+table on stdout, and writes bench/results/latest.json (rows plus the machine they ran on) and
+bench/results/latest.png. Progress goes to stderr. The exit status is 1 when a suite crashed (its
+row says so), not when a target was missed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from bench.roundtrip import progress
 
 __all__ = ["main", "render_chart", "render_table"]
 
-SUITES = ("mqtt", "ws", "ingest", "queries")
+SUITES = ("mqtt", "ws", "ingest", "queries", "devices")
 
 
 # -- table ---------------------------------------------------------------------------------------
@@ -56,7 +57,7 @@ def _others(result: Result) -> str:
     for key, value in result.metrics.items():
         if key in _MAIN or key in _QUIET:
             continue
-        if key in ("errors", "lost") and not value:
+        if key in ("errors", "lost", "unanswered") and not value:
             continue
         if key == "others_cpu" and value < 10:  # only when something else took a real share
             continue
@@ -250,18 +251,32 @@ def _empty(axis: Any, text: str) -> None:
     axis.set_axis_off()
 
 
-def _ingest_panel(axis: Any, results: Sequence[Result]) -> None:
+def _stored_rows(
+    results: Sequence[Result], suite: str, answered_key: str
+) -> list[tuple[str, float, float | None, bool | None]]:
+    """`suite`'s sustained-ingest rows as bars: stored (with its target) and answered per
+    second; a case named `transport: ...` labels its bars with the transport."""
     rows: list[tuple[str, float, float | None, bool | None]] = []
     for result in results:
-        if result.suite == "ingest" and "stored_per_s" in result.metrics:
+        if result.suite == suite and "stored_per_s" in result.metrics:
+            head, colon, _ = result.case.partition(": ")
+            prefix = f"{head} " if colon else ""
             target = _target_number(result.target)
-            rows.append(("stored", result.metrics["stored_per_s"], target, result.met))
-            rows.append(("answered", result.metrics.get("records_per_s", math.nan), None, None))
+            rows.append((f"{prefix}stored", result.metrics["stored_per_s"], target, result.met))
+            answered = result.metrics.get(answered_key, math.nan)
+            rows.append((f"{prefix}answered", answered, None, None))
+    return rows
+
+
+def _stored_panel(
+    axis: Any, results: Sequence[Result], suite: str, answered_key: str, title: str
+) -> None:
+    rows = _stored_rows(results, suite, answered_key)
     if not rows:
-        _empty(axis, "ingest not run")
+        _empty(axis, f"{suite} not run")
         return
     _hbars(axis, rows, "/s")
-    axis.set_title("Sustained ingest: usage records/s\nblack tick = target", fontsize=10)
+    axis.set_title(f"{title}\nblack tick = target", fontsize=10)
 
 
 def _memory_panel(axis: Any, results: Sequence[Result]) -> None:
@@ -277,27 +292,42 @@ def _memory_panel(axis: Any, results: Sequence[Result]) -> None:
     axis.set_title("Gateway RSS, MB\nblack tick = target", fontsize=10)
 
 
-def _queries_panel(axis: Any, results: Sequence[Result]) -> None:
+def _p50_panel(
+    axis: Any,
+    results: Sequence[Result],
+    suite: str,
+    title: str,
+    label: Callable[[str], str] = str,
+) -> None:
+    """`suite`'s timed commands (rows with a p50 and a target in ms) as p50 bars on a log axis,
+    each with its target's tick."""
     from matplotlib.ticker import NullFormatter
 
     rows: list[tuple[str, float, float | None, bool | None]] = []
     for result in results:
-        if result.suite != "queries":
-            continue
         value = result.metrics.get("p50_ms")
-        if value is None:
+        if result.suite != suite or value is None or "ms" not in result.target:
             continue
-        target = _target_number(result.target) if "ms" in result.target else None
-        rows.append((result.case, value, target, result.met))
+        rows.append((label(result.case), value, _target_number(result.target), result.met))
     if not rows:
-        _empty(axis, "queries not run")
+        _empty(axis, f"{suite} not run")
         return
     _hbars(axis, rows, "ms")
     axis.set_xscale("log")
     axis.xaxis.set_minor_formatter(NullFormatter())
     smallest = min([value for _, value, _, _ in rows] + [t for _, _, t, _ in rows if t])
     axis.set_xlim(left=max(smallest / 3, 1e-3))
-    axis.set_title("usage.api.list on 10M records, p50 ms (log)\nblack tick = target", fontsize=10)
+    axis.set_title(title, fontsize=10)
+
+
+def _queries_panel(axis: Any, results: Sequence[Result]) -> None:
+    title = "usage.api.list on 10M records, p50 ms (log)\nblack tick = target"
+    _p50_panel(axis, results, "queries", title)
+
+
+def _devices_reads_panel(axis: Any, results: Sequence[Result]) -> None:
+    title = "Property reads on 10M values, random thing and key, p50 ms (log)\nblack tick = target"
+    _p50_panel(axis, results, "devices", title, lambda case: case.removeprefix("property."))
 
 
 _FAILED_MARK = " - FAILED "  # bench.queries.FAILED_MARK: a failed case's name, then its error
@@ -368,14 +398,28 @@ def render_chart(results: Sequence[Result], machine: dict[str, Any], path: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure = plt.figure(figsize=(17, 13.5))
-    grid = figure.add_gridspec(3, 6, height_ratios=(3, 2, 2))
+    figure = plt.figure(figsize=(17, 16.5))
+    grid = figure.add_gridspec(4, 6, height_ratios=(3, 2, 2, 1.5))
     _throughput_panel(figure.add_subplot(grid[0, :3]), results)
     _latency_panel(figure.add_subplot(grid[0, 3:]), results)
-    _ingest_panel(figure.add_subplot(grid[1, :2]), results)
+    _stored_panel(
+        figure.add_subplot(grid[1, :2]),
+        results,
+        "ingest",
+        "records_per_s",
+        "Sustained ingest: usage records/s",
+    )
     _memory_panel(figure.add_subplot(grid[1, 2:4]), results)
     _queries_panel(figure.add_subplot(grid[1, 4:]), results)
     _analytics_panels((figure.add_subplot(grid[2, :3]), figure.add_subplot(grid[2, 3:])), results)
+    _stored_panel(
+        figure.add_subplot(grid[3, :3]),
+        results,
+        "devices",
+        "values_per_s",
+        "property.batch (100 values each): property values/s",
+    )
+    _devices_reads_panel(figure.add_subplot(grid[3, 3:]), results)
     figure.suptitle(
         f"tr50gw benchmarks {machine['date']} - {machine['cpu']}, {machine['cores']} cores, "
         f"{machine['ram_gb']} GB, Python {machine['python']}, DuckDB {machine['duckdb']}, "
@@ -410,6 +454,10 @@ def _suite_runners(only: set[str]) -> list[tuple[str, Callable[[bool], list[Resu
             progress("note: bench/queries.py is not there yet; skipping the queries suite")
         else:
             runners.append(("queries", queries.run))
+    if "devices" in only:
+        from bench import devices
+
+        runners.append(("devices", devices.run))
     return runners
 
 

@@ -18,13 +18,27 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from websockets.sync.client import connect
 
 from bench.common import GatewayProcess, Result
-from bench.roundtrip import RssSampler, count_usage_rows, progress, provision, run_load
+from bench.roundtrip import (
+    Account,
+    RssSampler,
+    count_usage_rows,
+    progress,
+    provision,
+    run_load,
+)
 
-__all__ = ["COMMANDS_PER_ENVELOPE", "run"]
+__all__ = [
+    "COMMANDS_PER_ENVELOPE",
+    "run",
+    "sustained_metrics",
+    "sustained_summary",
+    "visibility_barrier",
+]
 
 COMMANDS_PER_ENVELOPE = 50
 LOAD_PROCESSES = 2
@@ -36,6 +50,49 @@ def _envelope() -> str:
     return json.dumps(
         {str(index): {"command": "diag.ping"} for index in range(COMMANDS_PER_ENVELOPE)},
         separators=(",", ":"),
+    )
+
+
+def visibility_barrier(
+    ws_url: str, account: Account, command: str, params: dict[str, Any]
+) -> float:
+    """When a read by `account`'s user (`command`, which waits for the writer) was answered:
+    every write answered before it had been committed by then. Two usage records."""
+    envelope = {
+        "auth": json.loads(account.auth_envelope)["auth"],
+        "1": {"command": command, "params": params},
+    }
+    with connect(ws_url, max_size=None) as websocket:
+        websocket.send(json.dumps(envelope))
+        reply = json.loads(websocket.recv(timeout=120))
+    visible_at = time.time()
+    if not reply.get("1", {}).get("success"):
+        raise RuntimeError(f"the barrier {command} failed: {reply}")
+    return visible_at
+
+
+def sustained_metrics(
+    load: dict[str, Any], visible_at: float, stored: int, per_answer: int, unit: str
+) -> dict[str, float]:
+    """The figures of a sustained load (a merged bench.load result): `stored` rows over the time
+    from the first request sent to `visible_at` (the barrier's answer), warm-up included; the
+    answered rate of `unit`s (`per_answer` to an answer); latency; commit lag; others' CPU."""
+    return {
+        "stored_per_s": round(stored / max(1e-9, visible_at - load["wall_first_send"]), 1),
+        f"{unit}_per_s": round(load["rps"] * per_answer, 1),
+        "rps": load["rps"],
+        "p50_ms": load["p50_ms"],
+        "p99_ms": load["p99_ms"],
+        "commit_lag_s": round(max(0.0, visible_at - load["wall_last_answer"]), 3),
+        "others_cpu": load["others_cpu"],
+    }
+
+
+def sustained_summary(metrics: dict[str, float], unit: str) -> str:
+    """`sustained_metrics` in words, for the progress lines."""
+    return (
+        f"{metrics[f'{unit}_per_s']:,.0f} {unit}/s answered, {metrics['stored_per_s']:,.0f} "
+        f"stored/s, commit lag {metrics['commit_lag_s']:.2f} s"
     )
 
 
@@ -70,15 +127,7 @@ def run(quick: bool = False) -> list[Result]:
                     duration=duration,
                     processes=LOAD_PROCESSES,
                 )
-            barrier = json.loads(account.auth_envelope)
-            barrier = {"auth": barrier["auth"]}
-            barrier["1"] = {"command": "usage.api.list", "params": {"limit": 1}}
-            with connect(gateway.ws_url, max_size=None) as websocket:
-                websocket.send(json.dumps(barrier))
-                reply = json.loads(websocket.recv(timeout=120))
-            visible_at = time.time()
-            if not reply.get("1", {}).get("success"):
-                raise RuntimeError(f"ingest: the barrier listing failed: {reply}")
+            visible_at = visibility_barrier(gateway.ws_url, account, "usage.api.list", {"limit": 1})
         finally:
             if sampler is not None:
                 sampler.close()
@@ -86,24 +135,10 @@ def run(quick: bool = False) -> list[Result]:
         rows = count_usage_rows(db)
     records = result["answered"] * COMMANDS_PER_ENVELOPE
     expected = records + 2
-    stored_per_s = records / max(1e-9, visible_at - result["wall_first_send"])
-    lag = max(0.0, visible_at - result["wall_last_answer"])
-    progress(
-        f"ingest: {result['rps'] * COMMANDS_PER_ENVELOPE:,.0f} records/s answered, "
-        f"{stored_per_s:,.0f} stored/s, commit lag {lag:.2f} s, rows {rows} (expected {expected})"
-    )
-    metrics = {
-        "stored_per_s": round(stored_per_s, 1),
-        "records_per_s": round(result["rps"] * COMMANDS_PER_ENVELOPE, 1),
-        "rps": result["rps"],
-        "p50_ms": result["p50_ms"],
-        "p99_ms": result["p99_ms"],
-        "errors": float(result["errors"]),
-        "rows": float(rows),
-        "expected": float(expected),
-        "commit_lag_s": round(lag, 3),
-        "others_cpu": result["others_cpu"],
-    }
+    metrics = sustained_metrics(result, visible_at, records, COMMANDS_PER_ENVELOPE, "records")
+    stored_per_s = metrics["stored_per_s"]
+    metrics |= {"errors": float(result["errors"]), "rows": float(rows), "expected": float(expected)}
+    progress(f"ingest: {sustained_summary(metrics, 'records')}, rows {rows} (expected {expected})")
     case = (
         f"{COMMANDS_PER_ENVELOPE} x diag.ping per envelope, {window} in flight "
         f"({LOAD_PROCESSES} ws clients)"

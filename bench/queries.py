@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,11 +37,28 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 from bench.common import RESULTS_DIR, GatewayProcess, Result, percentile, rss_mb
-from devtools.synthetic import GENERATOR_VERSION, generate_file, stored_file_summary
+from devtools.synthetic import (
+    GENERATOR_VERSION,
+    generate_file,
+    generate_usage,
+    stored_file_summary,
+)
 from gateway.app import open_provisioning
 from gateway.core.ports import AlreadyExists
 
-__all__ = ["FAILED_MARK", "QueryCase", "dataset", "main", "run"]
+__all__ = [
+    "ADMIN",
+    "FAILED_MARK",
+    "Client",
+    "CommandFailed",
+    "QueryCase",
+    "cached_dataset",
+    "dataset",
+    "failed_row",
+    "main",
+    "provision_readers",
+    "run",
+]
 
 PASSWORD = "bench-queries-password"
 ADMIN = "org-admin@bench.example"
@@ -96,25 +113,34 @@ def _parameters(rows: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _is_fresh(summary: dict[str, Any] | None, parameters: dict[str, Any]) -> bool:
+def _is_fresh(summary: dict[str, Any] | None, parameters: dict[str, Any], version: int) -> bool:
     if summary is None or summary.get("parameters") != parameters:
         return False
-    if summary.get("generator_version") != GENERATOR_VERSION:
+    if summary.get("generator_version") != version:
         return False
     generated = datetime.fromisoformat(summary["generated_at"])
     return datetime.now(UTC).replace(tzinfo=None) - generated < FRESH_FOR
 
 
-def dataset(path: Path, rows: int) -> dict[str, Any]:
-    """The generator's summary of `path`, generating it first unless it is fresh."""
-    parameters = _parameters(rows)
+def cached_dataset(
+    path: Path,
+    parameters: dict[str, Any],
+    *,
+    generate: Callable[..., dict[str, Any]],
+    version: int,
+    suite: str,
+    what: str,
+) -> dict[str, Any]:
+    """The summary of the synthetic dataset in `path`, generated first (by `generate`, one of
+    devtools.synthetic's, with `parameters`) unless the file holds a fresh one: same parameters,
+    generator `version`, and less than FRESH_FOR old. Progress goes to stderr as `suite: ...`."""
     if path.exists():
         summary = stored_file_summary(path)
-        if _is_fresh(summary, parameters):
+        if _is_fresh(summary, parameters, version):
             assert summary is not None
-            progress(f"queries: reusing {path.name} (generated {summary['generated_at']} UTC)")
+            progress(f"{suite}: reusing {path.name} (generated {summary['generated_at']} UTC)")
             return summary
-        progress(f"queries: {path.name} is stale or different; generating it again")
+        progress(f"{suite}: {path.name} is stale or different; generating it again")
     for stale in (path, path.with_name(path.name + ".wal")):
         stale.unlink(missing_ok=True)
     started = time.perf_counter()
@@ -122,21 +148,33 @@ def dataset(path: Path, rows: int) -> dict[str, Any]:
     def report(done: int, total: int) -> None:
         elapsed = time.perf_counter() - started
         progress(
-            f"queries: generated {done:,}/{total:,} rows in {elapsed:.0f} s "
+            f"{suite}: generated {done:,}/{total:,} rows in {elapsed:.0f} s "
             f"({done / elapsed:,.0f} rows/s)"
         )
 
-    progress(f"queries: generating {rows:,} usage records into {path}")
-    summary = generate_file(path, progress=report, **parameters)
+    progress(f"{suite}: generating {parameters['rows']:,} {what} into {path}")
+    summary = generate_file(path, generate, progress=report, **parameters)
     size_mb = path.stat().st_size / 2**20
     progress(
-        f"queries: {rows:,} rows in {summary['seconds']:.1f} s "
+        f"{suite}: {summary['rows']:,} rows in {summary['seconds']:.1f} s "
         f"({summary['rows_per_second']:,} rows/s insert), file {size_mb:,.0f} MiB"
     )
     return summary
 
 
-def _provision(path: Path, org_key: str) -> None:
+def dataset(path: Path, rows: int) -> dict[str, Any]:
+    """The usage generator's summary of `path`, generating it first unless it is fresh."""
+    return cached_dataset(
+        path,
+        _parameters(rows),
+        generate=generate_usage,
+        version=GENERATOR_VERSION,
+        suite="queries",
+        what="usage records",
+    )
+
+
+def provision_readers(path: Path, org_key: str) -> None:
     """An org-admin of `org_key` and a Super-Ops user (kept when the file is reused)."""
     provisioning, close = open_provisioning(path)
     try:
@@ -166,7 +204,7 @@ def _cases(summary: dict[str, Any]) -> tuple[list[QueryCase], dict[str, Any]]:
     return cases, {"org": org["orgKey"], "org_rows": org["rows"], "who": who}
 
 
-class _Client:
+class Client:
     """One TR50 WebSocket connection with a logged-in (connection-bound) session."""
 
     def __init__(self, url: str, username: str) -> None:
@@ -244,7 +282,7 @@ def _idle_rss(settle: float = 1.0) -> float:
 
 
 def _measure(
-    client: _Client,
+    client: Client,
     case: QueryCase,
     warmup: int,
     repetitions: int,
@@ -317,7 +355,7 @@ def _analytics_cases(
     return cases
 
 
-def _pick_id(client: _Client, super_ops: bool) -> str | CommandFailed:
+def _pick_id(client: Client, super_ops: bool) -> str | CommandFailed:
     """The id of a record from the middle of the 30 days (visible to `client`), by a listing."""
     start = datetime.now(UTC) - timedelta(days=15)
     params: dict[str, Any] = {
@@ -422,7 +460,7 @@ def _timed_row(case: QueryCase, timings: list[float], reply: dict[str, Any]) -> 
     )
 
 
-def _failed_row(case: QueryCase, error: CommandFailed) -> Result:
+def failed_row(case: QueryCase, error: CommandFailed) -> Result:
     progress(f"{case.suite}: FAILED {case.name}: {error}")
     return Result(
         case.suite,
@@ -435,7 +473,7 @@ def _failed_row(case: QueryCase, error: CommandFailed) -> Result:
 
 
 def _run_case(
-    client: _Client,
+    client: Client,
     case: QueryCase,
     warmup: int,
     repetitions: int,
@@ -444,7 +482,7 @@ def _run_case(
     try:
         timings, reply = _measure(client, case, warmup, repetitions, budget_s)
     except CommandFailed as error:
-        return _failed_row(case, error)
+        return failed_row(case, error)
     return _timed_row(case, timings, reply)
 
 
@@ -457,7 +495,7 @@ def run(quick: bool = False) -> list[Result]:
     path = RESULTS_DIR / f"usage-{label.lower()}.duckdb"
     summary = dataset(path, rows)
     cases, chosen = _cases(summary)
-    _provision(path, chosen["org"])
+    provision_readers(path, chosen["org"])
     size_mb = path.stat().st_size / 2**20
     progress(
         f"queries: org {chosen['org']} ({chosen['org_rows']:,} rows), busiest caller "
@@ -473,8 +511,8 @@ def run(quick: bool = False) -> list[Result]:
     with GatewayProcess(path) as gateway:
         time.sleep(1.0)
         opened = rss_mb(gateway.pid)
-        admin = _Client(gateway.ws_url, ADMIN)
-        ops = _Client(gateway.ws_url, OPS)
+        admin = Client(gateway.ws_url, ADMIN)
+        ops = Client(gateway.ws_url, OPS)
         try:
             with _RssPeak(gateway.pid).active() as sampler:
                 for case in cases:
@@ -486,7 +524,7 @@ def run(quick: bool = False) -> list[Result]:
                 ids = (_pick_id(admin, super_ops=False), _pick_id(ops, super_ops=True))
                 for case, failure in _analytics_cases(*ids):
                     if failure is not None:
-                        results.append(_failed_row(case, failure))
+                        results.append(failed_row(case, failure))
                         continue
                     client = ops if case.super_ops else admin
                     results.append(

@@ -46,6 +46,7 @@ __all__ = [
     "count_usage_rows",
     "progress",
     "provision",
+    "read_file",
     "run",
     "run_load",
 ]
@@ -74,6 +75,12 @@ class Account:
     password: str
     org_key: str
     app_id: str
+    app_token: str
+
+    def thing_auth_envelope(self, thing_key: str) -> str:
+        """api.authenticate as the thing `thing_key` of this account's application."""
+        params = {"appId": self.app_id, "appToken": self.app_token, "thingKey": thing_key}
+        return json.dumps({"auth": {"command": "api.authenticate", "params": params}})
 
     @property
     def auth_envelope(self) -> str:
@@ -104,16 +111,20 @@ def provision(db: Path, org_key: str = "bench") -> Account:
     _admin("org-create", org_key, "--name", "Benchmarks", "--db", str(db))
     _admin("user-create", username, "--org", org_key, "--password", password, "--db", str(db))
     app = _admin("app-create", "--org", org_key, "--name", "bench", "--db", str(db))
-    return Account(username, password, org_key, app["appId"])
+    return Account(username, password, org_key, app["appId"], app["appToken"])
+
+
+def read_file(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    """The rows `sql` finds in the DuckDB file, read once the gateway has exited."""
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as connection:
+        return connection.execute(sql).fetchall()
 
 
 def count_usage_rows(db: Path) -> int:
     """Rows in the usage log, read from the file once the gateway has exited."""
-    import duckdb
-
-    with duckdb.connect(str(db), read_only=True) as connection:
-        row = connection.execute("SELECT count(*) FROM usage_log").fetchone()
-    return int(row[0]) if row else 0
+    return int(read_file(db, "SELECT count(*) FROM usage_log")[0][0])
 
 
 class EchoProcess:

@@ -1,4 +1,5 @@
-"""A realistic synthetic usage log, generated inside DuckDB for benchmarks and tests.
+"""A realistic synthetic usage log (and a fleet's property values), generated inside DuckDB for
+benchmarks and tests.
 
 Every value of row `i` is computed in SQL by `INSERT ... SELECT ... FROM range()` (no Python per
 row) from hashes of `hash(i, seed)`: deterministic for a seed, independent of thread scheduling
@@ -20,6 +21,10 @@ The shape of the data:
 * commands: 40 `service.command` names over 9 services, outcome failed at `failure_rate` with
   the error codes of SPEC §1; log-normal execution times per command; short TR50 request and
   response strings like the gateway's own (compact JSON, secrets as `"***"`).
+
+Property values (`generate_properties`): one org's fleet of things publishing four keys at a
+steady pace with jitter, rows in (org_id, thing_key, key, ts) order, as a device table's
+compaction keeps them; the things are registered so that the org's users can read them.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ import contextlib
 import hashlib
 import json
 import math
+import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -40,11 +46,15 @@ import duckdb
 
 from storage.duckdb.compaction import compact_due
 from storage.duckdb.database import Database
+from storage.duckdb.identity import token_digest
 
 __all__ = [
     "COMMANDS",
+    "FLEET_KEYS",
     "GENERATOR_VERSION",
+    "PROPERTY_GENERATOR_VERSION",
     "generate_file",
+    "generate_properties",
     "generate_usage",
     "main",
     "stored_file_summary",
@@ -473,6 +483,52 @@ def _insert_parameters(
     }
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _window(end: datetime | None, days: int) -> tuple[datetime, datetime]:
+    """`(start, end)` of `days` ending at `end` (default now), as naive UTC."""
+    if end is None:
+        end = _utc_now()
+    elif end.tzinfo is not None:
+        end = end.astimezone(UTC).replace(tzinfo=None)
+    return end - timedelta(days=days), end
+
+
+@contextlib.contextmanager
+def _inserting(database: Database) -> Iterator[Any]:
+    """A cursor inside a transaction (the caller commits); rolled back if the block fails."""
+    cursor = database.new_cursor()
+    try:
+        cursor.execute("SET enable_progress_bar = false")
+        cursor.execute("BEGIN")
+        yield cursor
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):  # nothing open to roll back
+            cursor.execute("ROLLBACK")
+        raise
+    finally:
+        cursor.close()
+
+
+def _insert_chunks(
+    cursor: Any,
+    sql: str,
+    parameters: dict[str, Any],
+    rows: int,
+    chunk_rows: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """`sql` for rows `$first` .. `$first + $count` of `rows`, by statements of `chunk_rows`
+    (every value depends only on the row number, so chunking changes nothing)."""
+    for first in range(0, rows, chunk_rows):
+        count = min(chunk_rows, rows - first)
+        cursor.execute(sql, {**parameters, "first": first, "count": count})
+        if progress is not None:
+            progress(first + count, rows)
+
+
 def generate_usage(
     database: Database,
     *,
@@ -506,11 +562,7 @@ def generate_usage(
         raise ValueError(f"commands must be between 1 and {len(COMMANDS)}")
     if not 0.0 <= failure_rate <= 1.0:
         raise ValueError("failure_rate must be between 0 and 1")
-    if end is None:
-        end = datetime.now(UTC).replace(tzinfo=None)
-    elif end.tzinfo is not None:
-        end = end.astimezone(UTC).replace(tzinfo=None)
-    start = end - timedelta(days=days)
+    start, end = _window(end, days)
     started = time.perf_counter()
 
     org_rows = _org_rows(orgs, seed)
@@ -519,24 +571,17 @@ def generate_usage(
         failure_rate=failure_rate, days=days, start=start, seed=seed,
     )  # fmt: skip
 
-    cursor = database.new_cursor()
-    try:
-        cursor.execute("SET enable_progress_bar = false")
-        cursor.execute("BEGIN")
+    with _inserting(database) as cursor:
         for org_id, org_key, name in org_rows:
             cursor.execute(
                 "INSERT INTO orgs VALUES (?, ?, ?, ?) ON CONFLICT (org_id) DO NOTHING",
                 [org_id, org_key, name, start],
             )
-        for first in range(0, rows, chunk_rows):
-            count = min(chunk_rows, rows - first)
-            cursor.execute(_INSERT_SQL, {**parameters, "first": first, "count": count})
-            if progress is not None:
-                progress(first + count, rows)
+        _insert_chunks(cursor, _INSERT_SQL, parameters, rows, chunk_rows, progress)
         cursor.execute("COMMIT")
         inserted_at = time.perf_counter()
         cursor.execute("CHECKPOINT")
-        while compact and compact_due(database, datetime.now(UTC).replace(tzinfo=None)):
+        while compact and compact_due(database, _utc_now()):
             pass  # a round stops early only when a checkpoint is refused
         compacted_at = time.perf_counter()
         summary = _summarize(cursor, start, end, rows)
@@ -548,25 +593,24 @@ def generate_usage(
         summary["insert_seconds"] = round(inserted_at - started, 2)
         summary["compact_seconds"] = round(compacted_at - inserted_at, 2)
         summary["rows_per_second"] = round(rows / (inserted_at - started))
-        summary["generated_at"] = datetime.now(UTC).replace(tzinfo=None).isoformat()
+        summary["generated_at"] = _utc_now().isoformat()
         summary["generator_version"] = GENERATOR_VERSION
-        cursor.execute(_INFO_SCHEMA)
-        cursor.execute("DELETE FROM synthetic_dataset")
-        cursor.execute(
-            "INSERT INTO synthetic_dataset VALUES (?, ?, ?)",
-            [
-                datetime.now(UTC).replace(tzinfo=None),
-                json.dumps(summary["parameters"], sort_keys=True),
-                json.dumps(summary),
-            ],
-        )
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):  # nothing open to roll back
-            cursor.execute("ROLLBACK")
-        raise
-    finally:
-        cursor.close()
+        _keep_summary(cursor, summary)
     return summary
+
+
+def _keep_summary(cursor: Any, summary: dict[str, Any]) -> None:
+    """Store `summary` in the file (one dataset's summary per file; `stored_summary` reads it)."""
+    cursor.execute(_INFO_SCHEMA)
+    cursor.execute("DELETE FROM synthetic_dataset")
+    cursor.execute(
+        "INSERT INTO synthetic_dataset VALUES (?, ?, ?)",
+        [
+            _utc_now(),
+            json.dumps(summary["parameters"], sort_keys=True),
+            json.dumps(summary),
+        ],
+    )
 
 
 def _summarize(cursor: Any, start: datetime, end: datetime, rows: int) -> dict[str, Any]:
@@ -622,8 +666,137 @@ def _summarize(cursor: Any, start: datetime, end: datetime, rows: int) -> dict[s
     }
 
 
+# -- device data -----------------------------------------------------------------------------
+# Bumped whenever the same parameters would generate different property data or summary.
+PROPERTY_GENERATOR_VERSION: Final = 1
+FLEET_KEYS: Final = ("battery", "humidity", "rssi", "temp")  # in sort order, as the rows go in
+
+_PROPERTY_SQL: Final = f"""
+INSERT INTO property_values
+WITH base AS (
+    SELECT i, k,
+        series // {len(FLEET_KEYS)} AS thing,
+        series % {len(FLEET_KEYS)} AS key_no,
+        $start_us + j * $step_us + floor({_u("k", 1)} * $step_us * 0.9)::BIGINT AS ts_us,
+        {_u("k", 2)} AS n1,
+        sqrt(-2 * ln(1 - {_u("k", 3)})) * cos(2 * pi() * {_u("k", 4)}) AS z,
+        {_u("kt", 5)} AS level
+    FROM (
+        SELECT i, series, i % $per_series AS j, hash(i, $seed) AS k,
+            hash(series // {len(FLEET_KEYS)}, $seed) AS kt
+        FROM (SELECT i, i // $per_series AS series FROM range($first, $first + $count) t(i))
+    )
+), timed AS (
+    SELECT *,
+        (ts_us - $start_us) / {_DAY_US}.0 AS day,
+        2 * pi() * ((ts_us % {_DAY_US}) / 3600e6 - 9) / 24 AS daily,
+    FROM base
+)
+SELECT
+    $org_id,
+    'thing-' || lpad(thing::VARCHAR, $key_width, '0'),
+    $keys[key_no + 1],
+    make_timestamp(ts_us),
+    CASE key_no
+        WHEN 0 THEN round(least(100, greatest(5, 100 + 0.5 * z
+            - 85 * (day / (4 + 6 * level) + level - floor(day / (4 + 6 * level) + level)))), 1)
+        WHEN 1 THEN round(least(100, greatest(0, 60 - 15 * sin(daily) + 20 * (level - 0.5)
+                                                 + 3 * z)), 1)
+        WHEN 2 THEN round(-90 + 40 * level + 6 * z)
+        ELSE round(14 + 8 * level + 6 * sin(daily) + 0.8 * z, 2)
+    END,
+    NULL,
+    make_timestamp(ts_us + 200000 + (n1 * 1800000)::BIGINT)
+FROM timed
+"""  # noqa: S608 - only code constants are formatted in; every value is a $parameter
+
+
+def generate_properties(
+    database: Database,
+    *,
+    rows: int,
+    things: int = 1000,
+    days: int = 30,
+    end: datetime | None = None,
+    seed: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    chunk_rows: int = 1_000_000,
+) -> dict[str, Any]:
+    """Append `rows` property values of a fleet: `things` things (`thing-0000`, ...) of one org,
+    each publishing the FLEET_KEYS every `days * 4 * things / rows` days or so, ending at `end`
+    (naive UTC, default now).
+
+    The org (`org1`, its id fixed by `seed`), an application and the things are created too, so
+    that user sessions of the org can read the values. Rows go in sorted by (org_id, thing_key,
+    key, ts), the order a device table's compaction keeps; a value's time is its slot in the
+    series plus jitter, and `received_at` follows it by 0.2-2 s. The values move as sensors do:
+    battery discharging over 4-10 days and recharged, humidity and temperature on a daily cycle
+    around a level of the thing's own, rssi around one too, all with noise. Returns a summary.
+    """
+    per_series, rest = divmod(rows, things * len(FLEET_KEYS))
+    if things < 1 or days < 1 or chunk_rows < 1 or per_series < 1 or rest:
+        raise ValueError(
+            f"rows must be a positive multiple of things x {len(FLEET_KEYS)} keys, and things, "
+            "days and chunk_rows positive"
+        )
+    start, end = _window(end, days)
+    started = time.perf_counter()
+    org_id, org_key, org_name = _org_rows(1, seed)[0]
+    app_id = hashlib.md5(f"tr50gw-synthetic-fleet:{seed}".encode()).hexdigest()  # noqa: S324
+    key_width = max(4, len(str(things - 1)))
+    parameters = {
+        "org_id": org_id, "keys": list(FLEET_KEYS), "key_width": key_width, "seed": seed,
+        "per_series": per_series, "start_us": _epoch_us(start),
+        "step_us": days * _DAY_US // per_series,
+    }  # fmt: skip
+    with _inserting(database) as cursor:
+        cursor.execute(
+            "INSERT INTO orgs VALUES (?, ?, ?, ?) ON CONFLICT (org_id) DO NOTHING",
+            [org_id, org_key, org_name, start],
+        )
+        cursor.execute(  # its token is thrown away: no thing can log in with it
+            "INSERT INTO applications VALUES (?, ?, ?, ?, ?) ON CONFLICT (app_id) DO NOTHING",
+            [app_id, org_id, "synthetic fleet", token_digest(secrets.token_urlsafe(32)), start],
+        )
+        cursor.execute(
+            "INSERT INTO things SELECT $org_id, 'thing-' || lpad(i::VARCHAR, $width, '0'), "
+            "$app_id, $start FROM range($things) t(i) ON CONFLICT DO NOTHING",
+            {"org_id": org_id, "width": key_width, "app_id": app_id, "start": start,
+             "things": things},
+        )  # fmt: skip
+        _insert_chunks(cursor, _PROPERTY_SQL, parameters, rows, chunk_rows, progress)
+        cursor.execute("COMMIT")
+        inserted_at = time.perf_counter()
+        cursor.execute("CHECKPOINT")
+        first_ts, last_ts = cursor.execute(
+            "SELECT min(ts), max(ts) FROM property_values WHERE org_id = ?", [org_id]
+        ).fetchone()
+        summary: dict[str, Any] = {
+            "rows": rows,
+            "orgId": org_id,
+            "orgKey": org_key,
+            "appId": app_id,
+            "things": things,
+            "thing_keys": [f"thing-{number:0{key_width}d}" for number in range(things)],
+            "keys": list(FLEET_KEYS),
+            "values_per_series": per_series,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "first_ts": first_ts.isoformat(),
+            "last_ts": last_ts.isoformat(),
+            "parameters": {"rows": rows, "things": things, "days": days, "seed": seed},
+            "seconds": round(time.perf_counter() - started, 2),
+            "rows_per_second": round(rows / (inserted_at - started)),
+            "generated_at": _utc_now().isoformat(),
+            "generator_version": PROPERTY_GENERATOR_VERSION,
+        }
+        _keep_summary(cursor, summary)
+    return summary
+
+
 def stored_summary(database: Database) -> dict[str, Any] | None:
-    """The summary `generate_usage` left in this file, or None if it holds no synthetic data."""
+    """The summary `generate_usage` or `generate_properties` left in this file, or None if it
+    holds no synthetic data."""
     cursor = database.new_cursor()
     try:
         exists = cursor.execute(
@@ -640,11 +813,14 @@ def stored_summary(database: Database) -> dict[str, Any] | None:
     return summary
 
 
-def generate_file(path: Path, **parameters: Any) -> dict[str, Any]:
-    """`generate_usage` into the DuckDB file at `path` (created if missing), then close it."""
+def generate_file(
+    path: Path, generate: Callable[..., dict[str, Any]] = generate_usage, **parameters: Any
+) -> dict[str, Any]:
+    """`generate` (`generate_usage` or `generate_properties`) into the DuckDB file at `path`
+    (created if missing), then close it."""
     database = Database(path)
     try:
-        return generate_usage(database, **parameters)
+        return generate(database, **parameters)
     finally:
         database.close()
 

@@ -14,7 +14,9 @@ import pytest
 
 from devtools.synthetic import (
     COMMANDS,
+    FLEET_KEYS,
     generate_file,
+    generate_properties,
     generate_usage,
     stored_file_summary,
     stored_summary,
@@ -278,3 +280,57 @@ async def test_usage_api_list_pages_the_generated_log(
     assert publishes["count"] == scalar(
         cursor, "SELECT count(*) FROM usage_log WHERE service = 'location' AND command = 'publish'"
     )
+
+
+async def test_property_fleet_is_sorted_registered_and_readable(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.duckdb"
+    summary = generate_file(path, generate_properties, rows=4_000, things=10, days=5, end=END)
+    assert stored_file_summary(path) == summary
+    assert summary["thing_keys"][:2] == ["thing-0000", "thing-0001"]
+    assert summary["keys"] == list(FLEET_KEYS) == sorted(FLEET_KEYS)
+    h = Harness(path, clock=Clock(END))
+    try:
+        cursor = h.database.cursor()
+        # stored in (org, thing, key, ts) order, 100 values per series inside the window
+        unsorted = "SELECT count(*) FROM (SELECT rowid, row_number() OVER (ORDER BY org_id, "
+        unsorted += "thing_key, key, ts) - 1 AS n FROM property_values) WHERE rowid <> n"
+        assert scalar(cursor, unsorted) == 0
+        series = cursor.execute(
+            "SELECT count(*), min(n), max(n), min(first), max(last) FROM (SELECT count(*) AS n, "
+            "min(ts) AS first, max(ts) AS last FROM property_values GROUP BY thing_key, key)"
+        ).fetchone()
+        assert series[:3] == (40, 100, 100)
+        assert END - timedelta(days=5) <= series[3] and series[4] < END
+        ranges = {
+            key: (low, high)
+            for key, low, high in cursor.execute(
+                "SELECT key, min(value), max(value) FROM property_values GROUP BY key"
+            ).fetchall()
+        }
+        assert 0 <= ranges["battery"][0] < ranges["battery"][1] <= 100
+        assert ranges["rssi"][1] < 0 and ranges["temp"][0] > -20
+        assert (
+            scalar(cursor, "SELECT count(*) FROM things WHERE org_id = ?", summary["orgId"]) == 10
+        )
+
+        h.identity.create_user("admin@fleet.test", summary["orgKey"], PW, "org-admin")
+        admin = await h.login("admin@fleet.test", PW)
+        reply = await h.as_session(
+            admin,
+            c={"command": "property.current", "params": {"thingKey": "thing-0003", "key": "temp"}},
+            h={
+                "command": "property.history",
+                "params": {"thingKey": "thing-0003", "key": "temp", "last": "24h"},
+            },
+        )
+        newest = cursor.execute(
+            "SELECT value, ts FROM property_values WHERE thing_key = 'thing-0003' AND key = 'temp' "
+            "AND ts >= ? ORDER BY ts DESC",
+            [END - timedelta(hours=24)],
+        ).fetchall()
+        assert reply["c"]["params"]["value"] == newest[0][0]
+        assert [v["value"] for v in reply["h"]["params"]["values"]] == [v for v, _ in newest]
+    finally:
+        h.close()
+    with pytest.raises(ValueError, match="multiple"):
+        generate_properties(Database(tmp_path / "odd.duckdb"), rows=4_001, things=10)
