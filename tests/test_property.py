@@ -284,3 +284,20 @@ async def test_bad_aggregates_are_90002(
     outcome = await fleet.call("meter-1", "property.aggregate", key="k", **params)
     assert outcome["errorCodes"] == [-90002], outcome
     assert fragment in outcome["errorMessages"][0], outcome
+
+
+async def test_current_values_are_rebuilt_for_a_file_written_before_they_were_kept(
+    fleet: Fleet,
+) -> None:
+    """A file whose history has values but whose `property_current` is empty (written by an
+    older version) gets its current values from the history when opened."""
+    await fleet.ok("meter-1", "property.publish", key="k", value=1, ts="2024-03-01T10:00:00Z")
+    await fleet.ok("meter-1", "property.publish", key="k", value=2, ts="2024-03-01T11:00:00Z")
+    await fleet.ok("meter-1", "property.publish", key="k", value=0, ts="2024-03-01T09:00:00Z")
+    fleet.h.database.cursor().execute("DELETE FROM property_current")
+    fleet.h.restart()
+    session = await fleet.h.login("user@acme", "pw-for-tests")
+    reply = await fleet.h.as_session(
+        session, c={"command": "property.current", "params": {"thingKey": "meter-1", "key": "k"}}
+    )
+    assert reply["c"]["params"] == {"value": 2.0, "ts": "2024-03-01T11:00:00.000Z"}

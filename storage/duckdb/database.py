@@ -142,6 +142,60 @@ CREATE TABLE IF NOT EXISTS log_entries (
     corr_id VARCHAR,
     received_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS property_current (
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    value DOUBLE NOT NULL,
+    corr_id VARCHAR,
+    received_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (org_id, thing_key, key)
+);
+CREATE TABLE IF NOT EXISTS location_current (
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    lat DOUBLE NOT NULL,
+    lng DOUBLE NOT NULL,
+    heading DOUBLE,
+    altitude DOUBLE,
+    speed DOUBLE,
+    fix_acc DOUBLE,
+    fix_type VARCHAR,
+    corr_id VARCHAR,
+    street_number VARCHAR,
+    street VARCHAR,
+    city VARCHAR,
+    state VARCHAR,
+    zip_code VARCHAR,
+    country VARCHAR,
+    received_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (org_id, thing_key)
+);
+CREATE TABLE IF NOT EXISTS alarm_current (
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    state INTEGER NOT NULL,
+    msg VARCHAR,
+    corr_id VARCHAR,
+    lat DOUBLE,
+    lng DOUBLE,
+    received_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (org_id, thing_key, key)
+);
+CREATE TABLE IF NOT EXISTS attribute_current (
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    value VARCHAR,
+    corr_id VARCHAR,
+    received_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (org_id, thing_key, key)
+);
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash VARCHAR PRIMARY KEY,
     org_id VARCHAR NOT NULL,

@@ -46,24 +46,57 @@ _ARROW_TYPES: dict[Any, pa.DataType] = {
 }
 
 
-def _spec(name: str, table: str, row: type[Any]) -> TableSpec:
-    """The writer's view of a device table: its row dataclass's fields, as Arrow columns."""
+def _newest_of(series: tuple[str, ...], source: str, columns: str) -> str:
+    """Each series' row with the latest ts (ties: the one received last) of `source`."""
+    return (
+        f"SELECT {columns} FROM {source} QUALIFY row_number() OVER ("  # noqa: S608
+        f"PARTITION BY {', '.join(series)} ORDER BY ts DESC, received_at DESC) = 1"
+    )
+
+
+def _spec(
+    name: str, table: str, row: type[Any], series: tuple[str, ...] | None = None
+) -> TableSpec:
+    """The writer's view of a device table: its row dataclass's fields, as Arrow columns.
+
+    With `series` (the columns naming one series: org, thing[, key]), the writer also keeps
+    `<name>_current`, each series' row with the latest ts, in the same transaction: the
+    current value is then one primary-key lookup instead of a search through the history.
+    """
     hints = get_type_hints(row)
     columns = [f.name for f in fields(row)]
+    listed = ", ".join(columns)
+    also = None
+    if series is not None:
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in series)
+        current = f"{name}_current"
+        also = (
+            f"INSERT INTO {current} {_newest_of(series, 'batch', listed)}"
+            f" ON CONFLICT DO UPDATE SET {updates} WHERE excluded.ts > {current}.ts"
+            f" OR (excluded.ts = {current}.ts AND excluded.received_at >= {current}.received_at)"
+        )
     return TableSpec(
         name=name,
         table=table,
         columns=columns,
         arrow_schema=pa.schema([(column, _ARROW_TYPES[hints[column]]) for column in columns]),
-        insert_sql=f"INSERT INTO {table} SELECT {', '.join(columns)} FROM batch",  # noqa: S608
+        insert_sql=f"INSERT INTO {table} SELECT {listed} FROM batch",  # noqa: S608
+        also_sql=also,
     )
 
 
-PROPERTY_TABLE = _spec("property", "property_values", PropertyValue)
-LOCATION_TABLE = _spec("location", "location_values", LocationValue)
-ALARM_TABLE = _spec("alarm", "alarm_values", AlarmValue)
-ATTRIBUTE_TABLE = _spec("attribute", "attribute_values", AttributeValue)
+_THING_KEY = ("org_id", "thing_key", "key")
+PROPERTY_TABLE = _spec("property", "property_values", PropertyValue, _THING_KEY)
+LOCATION_TABLE = _spec("location", "location_values", LocationValue, ("org_id", "thing_key"))
+ALARM_TABLE = _spec("alarm", "alarm_values", AlarmValue, _THING_KEY)
+ATTRIBUTE_TABLE = _spec("attribute", "attribute_values", AttributeValue, _THING_KEY)
 LOG_TABLE = _spec("log", "log_entries", LogEntry)
+_SERIES = {
+    PROPERTY_TABLE.table: _THING_KEY,
+    LOCATION_TABLE.table: ("org_id", "thing_key"),
+    ALARM_TABLE.table: _THING_KEY,
+    ATTRIBUTE_TABLE.table: _THING_KEY,
+}
 
 
 # property.aggregate's `calc`: a fixed SQL aggregate per name (the names are validated params).
@@ -73,6 +106,7 @@ _CALCS = {"avg": "avg", "sum": "sum", "min": "min", "max": "max", "count": "coun
 class DeviceStore:
     def __init__(self, database: Database, *, flush_interval: float = 0.05) -> None:
         self._database = database
+        self._fill_current_tables()
         self.properties: BatchWriter[PropertyValue] = BatchWriter(
             database, PROPERTY_TABLE, flush_interval=flush_interval
         )
@@ -274,6 +308,18 @@ class DeviceStore:
         )
         return {thing_key for (thing_key,) in rows}
 
+    def _fill_current_tables(self) -> None:
+        """Fill an empty `<name>_current` from its history (a file written before they existed;
+        afterwards the writers keep them)."""
+        cursor = self._database.cursor()
+        for spec in (PROPERTY_TABLE, LOCATION_TABLE, ALARM_TABLE, ATTRIBUTE_TABLE):
+            current = f"{spec.name}_current"
+            probe = f"SELECT count(*) = 0 FROM (SELECT 1 FROM {current} LIMIT 1)"  # noqa: S608
+            empty = cursor.execute(probe).fetchone()
+            if empty is not None and empty[0]:
+                newest = _newest_of(_SERIES[spec.table], spec.table, ", ".join(spec.columns))
+                cursor.execute(f"INSERT INTO {current} {newest}")
+
     async def _newest(
         self,
         writer: BatchWriter[Row],
@@ -304,9 +350,10 @@ class DeviceStore:
         records: int,
     ) -> list[Row]:
         # Table and column names are fixed strings of this module; values are parameters.
-        sql = (
-            f"SELECT {', '.join(spec.columns)} FROM {spec.table} WHERE org_id = ? AND thing_key = ?"  # noqa: S608
-        )
+        table = spec.table
+        if start is None and end is None and records == 1 and spec.also_sql is not None:
+            table = f"{spec.name}_current"  # the newest of all time: kept by the writer
+        sql = f"SELECT {', '.join(spec.columns)} FROM {table} WHERE org_id = ? AND thing_key = ?"  # noqa: S608
         values: list[Any] = [org_id, thing_key]
         if key is not None:
             sql += " AND key = ?"

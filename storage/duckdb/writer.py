@@ -34,6 +34,8 @@ class TableSpec:
     columns: list[str]
     arrow_schema: pa.Schema
     insert_sql: str
+    # Run after `insert_sql` in the same transaction (keeping a derived table in step).
+    also_sql: str | None = None
 
 
 class BatchWriter(Generic[Row]):
@@ -176,7 +178,17 @@ class BatchWriter(Generic[Row]):
         arrow = pa.Table.from_pydict(columns, schema=spec.arrow_schema)
         cursor.register("batch", arrow)
         try:
-            cursor.execute(spec.insert_sql)
+            if spec.also_sql is None:
+                cursor.execute(spec.insert_sql)
+            else:
+                cursor.execute("BEGIN TRANSACTION")
+                try:
+                    cursor.execute(spec.insert_sql)
+                    cursor.execute(spec.also_sql)
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
         finally:
             cursor.unregister("batch")
 
