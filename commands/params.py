@@ -83,9 +83,12 @@ def parse_timestamp(text: str) -> datetime:
     if not isinstance(text, str) or not 10 <= len(text) <= 40 or not _RFC3339.fullmatch(text):
         raise ValueError(f"bad timestamp {str(text)[:40]!r}: {example}")
     try:
-        value = datetime.fromisoformat(text)
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
+        if text[-1] in "Zz":  # UTC already: the common case, no conversion
+            value = datetime.fromisoformat(text[:-1])
+        else:
+            value = datetime.fromisoformat(text)
+            if value.tzinfo is not None:
+                value = value.astimezone(UTC).replace(tzinfo=None)
     except (ValueError, OverflowError):
         raise ValueError(f"bad timestamp {text[:40]!r}: {example}") from None
     if not _EARLIEST <= value <= _LATEST:

@@ -37,19 +37,19 @@ class RootFailure:
     text: str
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            if depth > limit:
-                return True
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            if depth > limit:
-                return True
-            stack.extend((child, depth + 1) for child in item)
-    return False
+def _depth_exceeds(document: Any, limit: int) -> bool:
+    """Whether `document` nests containers deeper than `limit`: one level at a time, looking only
+    at the containers of the level before (a batch's scalars are never visited one by one)."""
+    level = [document]
+    for _ in range(limit):
+        nested: list[Any] = []
+        for item in level:
+            children = item.values() if type(item) is dict else item
+            nested += [child for child in children if type(child) is dict or type(child) is list]
+        if not nested:
+            return False
+        level = nested
+    return True
 
 
 def _bracket_count(payload: bytes | str) -> int:

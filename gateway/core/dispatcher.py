@@ -157,15 +157,12 @@ class Dispatcher:
                 logged = {**outcome, "params": spec.log_result(outcome["params"])}
         cap = self._config.log_cap
         # A malformed auth entry (a bare session id string...) is masked whole.
-        shown = (
-            redaction.REDACTED
-            if auth_entry and not isinstance(body, dict)
-            else redaction.redact(body)
-        )
-        request = redaction.cap_text(codec.encode({key: shown}).decode(), cap)
-        response = redaction.cap_text(
-            codec.encode({key: redaction.redact(logged, secret_keys)}).decode(), cap
-        )
+        if auth_entry and not isinstance(body, dict):
+            request = codec.encode({key: redaction.REDACTED}).decode()
+        else:
+            request = _logged_json({key: body})
+        request = redaction.cap_text(request, cap)
+        response = redaction.cap_text(_logged_json({key: logged}, secret_keys), cap)
         self._record(ctx, service, command, request, response, error_code, started)
         return outcome
 
@@ -202,3 +199,12 @@ class Dispatcher:
                 response=response,
             )
         )
+
+
+def _logged_json(document: Any, extra_keys: frozenset[str] = frozenset()) -> str:
+    """The JSON the usage log keeps of a request or reply: secret-looking values masked. Most
+    documents hold no secret-looking word at all and are encoded once, without a walk."""
+    text = codec.encode(document).decode()
+    if redaction.may_hold_secrets(text, extra_keys):
+        text = codec.encode(redaction.redact(document, extra_keys)).decode()
+    return text

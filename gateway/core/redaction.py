@@ -11,10 +11,11 @@ import functools
 import re
 from typing import Any, Final
 
-__all__ = ["REDACTED", "cap_text", "redact", "redact_text"]
+__all__ = ["REDACTED", "cap_text", "may_hold_secrets", "redact", "redact_text"]
 
 REDACTED: Final = "***"
-_SECRET_KEY = re.compile(r"password|passwd|secret|token|sessionid|apikey|api_key", re.IGNORECASE)
+_SECRET_WORDS: Final = ("password", "passwd", "secret", "token", "sessionid", "apikey", "api_key")
+_SECRET_KEY = re.compile("|".join(_SECRET_WORDS), re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -46,6 +47,14 @@ def redact_text(text: str) -> str:
                 mask_at = gap.end()
     parts.append(text[position:])
     return "".join(parts)
+
+
+def may_hold_secrets(text: str, extra_keys: frozenset[str] = frozenset()) -> bool:
+    """Whether the JSON `text` of a document has anything `redact` could mask: every key is a
+    substring of the text, so where no secret-looking word occurs at all (a few searches in
+    C), `redact` would return the document unchanged and the walk can be skipped."""
+    lowered = text.lower()  # plain `in` per word: several times faster than the regex's search
+    return any(word in lowered for word in _SECRET_WORDS) or any(key in text for key in extra_keys)
 
 
 def redact(value: Any, extra_keys: frozenset[str] = frozenset()) -> Any:
