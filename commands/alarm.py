@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from commands.params import Timestamp
 from commands.things import (
@@ -20,7 +20,6 @@ from commands.things import (
     ThingParam,
     acting_on,
     history_summary,
-    number,
 )
 from gateway.core.buckets import format_utc
 from gateway.core.context import CallContext
@@ -40,11 +39,6 @@ class AlarmState(BaseModel):
     corr_id: str | None = Field(None, alias="corrId", max_length=256)
     lat: float | None = Field(None, ge=-90, le=90, allow_inf_nan=False)
     lng: float | None = Field(None, ge=-180, le=180, allow_inf_nan=False)
-
-    @field_validator("lat", "lng", mode="before")
-    @classmethod
-    def _coordinate(cls, value: Any) -> Any:
-        return None if value is None else number(value, "a coordinate")
 
 
 class PublishParams(ThingParam, AlarmState):

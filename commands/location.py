@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from commands.params import Timestamp
 from commands.things import (
@@ -20,7 +20,6 @@ from commands.things import (
     ThingParam,
     acting_on,
     history_summary,
-    optional_number,
 )
 from gateway.core.buckets import format_utc
 from gateway.core.context import CallContext
@@ -53,10 +52,6 @@ class Fix(BaseModel):
     state: str | None = Field(None, max_length=_TEXT)
     zip_code: str | None = Field(None, alias="zipCode", max_length=_TEXT)
     country: str | None = Field(None, max_length=_TEXT)
-
-    _numbers = field_validator(
-        "lat", "lng", "heading", "altitude", "speed", "fix_acc", mode="before"
-    )(optional_number)
 
 
 class PublishParams(ThingParam, Fix):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from commands.params import Timestamp, bucket_plan
 from commands.things import (
@@ -16,7 +16,6 @@ from commands.things import (
     ThingParam,
     acting_on,
     history_summary,
-    number,
 )
 from gateway.core.buckets import format_utc
 from gateway.core.context import CallContext
@@ -39,8 +38,6 @@ class PublishParams(ThingParams):
     # is kept and property.aggregate (a later step) computes statistics at read time.
     aggregate: bool | None = None
 
-    _check_value = field_validator("value", mode="before")(number)
-
 
 class BatchEntry(BaseModel):
     """One value of a batch; `key`, `ts` and `corrId` default to the batch's own."""
@@ -51,8 +48,6 @@ class BatchEntry(BaseModel):
     value: float = Field(allow_inf_nan=False)
     ts: Timestamp | None = None
     corr_id: str | None = Field(None, alias="corrId", max_length=256)
-
-    _check_value = field_validator("value", mode="before")(number)
 
 
 class BatchParams(BaseModel):

@@ -26,8 +26,6 @@ __all__ = [
     "acting_on",
     "history_summary",
     "listing_summary",
-    "number",
-    "optional_number",
 ]
 
 HISTORY_MAX_RECORDS = 5000  # deviceWISE's cap per call
@@ -86,18 +84,6 @@ async def acting_on(thing_key: str | None, ctx: CallContext) -> tuple[str, str]:
     if not await ctx.services.devices.thing_exists(session.org_id, thing_key):
         raise NotFound(f"not found: no thing {thing_key[:64]!r} in this org")
     return session.org_id, thing_key
-
-
-def number(value: Any, what: str = "value") -> Any:
-    """A pydantic before-validator: a JSON number (not a string, not a boolean) as a float."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} must be a number")
-    return float(value)
-
-
-def optional_number(value: Any) -> Any:
-    """`number`, letting an absent (None) value through."""
-    return None if value is None else number(value)
 
 
 def listing_summary(result: dict[str, Any]) -> dict[str, Any]:

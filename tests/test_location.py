@@ -83,7 +83,7 @@ async def test_tenancy(fleet: Fleet, who: str, thing: str, expected: int) -> Non
         ({"lat": 1}, "lng"),
         ({"lat": 91, "lng": 0}, "lat"),
         ({"lat": 0, "lng": -181}, "lng"),
-        ({"lat": "1", "lng": 0}, "must be a number"),
+        ({"lat": "1", "lng": 0}, "lat: Input should be a valid number"),
         ({"lat": 0, "lng": 0, "mcc": 310}, "mcc"),
         ({"lat": 0, "lng": 0, "city": "x" * 300}, "city"),
     ],
