@@ -22,11 +22,12 @@ What the things send every `--interval` seconds (staggered over the interval):
 At start each publishes its firmware version (`attribute.publish`) and its alarm's state, as a
 device reports its state when it boots; afterwards an alarm only when its threshold is crossed.
 Something worth noting (booted, alarm raised or cleared, refuelled, battery replaced) goes out as
-`log.publish`, which the things stop sending for good when the gateway answers -90001 (a gateway
-without that command). Every `--glitch-every` cycles each thing sends one bad call, as field
-devices do (a sensor that reads "NaN", a GPS without a fix, a batch entry without its value, a
-misspelled param), which the gateway refuses with -90002; the usage analytics therefore show a
-realistic mix of outcomes.
+`log.publish` (level 1, warning, for a raised alarm; 2, information, otherwise), which the
+things stop sending for good when the gateway answers -90001 (a gateway without that command).
+Every `--glitch-every` cycles each thing sends one bad call, as field devices do (a sensor that
+reads "NaN", a GPS without a fix, a batch entry without its value, a misspelled param), which
+the gateway refuses with -90002; the usage analytics therefore show a realistic mix of
+outcomes.
 
     DEMO_APP_TOKEN=... python -m devtools.demo --mqtt-url mqtt://127.0.0.1:1883 --app-id ID \\
         [--things 4] [--interval 5] [--cycles N] [--glitch-every 12] [--seed N] [--verbose]
@@ -75,6 +76,7 @@ TOKEN_VARIABLE: Final = "DEMO_APP_TOKEN"
 UNKNOWN_COMMAND: Final = -90001
 INVALID_PARAMS: Final = -90002
 SESSION_INVALID: Final = -90005
+WARNING, INFO = 1, 2  # log.publish levels (0 is error)
 AUTH_ATTEMPT_TIMEOUT: Final = 2.0  # seconds; short, so a gateway still starting is found soon
 AUTH_RETRY_MAX: Final = 10.0
 
@@ -136,7 +138,7 @@ class Model:
         self.key = key
         self.rng = rng
         self.alarm = dataclasses.replace(self.ALARM)
-        self.events: list[str] = []
+        self.events: list[tuple[int, str]] = []  # (log level, message) for log.publish
 
     def watched(self) -> float:
         """The value the alarm watches."""
@@ -158,7 +160,7 @@ class Model:
 
     def boot(self) -> list[Call]:
         self.alarm.update(self.watched())
-        self.events.append(f"booted, firmware {self.firmware}")
+        self.events.append((INFO, f"booted, firmware {self.firmware}"))
         return [
             command("attribute.publish", key="firmware", value=self.firmware),
             self.alarm_call(),
@@ -169,8 +171,10 @@ class Model:
         if self.alarm.update(self.watched()):
             alarm = self.alarm_call()
             calls.append(alarm)
-            change = "raised" if self.alarm.state else "cleared"
-            self.events.append(f"alarm {change}: {alarm['params']['msg']}")
+            if self.alarm.state:
+                self.events.append((WARNING, f"alarm raised: {alarm['params']['msg']}"))
+            else:
+                self.events.append((INFO, f"alarm cleared: {alarm['params']['msg']}"))
         return calls
 
 
@@ -238,7 +242,7 @@ class Truck(Model):
         self.fuel -= 0.075 * km  # 30 l/100 km from a 400 l tank
         if self.fuel < 10:
             self.fuel = 95.0
-            self.events.append("refuelled")
+            self.events.append((INFO, "refuelled"))
         engine = 86 + self.speed / 20 + rng.gauss(0, 0.8)
         return [
             command(
@@ -332,7 +336,7 @@ class Meter(Model):
         self.battery -= 0.01 * seconds  # a demo's battery: drains in minutes, not years
         if self.battery < 5:
             self.battery = 100.0
-            self.events.append("battery replaced")
+            self.events.append((INFO, "battery replaced"))
         return [
             command("property.publish", key="energy", value=round(self.energy, 3)),
             command("property.publish", key="battery", value=round(self.battery, 2)),
@@ -475,7 +479,9 @@ class Thing:
             envelope["auth"] = self._auth()  # a new session, used by this envelope's commands
         entries = list(calls)
         if self._shared.log_publish:
-            entries += [command("log.publish", msg=event) for event in self.model.events]
+            entries += [
+                command("log.publish", msg=msg, level=level) for level, msg in self.model.events
+            ]
         self.model.events.clear()
         if glitch is not None:
             entries.append(glitch)
@@ -527,7 +533,7 @@ class Thing:
         per `interval`; the link is closed however this ends (cycles done, cancelled, error)."""
         self._link.start()
         try:
-            await self._link.connected.wait()
+            await self._link.subscribed.wait()  # SUBACK: the replies will reach us
             await self.authenticate()
             await go.wait()
             await self.send(self.model.boot())

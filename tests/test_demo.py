@@ -40,7 +40,7 @@ PROPERTY = {
     "pump-1": "pressure",
     "meter-1": "battery",
 }
-BOOT = {"api.authenticate", "attribute.publish", "alarm.publish"}
+BOOT = {"api.authenticate", "attribute.publish", "alarm.publish", "log.publish"}
 COMMANDS = {
     "thermostat-1": BOOT | {"property.publish"},
     "truck-1": BOOT | {"location.publish", "property.batch"},
@@ -141,6 +141,13 @@ def test_each_thing_reported_its_firmware_at_boot(world: World, thing: str) -> N
 def test_each_thing_reported_its_alarm_state(world: World, thing: str) -> None:
     outcome = world.call("alarm.current", thingKey=thing, key=ALARM[thing])
     assert outcome["success"], outcome
+
+
+@pytest.mark.parametrize("thing", THINGS)
+def test_each_thing_logged_its_boot(world: World, thing: str) -> None:
+    outcome = world.call("log.list", thingKey=thing)
+    messages = [entry["msg"] for entry in outcome["params"]["result"] or []]
+    assert f"booted, firmware {FIRMWARE[thing]}" in messages, outcome
 
 
 @pytest.mark.parametrize("thing", THINGS)
