@@ -27,7 +27,7 @@ MOSQUITTO_TOOLS := mosquitto mosquitto_pub mosquitto_sub mosquitto_rr mosquitto_
 help:
 	@echo "make venv       create .venv and install the project with its test extras"
 	@echo "make mosquitto  install mosquitto and mosquitto-clients from apt if missing"
-	@echo "make run        start a local broker and the gateway, print how to connect"
+	@echo "make run        start a local broker, the gateway and a demo fleet (DEMO=0: no fleet)"
 	@echo "make test       run the whole test suite (real Mosquitto on free ports)"
 	@echo "make lint       ruff check, ruff format --check, lint-imports (layer contracts), mypy"
 	@echo "make bench      run the benchmarks"
@@ -58,8 +58,10 @@ mosquitto:
 		$(call apt_install,mosquitto mosquitto-clients); \
 	fi
 
+# `DEMO=0 make run` (or `make run DEMO=0`) starts no demo fleet (devtools/demo.py).
+DEMO ?= 1
 run: venv mosquitto
-	$(VPY) -m devtools.run
+	DEMO='$(DEMO)' $(VPY) -m devtools.run
 
 test: venv mosquitto
 	$(VPY) -m pytest -q
