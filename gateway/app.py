@@ -90,6 +90,7 @@ def assemble(
         memory_limit=settings.db_memory_limit,
         flush_interval=settings.flush_interval_ms / 1000,
         compact_interval=settings.compact_interval_s,
+        broker_credentials=settings.broker_credentials,
     )
     services = Services(
         config=core_config(settings),
@@ -120,9 +121,12 @@ def build_command_registry(settings: Settings) -> Registry:
     return registry
 
 
-def open_provisioning(db: Path) -> tuple[Provisioning, Callable[[], None]]:
-    """The provisioning port over the database file, and how to close it (the admin CLI)."""
-    storage = DuckDBStorage(db, utc_now)
+def open_provisioning(
+    db: Path, broker_credentials: Path | None = None
+) -> tuple[Provisioning, Callable[[], None]]:
+    """The provisioning port over the database file, and how to close it (the admin CLI);
+    with `broker_credentials`, the broker plugin's file follows every change."""
+    storage = DuckDBStorage(db, utc_now, broker_credentials=broker_credentials)
     return storage.identity, storage.close
 
 
@@ -140,6 +144,7 @@ def build_transports(settings: Settings, dispatcher: Dispatcher) -> list[Transpo
                 shared_group=settings.shared_group,
                 max_payload=settings.max_payload,
                 max_reply=settings.mqtt_max_reply,
+                broker_identity=settings.mqtt_broker_identity,
             )
         )
     if settings.ws_port >= 0:

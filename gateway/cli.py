@@ -17,7 +17,7 @@ from gateway import __version__
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_EXISTS = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_EXISTS, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
 
 def _serve_parser(sub: Any) -> None:
@@ -61,6 +61,13 @@ def _admin_parser(sub: Any) -> None:
             help="DuckDB file (default ./data/usage.duckdb)",
         )
         parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.add_argument(
+            "--broker-credentials",
+            type=Path,
+            default=None,
+            help="the broker plugin's credentials file to rewrite (as `serve` has it; also "
+            "TR50GW_BROKER_CREDENTIALS)",
+        )
 
     org = actions.add_parser("org-create", help="create an organization")
     org.add_argument("key", help="short unique org key")
@@ -76,6 +83,13 @@ def _admin_parser(sub: Any) -> None:
     app.add_argument("--org", required=True, help="org key")
     app.add_argument("--name", required=True)
     common(app)
+    revoke = actions.add_parser(
+        "app-revoke",
+        help="delete an application: its token opens no session and no broker connection "
+        "any more, its sessions end, its connected devices are disconnected",
+    )
+    revoke.add_argument("app_id", metavar="APP_ID")
+    common(revoke)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,8 +203,9 @@ def _admin(args: argparse.Namespace) -> int:
     from gateway.core.ports import AlreadyExists, ProvisioningError
     from storage.duckdb import DatabaseLocked
 
+    credentials = args.broker_credentials or os.environ.get("TR50GW_BROKER_CREDENTIALS") or None
     try:
-        opened = open_provisioning(args.db)
+        opened = open_provisioning(args.db, Path(credentials) if credentials else None)
     except DatabaseLocked as error:
         print(f"tr50gw admin: {error}; stop the gateway first", file=sys.stderr)
         return EXIT_FAILED
@@ -202,9 +217,14 @@ def _admin(args: argparse.Namespace) -> int:
         elif args.action == "user-create":
             org = identity.create_user(args.email, args.org, args.password, args.role)
             result = {"email": args.email, "orgKey": org.org_key, "role": args.role}
-        else:
+        elif args.action == "app-create":
             app_id, app_token = identity.create_app(args.org, args.name)
             result = {"appId": app_id, "appToken": app_token}
+        elif identity.revoke_app(args.app_id):
+            result = {"appId": args.app_id, "revoked": True}
+        else:
+            print(f"tr50gw admin: no application {args.app_id!r}", file=sys.stderr)
+            return EXIT_NOT_FOUND
     except AlreadyExists as error:
         print(f"tr50gw admin: {error}", file=sys.stderr)
         return EXIT_EXISTS

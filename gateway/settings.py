@@ -44,6 +44,17 @@ class Settings(BaseSettings):
     mqtt_classic: bool = Field(
         False, description="classic TR50 topics: every envelope must carry its auth block"
     )
+    mqtt_broker_identity: bool = Field(
+        False,
+        description="trust the tr50gw-* user properties the broker plugin (broker/) puts on "
+        "requests: devices authenticated at CONNECT, connection-bound sessions, replies "
+        "delivered to the requesting client; only with the plugin loaded",
+    )
+    broker_credentials: Path | None = Field(
+        None,
+        description="write the broker plugin's credentials file (app token digests, thing "
+        "keys) here, at start and when things or apps change",
+    )
     mqtt_client_id: str = Field(
         "", description="the gateway's MQTT client id; '' = tr50gw-<instance-name>"
     )

@@ -90,6 +90,21 @@ class Dispatcher:
             connection.bind(*ctx.opened)
         return codec.encode(reply)
 
+    async def authenticate_connection(
+        self, connection: Connection, org_id: str, app_id: str, thing_key: str
+    ) -> bool:
+        """Bind `connection` to a session of a thing the transport's peer authenticated (the
+        broker plugin checked its app token at CONNECT), unless it holds a live one already;
+        False when the app no longer exists (the envelope then runs with no session)."""
+        held = connection.session
+        if held is not None and not held.ended and self._services.clock() < held.expires_at():
+            return True
+        opened = await self._services.sessions.open_thing_session(
+            org_id, app_id, thing_key, self._config.session_ttl
+        )
+        connection.bind(*(opened or (None, None)))
+        return opened is not None
+
     async def reject(self, connection: Connection, error: TR50Error) -> bytes:
         """Answer and log a payload a transport refused before it could be dispatched (too
         large to read, not inflatable, closed with 1009...): the root failure to send, if the

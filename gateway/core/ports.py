@@ -219,6 +219,13 @@ class Sessions(Protocol):
         self, app_id: str, app_token: str, thing_key: str, ttl: int
     ) -> tuple[Session, str] | None: ...
 
+    async def open_thing_session(
+        self, org_id: str, app_id: str, thing_key: str, ttl: int
+    ) -> tuple[Session, str] | None:
+        """A session for a thing the broker authenticated at CONNECT (its app token checked
+        there), registering the thing on first use; None if the app no longer exists."""
+        ...
+
     async def resolve(self, token: str) -> Session | None:
         """The live session for `token`, its expiry slid forward; None if unknown or expired."""
         ...
@@ -239,6 +246,10 @@ class Provisioning(Protocol):
 
     def create_app(self, org_key: str, name: str) -> tuple[str, str]:
         """`(appId, appToken)`: the token is shown once and stored only as a digest."""
+        ...
+
+    def revoke_app(self, app_id: str) -> bool:
+        """Delete the application and end every session opened with it; whether it existed."""
         ...
 
     def org_by_key(self, org_key: str) -> Org | None: ...

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from storage.duckdb.analytics import UsageAggregates
+from storage.duckdb.broker import CredentialsExporter
 from storage.duckdb.compaction import Compactor
 from storage.duckdb.database import Database, DatabaseLocked
 from storage.duckdb.devices import DeviceStore
@@ -32,12 +33,24 @@ class DuckDBStorage:
         memory_limit: str | None = None,
         flush_interval: float = 0.05,
         compact_interval: float = 0,
+        broker_credentials: Path | None = None,
     ) -> None:
+        """With `broker_credentials`, the broker plugin's credentials file (broker/README.md)
+        is written there at once and rewritten whenever an app or a thing is added."""
         self.database = Database(path, memory_limit=memory_limit)
+        self.credentials = (
+            CredentialsExporter(self.database, broker_credentials)
+            if broker_credentials is not None
+            else None
+        )
         self.usage = UsageWriter(self.database, flush_interval=flush_interval)
         self.reader = UsageQueries(self.database, self.usage)
         self.analytics = UsageAggregates(self.database, self.usage)
-        self.identity = IdentityStore(self.database, clock)
+        self.identity = IdentityStore(
+            self.database,
+            clock,
+            on_change=self.credentials.changed if self.credentials is not None else None,
+        )
         self.devices = DeviceStore(self.database, flush_interval=flush_interval)
         self.compactor = (
             Compactor(self.database, clock, interval=compact_interval)
@@ -50,6 +63,8 @@ class DuckDBStorage:
         try:
             if self.compactor is not None:
                 self.compactor.close()
+            if self.credentials is not None:
+                self.credentials.close()
             self.devices.close()
             self.usage.close()
         finally:

@@ -63,7 +63,15 @@ def token_digest(token: str) -> str:
 class IdentityStore:
     """The `Sessions` and `Provisioning` ports over the DuckDB file."""
 
-    def __init__(self, database: Database, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        database: Database,
+        clock: Callable[[], datetime],
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_change` is told whenever an application or a thing is added (the broker
+        plugin's credentials follow them)."""
+        self._on_change = on_change
         self._database = database
         self._clock = clock
         self._sessions: dict[str, Session] = {}
@@ -124,7 +132,41 @@ class IdentityStore:
             "INSERT INTO applications VALUES (?, ?, ?, ?, ?)",
             [app_id, org.org_id, name, token_digest(app_token), self._clock()],
         )
+        self._changed()
         return app_id, app_token
+
+    def revoke_app(self, app_id: str) -> bool:
+        """Delete the application: its token opens nothing any more, and every session opened
+        with it ends. Whether there was one."""
+        cursor = self._database.cursor()
+        if (
+            cursor.execute("SELECT 1 FROM applications WHERE app_id = ?", [app_id]).fetchone()
+            is None
+        ):
+            return False
+        cursor.execute("DELETE FROM applications WHERE app_id = ?", [app_id])
+        cursor.execute("UPDATE sessions SET ended = true WHERE app_id = ?", [app_id])
+        for session in list(self._sessions.values()):
+            if session.app_id == app_id:
+                session.ended = True
+                self._sessions.pop(session.token_hash, None)
+        self._changed()
+        return True
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    def _register_thing(
+        self, cursor: duckdb.DuckDBPyConnection, org_id: str, thing_key: str, app_id: str
+    ) -> None:
+        """Register the thing on first use (and tell whoever follows things)."""
+        inserted = cursor.execute(
+            "INSERT INTO things VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [org_id, thing_key, app_id, self._clock()],
+        ).fetchone()
+        if inserted is not None and inserted[0]:
+            self._changed()
 
     # -- authentication ----------------------------------------------------------------------
     def _user_session_sync(self, email: str, password: str, ttl: int) -> tuple[Session, str] | None:
@@ -157,11 +199,34 @@ class IdentityStore:
         if row is None or not hmac.compare_digest(row[0], token_digest(app_token)):
             return None
         _, org_id, org_key = row
-        cursor.execute(
-            "INSERT INTO things VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [org_id, thing_key, app_id, self._clock()],
-        )
+        self._register_thing(cursor, org_id, thing_key, app_id)
         return self._new_session_sync(org_id, org_key, "thing", thing_key, "thing", app_id, ttl)
+
+    def _connected_thing_session_sync(
+        self, org_id: str, app_id: str, thing_key: str, ttl: int
+    ) -> tuple[Session, str] | None:
+        cursor = self._database.cursor()
+        row = cursor.execute(
+            "SELECT o.org_key FROM applications a JOIN orgs o ON o.org_id = a.org_id"
+            " WHERE a.app_id = ? AND a.org_id = ?",
+            [app_id, org_id],
+        ).fetchone()
+        if row is None:  # revoked since the broker let the device in
+            return None
+        self._register_thing(cursor, org_id, thing_key, app_id)
+        return self._new_session_sync(org_id, row[0], "thing", thing_key, "thing", app_id, ttl)
+
+    async def open_thing_session(
+        self, org_id: str, app_id: str, thing_key: str, ttl: int
+    ) -> tuple[Session, str] | None:
+        """A session for a thing the broker authenticated at CONNECT (its app token checked
+        there), registering the thing on first use; None if the app no longer exists."""
+        result = await asyncio.to_thread(
+            self._connected_thing_session_sync, org_id, app_id, thing_key, ttl
+        )
+        if result:
+            self._sessions[result[0].token_hash] = result[0]
+        return result
 
     def _new_session_sync(
         self, org_id: str, org_key: str, kind: str, subject: str, role: str, app_id: str, ttl: int

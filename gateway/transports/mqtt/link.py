@@ -98,6 +98,7 @@ class Message:
     packet_id: int
     response_topic: str | None
     correlation_data: bytes | None
+    user_properties: tuple[tuple[str, str], ...] = ()
 
 
 class MqttLink:
@@ -159,12 +160,21 @@ class MqttLink:
         self._task = asyncio.create_task(self._run(), name=f"mqtt-link-{self._client_id}")
 
     def publish(
-        self, topic: str, payload: bytes, *, qos: int, correlation_data: bytes | None = None
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int,
+        correlation_data: bytes | None = None,
+        user_properties: list[tuple[str, str]] | None = None,
     ) -> None:
         properties = None
-        if correlation_data is not None:
+        if correlation_data is not None or user_properties:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.CorrelationData = correlation_data
+            if correlation_data is not None:
+                properties.CorrelationData = correlation_data
+            if user_properties:
+                properties.UserProperty = user_properties
         self._client.publish(topic, payload, qos=qos, properties=properties)
 
     def ack(self, packet_id: int, qos: int) -> None:
@@ -282,6 +292,7 @@ class MqttLink:
                 packet_id=message.mid,
                 response_topic=getattr(props, "ResponseTopic", None) or None,
                 correlation_data=getattr(props, "CorrelationData", None),
+                user_properties=tuple(getattr(props, "UserProperty", ())),
             )
         )
 

@@ -13,11 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
+from collections import OrderedDict
 
 from gateway.core.codec import encode
 from gateway.core.context import Connection
 from gateway.core.dispatcher import Dispatcher
 from gateway.core.errors import MalformedEnvelope, PayloadTooLarge, TR50Error, failure
+from gateway.transports.mqtt.identity import (
+    DELIVER_TO,
+    DELIVER_TOPIC,
+    BrokerIdentity,
+    broker_identity,
+)
 from gateway.transports.mqtt.link import Message, MqttLink, MqttTarget
 from gateway.transports.mqtt.redelivery import Redeliveries, RequestId, Verdict
 from gateway.transports.mqtt.routing import Route, reply_route, response_topic
@@ -25,6 +32,9 @@ from gateway.transports.mqtt.routing import Route, reply_route, response_topic
 __all__ = ["MqttTransport"]
 
 logger = logging.getLogger("tr50gw.mqtt")
+
+MAX_CONNECTIONS = 65_536
+"""Connections remembered (their bound sessions); the least recently used are forgotten."""
 
 
 class MqttTransport:
@@ -41,8 +51,11 @@ class MqttTransport:
         shared_group: str,
         max_payload: int,
         max_reply: int = 1_000_000,
+        broker_identity: bool = False,
     ) -> None:
+        """`broker_identity`: trust the `tr50gw-*` properties of the broker plugin (broker/)."""
         self._dispatcher = dispatcher
+        self._broker_identity = broker_identity
         self._classic = classic
         self._max_payload = max_payload
         self._max_reply = max_reply
@@ -56,7 +69,7 @@ class MqttTransport:
             on_message=self._on_message,
             description="classic mode" if classic else "isolated mode",
         )
-        self._connections: dict[str, Connection] = {}
+        self._connections: OrderedDict[tuple[str, ...], Connection] = OrderedDict()
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._redeliveries = Redeliveries()
         self._draining = False
@@ -117,15 +130,29 @@ class MqttTransport:
         if self._tails.get(key) is task:
             del self._tails[key]
 
-    def _connection_for(self, route: Route) -> Connection:
-        if self._classic or not route.namespace:
+    def _connection_for(self, route: Route, identity: BrokerIdentity | None) -> Connection:
+        """Who sends this request. Without the plugin: the namespace in isolated mode (a
+        session opened there stays bound to it), nobody in classic mode. With it: a device
+        authenticated at CONNECT is its own connection, and an anonymous client's session is
+        bound to its connection, not to a client id a later connection could take."""
+        if identity is not None and identity.thing is not None:
+            key: tuple[str, ...] = ("thing", identity.connection)
+            binds = False
+        elif identity is not None and not self._classic:
+            key, binds = ("anonymous", route.namespace, identity.connection), True
+        elif self._classic or not route.namespace:
             return Connection(transport="mqtt", client_id=route.namespace)
-        connection = self._connections.get(route.namespace)
+        else:
+            key, binds = ("namespace", route.namespace), True
+        connection = self._connections.get(key)
         if connection is None:
-            connection = Connection(
-                transport="mqtt", client_id=route.namespace, binds_sessions=True
-            )
-            self._connections[route.namespace] = connection
+            client_id = identity.client if identity is not None else route.namespace
+            connection = Connection(transport="mqtt", client_id=client_id, binds_sessions=binds)
+            self._connections[key] = connection
+            if len(self._connections) > MAX_CONNECTIONS:
+                self._connections.popitem(last=False)
+        else:
+            self._connections.move_to_end(key)
         return connection
 
     def _unpack(self, message: Message, route: Route) -> bytes | TR50Error:
@@ -157,16 +184,34 @@ class MqttTransport:
         try:
             if previous is not None:
                 await asyncio.wait([previous])
-            connection = self._connection_for(route)
+            identity = broker_identity(message.user_properties) if self._broker_identity else None
+            connection = self._connection_for(route, identity)
+            if identity is not None and identity.thing is not None:
+                await self._dispatcher.authenticate_connection(
+                    connection, identity.org or "", identity.app or "", identity.thing
+                )
             payload = self._unpack(message, route)
             if isinstance(payload, TR50Error):
                 reply = self._wire(route, await self._dispatcher.reject(connection, payload))
             else:
                 reply = self._wire(route, await self._dispatcher.handle(payload, connection))
             topic, correlation = route.reply_topic, None
-            wanted = response_topic(message.response_topic, route, classic=self._classic)
-            if wanted is not None:
-                topic, correlation = wanted, message.correlation_data
+            delivery: list[tuple[str, str]] | None = None
+            if identity is not None and identity.reply is not None:
+                # The plugin hands the reply to this client alone, on the topic it expects: the
+                # Response Topic it asked for (any under reply/: no one else can read it), else
+                # the classic one for what it published (api/17 -> reply/17).
+                wanted = response_topic(message.response_topic, route, classic=True)
+                if wanted is not None:
+                    correlation = message.correlation_data
+                delivery = [
+                    (DELIVER_TO, identity.client),
+                    (DELIVER_TOPIC, wanted or identity.reply),
+                ]
+            else:
+                wanted = response_topic(message.response_topic, route, classic=self._classic)
+                if wanted is not None:
+                    topic, correlation = wanted, message.correlation_data
             if len(reply) > self._max_reply:
                 # The broker would drop the connection over it, and the unacknowledged request would
                 # come back on reconnect, forever; answer -90011 instead.
@@ -178,7 +223,13 @@ class MqttTransport:
                     f"{self._max_reply}; ask for less (a smaller limit)"
                 )
                 reply = self._wire(route, encode(failure(too_large.code, too_large.message)))
-            self.link.publish(topic, reply, qos=min(message.qos, 1), correlation_data=correlation)
+            self.link.publish(
+                topic,
+                reply,
+                qos=min(message.qos, 1),
+                correlation_data=correlation,
+                user_properties=delivery,
+            )
             if request is not None:
                 self.link.ack(message.packet_id, message.qos)
                 self._redeliveries.answered(request)

@@ -1,0 +1,248 @@
+"""The gateway's side of the broker plugin (broker/README.md), without the plugin: a v5 client
+plays the plugin by sending the `tr50gw-*` properties itself, which is exactly why the gateway
+believes them only with `--mqtt-broker-identity` (tests/test_broker_plugin.py runs the real
+plugin). Also: the credentials file the plugin reads, and `tr50gw admin app-revoke`."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from devtools.broker import Broker
+from gateway.transports.mqtt.identity import BrokerIdentity, broker_identity
+from storage.duckdb.broker import HEADER
+from tests.support import GatewayThread, MqttClient, Tenants, run_cli, ws_client
+
+
+# -- the properties, parsed -----------------------------------------------------------------------
+def test_a_thing_identity_needs_all_its_properties() -> None:
+    found = broker_identity(
+        [("tr50gw-conn", "c1"), ("tr50gw-client", "dev1"), ("tr50gw-thing", "t"),
+         ("tr50gw-org", "o"), ("tr50gw-app", "a"), ("tr50gw-reply", "reply/1"), ("x", "y")]
+    )  # fmt: skip
+    assert found == BrokerIdentity("c1", "dev1", "t", "o", "a", "reply/1")
+
+
+def test_a_partial_thing_identity_is_anonymous() -> None:
+    found = broker_identity([("tr50gw-conn", "c1"), ("tr50gw-client", "d"), ("tr50gw-thing", "t")])
+    assert found == BrokerIdentity("c1", "d")
+
+
+def test_no_connection_no_identity() -> None:
+    assert broker_identity([("tr50gw-thing", "t"), ("tr50gw-client", "d")]) is None
+
+
+# -- through a real broker and gateway ------------------------------------------------------------
+def plugin_says(**values: str) -> Properties:
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.UserProperty = [(f"tr50gw-{name}", value) for name, value in values.items()]
+    return properties
+
+
+def ask(client: MqttClient, envelope: dict[str, Any], properties: Properties) -> Any:
+    client.publish(f"api/{client.client_id}/1", envelope, properties=properties)
+    return client.receive()
+
+
+@pytest.fixture
+def trusting(broker: Broker, start_gateway: Callable[..., GatewayThread]) -> GatewayThread:
+    return start_gateway(mqtt_url=broker.url_for_gateway, mqtt_broker_identity=True)
+
+
+def thing_properties(tenants: Tenants, client: MqttClient, thing: str, conn: str) -> Properties:
+    app_id = tenants.apps["acme"][0]
+    org = tenants.org_ids["acme"]
+    return plugin_says(
+        conn=conn, client=client.client_id, thing=thing, org=org, app=app_id,
+        reply="reply/1",
+    )  # fmt: skip
+
+
+def test_a_thing_authenticated_by_the_broker_needs_no_auth_block(
+    broker: Broker, trusting: GatewayThread, tenants: Tenants
+) -> None:
+    client = MqttClient(broker.port, v5=True)
+    try:
+        client.subscribe(f"reply/{client.client_id}/#")
+        thing = f"therm-{secrets.token_hex(3)}"
+        props = thing_properties(tenants, client, thing, "conn-1")
+        reply = ask(client, {"1": {"command": "session.info"}}, props)
+    finally:
+        client.close()
+    info = json.loads(reply.payload)["1"]["params"]
+    assert (info["thingKey"], info["orgKey"]) == (thing, "acme")
+
+
+def test_the_reply_asks_the_plugin_to_deliver_it_to_the_client(
+    broker: Broker, trusting: GatewayThread, tenants: Tenants
+) -> None:
+    client = MqttClient(broker.port, v5=True)
+    try:
+        client.subscribe(f"reply/{client.client_id}/#")
+        props = thing_properties(tenants, client, "therm-1", "conn-2")
+        reply = ask(client, {"1": {"command": "diag.ping"}}, props)
+    finally:
+        client.close()
+    assert reply.properties.UserProperty == [
+        ("tr50gw-deliver-to", client.client_id),
+        ("tr50gw-deliver-topic", "reply/1"),
+    ]
+
+
+def test_the_calls_are_logged_as_the_thing(
+    broker: Broker, trusting: GatewayThread, tenants: Tenants
+) -> None:
+    client = MqttClient(broker.port, v5=True)
+    thing = f"meter-{secrets.token_hex(3)}"
+    try:
+        client.subscribe(f"reply/{client.client_id}/#")
+        props = thing_properties(tenants, client, thing, "conn-3")
+        ask(
+            client,
+            {"1": {"command": "property.publish", "params": {"key": "k", "value": 1}}},
+            props,
+        )
+    finally:
+        client.close()
+    with ws_client(trusting.ws_url) as operator:
+        operator.login(tenants.user("acme", "org-admin"))
+        listed = operator.send({"l": {"command": "usage.api.list", "params": {"who": thing}}})
+    (record,) = listed["l"]["params"]["result"]
+    assert (record["command"], record["clientId"], record["success"]) == (
+        "publish",
+        client.client_id,
+        True,
+    )
+
+
+def test_an_anonymous_session_is_bound_to_its_connection_not_its_client_id(
+    broker: Broker, trusting: GatewayThread, tenants: Tenants
+) -> None:
+    """The impersonation of issue 11: a later connection with the same client id must not
+    inherit the session a thing opened on the namespace."""
+    app_id, token = tenants.apps["acme"]
+    namespace = f"dev-{secrets.token_hex(3)}"
+    login = {"appId": app_id, "appToken": token, "thingKey": "therm-1"}
+    first = MqttClient(broker.port, namespace, v5=True)
+    try:
+        first.subscribe(f"reply/{namespace}/#")
+        opened = ask(
+            first,
+            {"auth": {"command": "api.authenticate", "params": login}},
+            plugin_says(conn="first", client=namespace),
+        )
+        assert json.loads(opened.payload)["auth"]["success"] is True
+    finally:
+        first.close()
+    second = MqttClient(broker.port, namespace, v5=True)
+    try:
+        second.subscribe(f"reply/{namespace}/#")
+        reply = ask(
+            second, {"1": {"command": "session.info"}}, plugin_says(conn="second", client=namespace)
+        )
+    finally:
+        second.close()
+    assert json.loads(reply.payload)["1"]["errorCodes"] == [-90005]
+
+
+def test_without_broker_identity_the_properties_are_ignored(
+    broker: Broker, gateway: GatewayThread, tenants: Tenants
+) -> None:
+    client = MqttClient(broker.port, v5=True)
+    try:
+        client.subscribe(f"reply/{client.client_id}/#")
+        props = thing_properties(tenants, client, "therm-1", "conn-4")
+        reply = ask(client, {"1": {"command": "session.info"}}, props)
+    finally:
+        client.close()
+    assert json.loads(reply.payload)["1"]["errorCodes"] == [-90005]
+
+
+def test_a_revoked_apps_thing_gets_no_session(
+    broker: Broker, trusting: GatewayThread, tenants: Tenants
+) -> None:
+    client = MqttClient(broker.port, v5=True)
+    try:
+        client.subscribe(f"reply/{client.client_id}/#")
+        props = plugin_says(
+            conn="conn-5", client=client.client_id, thing="t", org=tenants.org_ids["acme"],
+            app="0" * 32, reply="reply/1",
+        )  # fmt: skip
+        reply = ask(client, {"1": {"command": "session.info"}}, props)
+    finally:
+        client.close()
+    assert json.loads(reply.payload)["1"]["errorCodes"] == [-90005]
+
+
+# -- the credentials file -------------------------------------------------------------------------
+def read_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_the_gateway_writes_the_credentials_at_start(
+    tmp_path: Path, start_gateway: Callable[..., GatewayThread], tenants: Tenants
+) -> None:
+    path = tmp_path / "broker" / "credentials"
+    start_gateway(broker_credentials=path)
+    lines = read_lines(path)
+    apps = [line.split() for line in lines if line.startswith("app ")]
+    assert (lines[0], sorted(app[1] for app in apps)) == (
+        HEADER,
+        sorted(app_id for app_id, _ in tenants.apps.values()),
+    )
+
+
+def test_the_credentials_hold_digests_not_tokens(
+    tmp_path: Path, start_gateway: Callable[..., GatewayThread], tenants: Tenants
+) -> None:
+    path = tmp_path / "credentials"
+    start_gateway(broker_credentials=path)
+    text = path.read_text()
+    assert not any(token in text for _, token in tenants.apps.values())
+
+
+def test_a_new_thing_reaches_the_credentials_within_seconds(
+    tmp_path: Path, start_gateway: Callable[..., GatewayThread], tenants: Tenants
+) -> None:
+    path = tmp_path / "credentials"
+    served = start_gateway(broker_credentials=path)
+    app_id, token = tenants.apps["acme"]
+    with ws_client(served.ws_url) as device:
+        login = {"appId": app_id, "appToken": token, "thingKey": "new thing/1"}
+        device.send({"auth": {"command": "api.authenticate", "params": login}})
+    wanted = f"thing {b'new thing/1'.hex()}"
+    deadline = time.monotonic() + 5
+    while wanted not in read_lines(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert wanted in read_lines(path)
+
+
+def test_app_revoke_ends_the_token_and_rewrites_the_credentials(
+    tmp_path: Path, start_gateway: Callable[..., GatewayThread], tenants: Tenants
+) -> None:
+    path = tmp_path / "credentials"
+    app_id, token = tenants.apps["acme"]
+    code, out = run_cli(
+        "admin", "app-revoke", app_id, "--db", str(tenants.db), "--broker-credentials", str(path),
+        "--json",
+    )  # fmt: skip
+    assert (code, json.loads(out)) == (0, {"appId": app_id, "revoked": True})
+    assert not any(line.startswith(f"app {app_id} ") for line in read_lines(path))
+    served = start_gateway()
+    with ws_client(served.ws_url) as device:
+        login = {"appId": app_id, "appToken": token, "thingKey": "t"}
+        reply = device.send({"auth": {"command": "api.authenticate", "params": login}})
+    assert reply["auth"]["errorCodes"] == [-90004]
+
+
+def test_app_revoke_of_an_unknown_app_exits_4(tenants: Tenants) -> None:
+    code, _ = run_cli("admin", "app-revoke", "f" * 32, "--db", str(tenants.db))
+    assert code == 4
