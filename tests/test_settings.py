@@ -20,6 +20,8 @@ from gateway.settings import ENV_PREFIX, Settings
 SAMPLES: dict[str, tuple[str, Any]] = {
     "mqtt_url": ("mqtt://gw:secret@broker.test:1884", "mqtt://gw:secret@broker.test:1884"),
     "mqtt_classic": ("true", True),
+    "mqtt_broker_identity": ("true", True),
+    "broker_credentials": ("/srv/broker/credentials", Path("/srv/broker/credentials")),
     "mqtt_client_id": ("gw-client", "gw-client"),
     "shared_group": ("pool", "pool"),
     "ws_host": ("0.0.0.0", "0.0.0.0"),
