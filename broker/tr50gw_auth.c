@@ -225,13 +225,13 @@ static int compare_strings(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Append one array element, growing the array by doubling. 0 on success. */
+/* Make room for element number `count` of an array that grows by doubling. Its capacity is
+ * the smallest power of two above its count, so it is full when the count is 0 or a power of
+ * two. 0 on success. */
 static int grow_array(void **array, size_t count, size_t element_size)
 {
-	/* Capacity is the next power of two >= count, so only grow when count is one. */
-	if(count == 0 || (count & (count - 1)) == 0) {
-		size_t capacity = count ? count * 2 : 8;
-		void *bigger = mosquitto_realloc(*array, capacity * element_size);
+	if((count & (count - 1)) == 0) {
+		void *bigger = mosquitto_realloc(*array, (count ? 2 * count : 1) * element_size);
 		if(bigger == NULL) return -1;
 		*array = bigger;
 	}

@@ -323,6 +323,36 @@ def test_user_of_another_app_stays_connected_when_an_app_is_removed(
     assert not staying.disconnected.is_set()
 
 
+def test_thing_keys_may_hold_any_character(broker: Broker, clients: list[Client]) -> None:
+    write_credentials(broker, [App()], ["pompe n°7 / étage 2"])
+    assert refusal(anonymous(broker, clients, "pompe n°7 / étage 2")) == NOT_AUTHORIZED
+
+
+def test_a_malformed_line_is_skipped_and_the_rest_read(
+    broker: Broker, clients: list[Client]
+) -> None:
+    app = App()
+    broker.credentials_path.write_text(
+        f"{CREDENTIALS_HEADER}\napp not-hex {app.org_id} 00\nfuture-record x\n{app.line()}\n"
+    )
+    assert thing(broker, clients, "therm-1", app.token).connect()._client.is_connected()
+
+
+def test_a_file_without_the_header_lets_no_thing_connect(
+    broker: Broker, clients: list[Client]
+) -> None:
+    app = App()
+    broker.credentials_path.write_text(f"{app.line()}\n")
+    assert refusal(thing(broker, clients, "therm-1", app.token)) == NOT_AUTHORIZED
+
+
+def test_classic_mode_loads_no_plugin() -> None:
+    """With no acl_file to defer to, every publish the plugin passes on would be refused."""
+    with Broker(acl=False, persistence=False) as classic:
+        lines = classic.config_path.read_text().splitlines()
+        assert [line for line in lines if line.startswith("plugin")] == []
+
+
 # -- requests and replies --------------------------------------------------------------------
 
 
