@@ -184,7 +184,7 @@ class FakeGateway(Client):
 
     def answer(self, request: Received, payload: bytes = b'{"1":{"success":true}}') -> None:
         """Reply as the gateway does with the plugin: on reply/<client>/..., asking the broker
-        to deliver it to the requesting client on tr50gw-reply (or the v5 Response Topic)."""
+        to deliver it to the requesting client on its tr50gw-reply, Correlation Data copied."""
         properties = user_properties(
             ("tr50gw-deliver-to", request.user["tr50gw-client"]),
             ("tr50gw-deliver-topic", request.user["tr50gw-reply"]),
