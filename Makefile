@@ -22,11 +22,22 @@ apt_install = $(APT_GET) install -y --no-install-recommends $(1) \
 # Mosquitto lives in /usr/sbin, which is not on a normal user's PATH.
 MOSQUITTO_TOOLS := mosquitto mosquitto_pub mosquitto_sub mosquitto_rr mosquitto_passwd
 
-.PHONY: help venv mosquitto run test lint bench fuzz soak clean distclean
+# tr50gw's Mosquitto plugin (broker/README.md), compiled against Debian's plugin headers:
+# mosquitto-dev (mosquitto_broker.h, mosquitto_plugin.h), libmosquitto-dev (mosquitto.h,
+# mqtt_protocol.h: MQTT v5 properties) and libssl-dev (SHA-256 from libcrypto, which the broker
+# itself links). Mosquitto's own functions are resolved from the broker when it loads the plugin.
+PLUGIN_SRC := broker/tr50gw_auth.c
+PLUGIN := broker/build/tr50gw_auth.so
+PLUGIN_CFLAGS := -Wall -Wextra -Werror -O2 -fPIC -shared
+PLUGIN_HEADERS := /usr/include/mosquitto_broker.h:mosquitto-dev \
+	/usr/include/mosquitto.h:libmosquitto-dev /usr/include/openssl/evp.h:libssl-dev
+
+.PHONY: help venv mosquitto broker-plugin run test lint bench fuzz soak clean distclean
 
 help:
 	@echo "make venv       create .venv and install the project with its test extras"
 	@echo "make mosquitto  install mosquitto and mosquitto-clients from apt if missing"
+	@echo "make broker-plugin  build broker/build/tr50gw_auth.so (apt: gcc, mosquitto-dev if missing)"
 	@echo "make run        start a local broker, the gateway and a demo fleet (DEMO=0: no fleet)"
 	@echo "make test       run the whole test suite (real Mosquitto on free ports)"
 	@echo "make lint       ruff check, ruff format --check, lint-imports (layer contracts), mypy"
@@ -58,12 +69,30 @@ mosquitto:
 		$(call apt_install,mosquitto mosquitto-clients); \
 	fi
 
+broker-plugin: $(PLUGIN)
+
+# Rebuilt when the source changes; written under a temporary name and renamed, so a broker that
+# has the old file loaded never sees it change under it.
+$(PLUGIN): $(PLUGIN_SRC)
+	@missing=""; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	for entry in $(PLUGIN_HEADERS); do \
+		[ -f "$${entry%%:*}" ] || missing="$$missing $${entry#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing the plugin's build dependencies (missing:$$missing)"; \
+		$(call apt_install,$$missing); \
+	fi
+	@mkdir -p $(@D)
+	gcc $(PLUGIN_CFLAGS) -o $@.tmp $< -lcrypto
+	@mv -f $@.tmp $@
+
 # `DEMO=0 make run` (or `make run DEMO=0`) starts no demo fleet (devtools/demo.py).
 DEMO ?= 1
-run: venv mosquitto
+run: venv mosquitto broker-plugin
 	DEMO='$(DEMO)' $(VPY) -m devtools.run
 
-test: venv mosquitto
+test: venv mosquitto broker-plugin
 	$(VPY) -m pytest -q
 
 lint: venv
@@ -78,19 +107,19 @@ $(BENCH_STAMP): $(STAMP)
 	$(VPY) -m pip install --disable-pip-version-check -e '.[test,bench]'
 	@touch $@
 
-bench: venv mosquitto $(BENCH_STAMP)
+bench: venv mosquitto broker-plugin $(BENCH_STAMP)
 	$(VPY) -m bench $(BENCH_ARGS)
 
 fuzz: venv
 	$(VPY) -m devtools.fuzz $(FUZZ_ARGS)
 
 DURATION ?= 120
-soak: venv mosquitto $(BENCH_STAMP)
+soak: venv mosquitto broker-plugin $(BENCH_STAMP)
 	$(VPY) -m bench.soak --duration $(DURATION) $(SOAK_ARGS)
 
 clean:
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
-	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info broker/build
 
 # Also forgets the dev credentials and the dev database (they belong together: a user created
 # with one password in data/ would not match freshly generated credentials in .run/).
