@@ -644,6 +644,16 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	connection_free(table_remove(&plugin->connections, ed->client));
 	if(client_id == NULL) return MOSQ_ERR_AUTH;
 
+	if(strpbrk(client_id, "/+#") != NULL
+			&& (username == NULL || strcmp(username, plugin->gateway_username) != 0)) {
+		/* The acl_file's %c and the gateway read a client id as one topic level: with a `/`,
+		 * client `truck-7/x` could publish into `api/truck-7/...` and have replies land in
+		 * truck-7's reply/truck-7/#; `+` and `#` are wildcards. */
+		mosquitto_log_printf(MOSQ_LOG_NOTICE,
+				LOG_PREFIX "refused client %s: a client id with / + or # is not one topic level",
+				client_id);
+		return MOSQ_ERR_AUTH;
+	}
 	if(username == NULL) {
 		/* Anonymous: allow_anonymous decides, but a thing's key is not up for grabs. */
 		if(credentials_has_thing(&plugin->credentials, client_id)) {
@@ -662,12 +672,6 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 			mosquitto_log_printf(MOSQ_LOG_NOTICE,
 					LOG_PREFIX "refused client %s (thing %s): not a valid app token", client_id,
 					username);
-			return MOSQ_ERR_AUTH;
-		}
-		if(strpbrk(client_id, "+#") != NULL) {
-			mosquitto_log_printf(MOSQ_LOG_NOTICE,
-					LOG_PREFIX "refused client %s (thing %s): a client id with + or # cannot name "
-					"a topic", client_id, username);
 			return MOSQ_ERR_AUTH;
 		}
 		verdict = MOSQ_ERR_SUCCESS;

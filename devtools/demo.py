@@ -3,10 +3,12 @@
 Every thing is a real MQTT client of the broker: its own connection (the gateway's own
 `MqttLink`: paho driven from asyncio, TCP_NODELAY, reconnects with backoff), its own client id
 (its thing key) and the isolated-mode topics of SPEC §4, requests on `api/<id>/<n>` and replies
-on `reply/<id>/<n>`, which is all that the shipped ACL lets an anonymous client use. A thing
-authenticates once with the demo application (`api.authenticate` with `appId`, `appToken`,
-`thingKey`); the session is then bound to its namespace, so later envelopes carry no auth block,
-as on deviceWISE. Requests and replies are QoS 1, one envelope per thing and cycle.
+on `reply/<id>/<n>`. As a deviceWISE device does, a thing authenticates in its MQTT CONNECT
+(username = its key, password = the demo application's token), which tr50gw's broker plugin
+(broker/) checks and vouches for, so no envelope carries an auth block. With `--anonymous` (a
+broker without the plugin) it connects anonymously and authenticates once with `api.authenticate`
+(`appId`, `appToken`, `thingKey`) instead. Requests and replies are QoS 1, one envelope per thing
+and cycle.
 
 What the things send every `--interval` seconds (staggered over the interval):
 
@@ -30,7 +32,8 @@ the gateway refuses with -90002; the usage analytics therefore show a realistic 
 outcomes.
 
     DEMO_APP_TOKEN=... python -m devtools.demo --mqtt-url mqtt://127.0.0.1:1883 --app-id ID \\
-        [--things 4] [--interval 5] [--cycles N] [--glitch-every 12] [--seed N] [--verbose]
+        [--things 4] [--interval 5] [--cycles N] [--glitch-every 12] [--seed N] [--anonymous]
+        [--verbose]
 
 The app token comes from the environment, never from a flag (a command line is visible to every
 local user), and is never printed. SIGINT or SIGTERM stops the fleet: every thing disconnects
@@ -400,14 +403,27 @@ class Thing:
     """One simulated device: an MQTT connection, a TR50 session, and a `Model` it reports."""
 
     def __init__(
-        self, model: Model, target: MqttTarget, shared: Shared, *, reply_timeout: float = 10.0
+        self,
+        model: Model,
+        target: MqttTarget,
+        shared: Shared,
+        *,
+        reply_timeout: float = 10.0,
+        connect_auth: bool = True,
     ) -> None:
+        """`connect_auth`: the thing authenticates in its MQTT CONNECT (username = its key,
+        password = the app token), as a deviceWISE device does; the broker plugin (broker/)
+        vouches for it, so no envelope carries an auth block. Otherwise it connects anonymously
+        and opens a session with `api.authenticate`."""
         self.model = model
         self.key = model.key
         self.ready = asyncio.Event()  # authenticated
         self._shared = shared
         self._reply_timeout = reply_timeout
-        self._authenticated = False
+        self._connect_auth = connect_auth
+        if connect_auth:
+            target = dataclasses.replace(target, username=self.key, password=shared.app_token)
+        self._authenticated = connect_auth
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         # Request names are unique across runs: a persistent session may hand over a reply to a
         # request of the previous run, which must not be taken for the answer to a new one.
@@ -457,16 +473,19 @@ class Thing:
         )
 
     async def authenticate(self) -> None:
-        """Until the gateway answers (it may still be starting); a refusal ends the fleet."""
+        """Until the gateway answers (it may still be starting); a refusal ends the fleet.
+        Authenticated at CONNECT, the thing only checks that the gateway knows it."""
         delay = 0.5
+        name = "1" if self._connect_auth else "auth"
+        probe = {name: command("session.info") if self._connect_auth else self._auth()}
         while True:
-            reply = await self.request({"auth": self._auth()}, AUTH_ATTEMPT_TIMEOUT)
+            reply = await self.request(probe, AUTH_ATTEMPT_TIMEOUT)
             if reply is not None:
                 break
             logger.debug("%s: no answer to api.authenticate yet; retrying", self.key)
             await asyncio.sleep(delay)
             delay = min(delay * 2, AUTH_RETRY_MAX)
-        outcome = reply.get("auth", reply)
+        outcome = reply.get(name, reply)
         if self._shared.tally.count(outcome) is not None:
             raise DemoError(f"{self.key}: the gateway refused the demo application: {outcome}")
         self._authenticated = True
@@ -513,7 +532,7 @@ class Thing:
                     "the gateway has no log.publish (-90001); the demo things stop sending it"
                 )
             self._shared.log_publish = False
-        elif code == SESSION_INVALID:
+        elif code == SESSION_INVALID and not self._connect_auth:
             self._authenticated = False  # the gateway restarted or the session expired
             logger.info("%s: session gone (-90005); authenticating again", self.key)
         else:
@@ -566,6 +585,7 @@ class Fleet:
         cycles: int | None = None,
         glitch_every: int = 12,
         seed: int | None = None,
+        connect_auth: bool = True,
     ) -> None:
         self.shared = Shared(app_id, app_token)
         self._target = target
@@ -574,7 +594,12 @@ class Fleet:
         self._glitch_every = glitch_every
         rng = random.Random(seed)
         self.things = [
-            Thing(KINDS[index % len(KINDS)](key, random.Random(rng.random())), target, self.shared)
+            Thing(
+                KINDS[index % len(KINDS)](key, random.Random(rng.random())),
+                target,
+                self.shared,
+                connect_auth=connect_auth,
+            )
             for index, key in enumerate(thing_keys(count))
         ]
 
@@ -663,6 +688,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a bad call per thing every N cycles, 0 for none (default %(default)s)",
     )
     parser.add_argument("--seed", type=int, help="for a repeatable simulation")
+    parser.add_argument(
+        "--anonymous",
+        action="store_true",
+        help="connect anonymously and authenticate with api.authenticate (for a broker "
+        "without tr50gw's plugin); by default each thing authenticates in its CONNECT",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every call")
     return parser
 
@@ -711,6 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cycles=args.cycles,
         glitch_every=args.glitch_every,
         seed=args.seed,
+        connect_auth=not args.anonymous,
     )
     return asyncio.run(_serve(fleet))
 

@@ -211,7 +211,9 @@ def demo_fleet(
     broker: Broker, tr50gw: str, credentials: dict[str, str], org_is_new: bool
 ) -> FleetLaunch:
     app_id, app_token = demo_app(tr50gw, credentials, org_is_new)
-    devices_url = f"mqtt://{broker.host}:{broker.port}"  # no account: devices are anonymous
+    # No account in the URL: each thing authenticates in its CONNECT with its key and the app
+    # token (from the environment), which the broker plugin checks.
+    devices_url = f"mqtt://{broker.host}:{broker.port}"
     options = {"--mqtt-url": devices_url, "--app-id": app_id, "--things": str(DEMO_THINGS)}
     options["--interval"] = str(DEMO_INTERVAL_S)
     return FleetLaunch(
@@ -296,6 +298,9 @@ def main() -> int:
     except BrokerError as error:
         sys.exit(str(error))
     demo = demo_enabled(os.environ)
+    # The broker plugin's credentials (broker/README.md) follow the database: `tr50gw admin`
+    # rewrites them after app-create, the gateway at start and whenever a thing appears.
+    os.environ["TR50GW_BROKER_CREDENTIALS"] = str(broker.credentials_path)
     try:
         org_is_new = bootstrap(tr50gw, dev_password, credentials_are_new)
         fleet = demo_fleet(broker, tr50gw, credentials, org_is_new) if demo else None
@@ -303,7 +308,11 @@ def main() -> int:
         http_port = choose_port(HTTP_PORT)
         print(banner(broker, ws_port, http_port, dev_password, demo), flush=True)
         # The broker password travels in the environment, not on a command line `ps` can show.
-        gateway_env = {**os.environ, "TR50GW_MQTT_URL": broker.url_for_gateway}
+        gateway_env = {
+            **os.environ,
+            "TR50GW_MQTT_URL": broker.url_for_gateway,
+            "TR50GW_MQTT_BROKER_IDENTITY": "true",  # the shipped broker runs tr50gw's plugin
+        }
         return serve(
             [tr50gw, "serve", "--ws-port", str(ws_port), "--http-port", str(http_port), "--db", DB],
             gateway_env,

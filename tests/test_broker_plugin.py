@@ -563,6 +563,20 @@ def test_anonymous_client_with_a_registered_thing_key_as_id_is_refused(
     assert refusal(anonymous(broker, clients, "therm-2")) == NOT_AUTHORIZED
 
 
+@pytest.mark.parametrize("client_id", ["truck-7/x", "a+b", "a#"])
+def test_anonymous_client_with_an_id_that_is_not_one_topic_level_is_refused(
+    broker: Broker, clients: list[Client], client_id: str
+) -> None:
+    assert refusal(anonymous(broker, clients, client_id)) == NOT_AUTHORIZED
+
+
+def test_thing_with_a_slash_in_its_client_id_is_refused(
+    broker: Broker, app: App, clients: list[Client]
+) -> None:
+    device = thing(broker, clients, "therm-1", app.token, client_id="therm-1/x")
+    assert refusal(device) == NOT_AUTHORIZED
+
+
 def test_anonymous_client_works_as_before_with_its_identity_stamped(
     broker: Broker, app: App, gateway: FakeGateway, clients: list[Client]
 ) -> None:

@@ -40,7 +40,7 @@ PROPERTY = {
     "pump-1": "pressure",
     "meter-1": "battery",
 }
-BOOT = {"api.authenticate", "attribute.publish", "alarm.publish", "log.publish"}
+BOOT = {"session.info", "attribute.publish", "alarm.publish", "log.publish"}
 COMMANDS = {
     "thermostat-1": BOOT | {"property.publish"},
     "truck-1": BOOT | {"location.publish", "property.batch"},
@@ -97,6 +97,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 mqtt_url=broker.url_for_gateway,
                 ws_port=0,
                 instance_name=f"gw-{secrets.token_hex(3)}",
+                # As `make run` has it: the things authenticate in their CONNECT, which the
+                # broker plugin checks against the credentials the gateway writes.
+                mqtt_broker_identity=True,
+                broker_credentials=broker.credentials_path,
             )
         ).start()
         try:
