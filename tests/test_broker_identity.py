@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,14 @@ def plugin_says(**values: str) -> Properties:
 def ask(client: MqttClient, envelope: dict[str, Any], properties: Properties) -> Any:
     client.publish(f"api/{client.client_id}/1", envelope, properties=properties)
     return client.receive()
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    """The shipped config without the plugin: the plugin would strip the properties these tests
+    send in its place (tests/test_broker_plugin.py and test_real_clients.py run it)."""
+    with Broker(plugin=False) as running:
+        yield running
 
 
 @pytest.fixture

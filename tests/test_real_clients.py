@@ -36,7 +36,7 @@ USER = "user@acme.test"
 # device-cloud-python pins 2017 versions of its dependencies; it runs with `--no-deps` and
 # these, which are all it imports on the way used here.
 DEVICE_CLOUD = "device-cloud==18.6.19"
-DEVICE_CLOUD_NEEDS = ("paho-mqtt>=1.6,<2", "requests>=2,<3", "certifi", "websocket-client>=1,<2")
+DEVICE_CLOUD_NEEDS = ("paho-mqtt==1.6.1", "requests>=2,<3", "certifi", "websocket-client>=1,<2")
 # Its app id: the last part of its key (`<device_id>-<app_id>`) and its config file's name.
 DEVICE_CLOUD_APP = "tr50gw-test"
 # What tests/clients/device_cloud_device.py publishes, as the library sends it.
