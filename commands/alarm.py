@@ -101,6 +101,9 @@ def _value(
 async def _store(values: list[tuple[AlarmValue, bool]], ctx: CallContext) -> None:
     """Store the states, leaving out each one that would only repeat the alarm's newest state
     unless it is to be republished (its flag)."""
+    if all(republish for _, republish in values):
+        ctx.services.devices.publish_alarms([value for value, _ in values])
+        return  # no history to read
     kept: list[AlarmValue] = []
     newest: dict[str, AlarmValue | None] = {}
     for value, republish in sorted(values, key=lambda item: item[0].ts):
