@@ -32,12 +32,13 @@ PLUGIN_CFLAGS := -Wall -Wextra -Werror -O2 -fPIC -shared
 PLUGIN_HEADERS := /usr/include/mosquitto_broker.h:mosquitto-dev \
 	/usr/include/mosquitto.h:libmosquitto-dev /usr/include/openssl/evp.h:libssl-dev
 
-.PHONY: help venv mosquitto broker-plugin run test lint bench fuzz soak clean distclean
+.PHONY: help venv mosquitto broker-plugin node_modules run test lint bench fuzz soak clean distclean
 
 help:
 	@echo "make venv       create .venv and install the project with its test extras"
 	@echo "make mosquitto  install mosquitto and mosquitto-clients from apt if missing"
 	@echo "make broker-plugin  build broker/build/tr50gw_auth.so (apt: gcc, mosquitto-dev if missing)"
+	@echo "make node_modules  npm ci: MQTT.js for the real-client tests (apt: nodejs, npm if missing)"
 	@echo "make run        start a local broker, the gateway and a demo fleet (DEMO=0: no fleet)"
 	@echo "make test       run the whole test suite (real Mosquitto on free ports)"
 	@echo "make lint       ruff check, ruff format --check, lint-imports (layer contracts), mypy"
@@ -87,12 +88,31 @@ $(PLUGIN): $(PLUGIN_SRC)
 	gcc $(PLUGIN_CFLAGS) -o $@.tmp $< -lcrypto
 	@mv -f $@.tmp $@
 
+# MQTT.js, a device client the tests run unchanged (tests/test_real_clients.py): package.json pins
+# it, package-lock.json everything under it, and `npm ci` installs exactly that. Node.js and npm
+# come from apt when missing (Debian's nodejs 18 is enough; a nodejs that brings its own npm, as
+# NodeSource's does, is left alone). Re-run only when the lock file changes.
+NODE_STAMP := node_modules/.installed
+
+node_modules: $(NODE_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	@missing=""; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Node.js (missing:$$missing)"; \
+		$(call apt_install,$$missing); \
+	fi
+	npm ci --no-audit --no-fund
+	@touch $@
+
 # `DEMO=0 make run` (or `make run DEMO=0`) starts no demo fleet (devtools/demo.py).
 DEMO ?= 1
 run: venv mosquitto broker-plugin
 	DEMO='$(DEMO)' $(VPY) -m devtools.run
 
-test: venv mosquitto broker-plugin
+test: venv mosquitto broker-plugin node_modules
 	$(VPY) -m pytest -q
 
 lint: venv
@@ -121,7 +141,8 @@ clean:
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info broker/build
 
-# Also forgets the dev credentials and the dev database (they belong together: a user created
-# with one password in data/ would not match freshly generated credentials in .run/).
+# Also forgets node_modules, the dev credentials and the dev database (the last two belong
+# together: a user created with one password in data/ would not match freshly generated
+# credentials in .run/).
 distclean: clean
-	rm -rf $(VENV) .run data
+	rm -rf $(VENV) .run data node_modules

@@ -48,6 +48,8 @@ class PublishParams(ThingParam, AlarmState):
 
 class BatchEntry(AlarmState):
     key: str | None = Field(None, min_length=1, max_length=256)
+    # The batch's `republish` unless given (device-cloud-python sends it with every entry).
+    republish: bool | None = None
 
 
 class BatchParams(ThingParam):
@@ -55,6 +57,8 @@ class BatchParams(ThingParam):
     ts: Timestamp | None = None
     corr_id: str | None = Field(None, alias="corrId", max_length=256)
     republish: bool = False
+    # device-cloud-python (Wind River's client) sends `state: 0` beside its entries; ignored.
+    state: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
     data: list[BatchEntry] = Field(min_length=1, max_length=BATCH_MAX_ENTRIES)
 
 
@@ -94,27 +98,29 @@ def _value(
     )
 
 
-async def _store(values: list[AlarmValue], republish: bool, ctx: CallContext) -> None:
-    """Store the states, leaving out (unless `republish`) each one that would only repeat the
-    alarm's newest state."""
-    if not republish:
-        kept: list[AlarmValue] = []
-        newest: dict[str, AlarmValue | None] = {}
-        for value in sorted(values, key=lambda item: item.ts):
-            if value.key not in newest:
-                found = await ctx.services.devices.alarm_history(
-                    value.org_id, value.thing_key, value.key, start=None, end=None, records=1
-                )
-                newest[value.key] = found[0] if found else None
-            current = newest[value.key]
-            if current is not None and current.state == value.state and value.ts >= current.ts:
-                continue
-            kept.append(value)
-            if current is None or value.ts >= current.ts:
-                newest[value.key] = value
-        values = kept
-    if values:
-        ctx.services.devices.publish_alarms(values)
+async def _store(values: list[tuple[AlarmValue, bool]], ctx: CallContext) -> None:
+    """Store the states, leaving out each one that would only repeat the alarm's newest state
+    unless it is to be republished (its flag)."""
+    if all(republish for _, republish in values):
+        ctx.services.devices.publish_alarms([value for value, _ in values])
+        return  # no history to read
+    kept: list[AlarmValue] = []
+    newest: dict[str, AlarmValue | None] = {}
+    for value, republish in sorted(values, key=lambda item: item[0].ts):
+        if value.key not in newest:
+            found = await ctx.services.devices.alarm_history(
+                value.org_id, value.thing_key, value.key, start=None, end=None, records=1
+            )
+            newest[value.key] = found[0] if found else None
+        current = newest[value.key]
+        repeats = current is not None and current.state == value.state and value.ts >= current.ts
+        if repeats and not republish:
+            continue
+        kept.append(value)
+        if current is None or value.ts >= current.ts:
+            newest[value.key] = value
+    if kept:
+        ctx.services.devices.publish_alarms(kept)
 
 
 async def publish(params: PublishParams, ctx: CallContext) -> None:
@@ -122,7 +128,7 @@ async def publish(params: PublishParams, ctx: CallContext) -> None:
     value = _value(
         org_id, thing_key, params.key, params, params.ts or ctx.received_at, params.corr_id, ctx
     )
-    await _store([value], params.republish, ctx)
+    await _store([(value, params.republish)], ctx)
 
 
 async def batch(params: BatchParams, ctx: CallContext) -> None:
@@ -135,8 +141,9 @@ async def batch(params: BatchParams, ctx: CallContext) -> None:
             raise InvalidParams(f"invalid params: data.{index} has no key and the batch gives none")
         corr_id = entry.corr_id if entry.corr_id is not None else params.corr_id
         ts = entry.ts or params.ts or ctx.received_at
-        values.append(_value(org_id, thing_key, key, entry, ts, corr_id, ctx))
-    await _store(values, params.republish, ctx)
+        republish = params.republish if entry.republish is None else entry.republish
+        values.append((_value(org_id, thing_key, key, entry, ts, corr_id, ctx), republish))
+    await _store(values, ctx)
 
 
 async def current(params: CurrentParams, ctx: CallContext) -> dict[str, Any]:

@@ -9,7 +9,7 @@ address fields are kept as the display text the device sent.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,7 @@ from gateway.core.registry import Command
 __all__ = ["COMMANDS"]
 
 _TEXT = 256
+_Label = Annotated[str, Field(max_length=_TEXT)]
 
 
 class Fix(BaseModel):
@@ -52,6 +53,9 @@ class Fix(BaseModel):
     state: str | None = Field(None, max_length=_TEXT)
     zip_code: str | None = Field(None, alias="zipCode", max_length=_TEXT)
     country: str | None = Field(None, max_length=_TEXT)
+    # Sent by device-cloud-python (Wind River's client), null unless set; accepted, changes
+    # nothing: every location is stored.
+    debounce: bool | None = None
 
 
 class PublishParams(ThingParam, Fix):
@@ -61,6 +65,10 @@ class PublishParams(ThingParam, Fix):
 class BatchParams(ThingParam):
     ts: Timestamp | None = None
     corr_id: str | None = Field(None, alias="corrId", max_length=_TEXT)
+    # device-cloud-python sends labels here ("location_batch", "Location Batch") beside its
+    # entries; ignored (only the entries are locations).
+    lat: _Label | float | None = None
+    lng: _Label | float | None = None
     data: list[Fix] = Field(min_length=1, max_length=BATCH_MAX_ENTRIES)
 
 
@@ -102,7 +110,7 @@ def _value(
 _OPTIONAL = {
     name: field.alias or name
     for name, field in Fix.model_fields.items()
-    if name not in ("lat", "lng", "ts", "corr_id")
+    if name not in ("lat", "lng", "ts", "corr_id", "debounce")
 }
 
 

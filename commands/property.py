@@ -48,6 +48,13 @@ class BatchEntry(BaseModel):
     value: float = Field(allow_inf_nan=False)
     ts: Timestamp | None = None
     corr_id: str | None = Field(None, alias="corrId", max_length=256)
+    # device-cloud-python (Wind River's client) spells an entry's corrId `corrid` and sends it
+    # always, null when unset: taken as the entry's corrId when `corrId` is absent.
+    corrid: str | None = Field(None, max_length=256)
+
+    @property
+    def own_corr_id(self) -> str | None:
+        return self.corr_id if self.corr_id is not None else self.corrid
 
 
 class BatchParams(BaseModel):
@@ -58,6 +65,9 @@ class BatchParams(BaseModel):
     ts: Timestamp | None = None
     corr_id: str | None = Field(None, alias="corrId", max_length=256)
     aggregate: bool | None = None
+    # device-cloud-python sends a label here ("Property Batch"); ignored, as deviceWISE must
+    # have ignored it for that client to work.
+    value: str | None = Field(None, max_length=256)
     data: list[BatchEntry] = Field(min_length=1, max_length=BATCH_MAX_ENTRIES)
 
     @model_validator(mode="after")
@@ -120,7 +130,7 @@ async def batch(params: BatchParams, ctx: CallContext) -> None:
                 key=entry.key or params.key or "",
                 ts=entry.ts or params.ts or ctx.received_at,
                 value=entry.value,
-                corr_id=entry.corr_id if entry.corr_id is not None else params.corr_id,
+                corr_id=entry.own_corr_id if entry.own_corr_id is not None else params.corr_id,
                 received_at=ctx.received_at,
             )
             for entry in params.data

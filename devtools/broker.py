@@ -5,7 +5,8 @@ exercise the isolation that ships rather than a look-alike, tr50gw's plugin incl
 (broker/README.md; `make broker-plugin` builds it). Only the listener port and the paths change:
 everything the broker reads or writes lives in one work directory, which also gets a copy of the
 plugin (so a rebuild never changes a running broker's code) and an empty credentials file (the
-gateway fills it; `Broker.credentials_path`).
+gateway fills it; `Broker.credentials_path`). The template's MQTT over WebSocket listener (SPEC
+§7.3) gets a port of its own (`Broker.websockets_port`, `Broker.websockets_url`).
 
 Mosquitto started as root drops to the `mosquitto` user before it reads the password and ACL
 files and before it writes its persistence database, so in that case the work directory is
@@ -13,7 +14,8 @@ handed to that user. Every directory above it must be traversable by that user (
 pytest's tmp_path is not, which is why `Broker()` without a workdir makes its own directory in
 /tmp); when one is not, as for a checkout under /root, the broker keeps running as root.
 
-    python -m devtools.broker [--port auto|N] [--workdir DIR] [--classic] [--no-persistence]
+    python -m devtools.broker [--port auto|N] [--websockets-port auto|N] [--workdir DIR]
+                              [--classic] [--no-persistence]
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ from urllib.parse import quote
 __all__ = [
     "CREDENTIALS_HEADER",
     "DEFAULT_PORT",
+    "DEFAULT_WEBSOCKETS_PORT",
     "GATEWAY_USERNAME",
     "PLUGIN_BUILD",
     "REPO_ROOT",
+    "WEBSOCKETS_PATH",
     "Broker",
     "BrokerError",
     "choose_port",
@@ -57,6 +61,10 @@ PLUGIN_BUILD = REPO_ROOT / "broker" / "build" / "tr50gw_auth.so"
 CREDENTIALS_HEADER = "tr50gw-credentials 1"
 GATEWAY_USERNAME = "tr50gw"
 DEFAULT_PORT = 1883
+# Mosquitto's customary MQTT over WebSocket port. The broker accepts the upgrade on any path;
+# `/mqtt` is the one deviceWISE and most browser clients use (MQTT.js defaults to `/`).
+DEFAULT_WEBSOCKETS_PORT = 9001
+WEBSOCKETS_PATH = "/mqtt"
 HOST = "127.0.0.1"
 BROKER_USER = "mosquitto"
 
@@ -93,6 +101,19 @@ def choose_port(preferred: int = DEFAULT_PORT) -> int:
     return preferred if port_is_free(preferred) else free_port()
 
 
+def _websockets_listeners(lines: list[str]) -> set[int]:
+    """The indexes of the `listener` lines whose block holds `protocol websockets`."""
+    found: set[int] = set()
+    current: int | None = None
+    for index, line in enumerate(lines):
+        words = line.split()
+        if words[:1] == ["listener"]:
+            current = index
+        elif words[:2] == ["protocol", "websockets"] and current is not None:
+            found.add(current)
+    return found
+
+
 def _find_executable(name: str) -> str:
     # Debian puts mosquitto in /usr/sbin, which is not on a normal user's PATH.
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
@@ -120,6 +141,9 @@ class Broker:
     either (with no acl_file to defer to, the plugin would see every publish refused; and
     classic clients need no identity from the broker, since every envelope carries its `auth`).
     `plugin=False` leaves the plugin out in isolated mode too (to measure what it costs).
+    `websockets_port=None` picks a free port for the template's websockets listener, if it has
+    one; the plugin, ACL and password file apply to it as to the MQTT listener
+    (per_listener_settings is off).
     """
 
     def __init__(
@@ -127,6 +151,7 @@ class Broker:
         workdir: Path | None = None,
         *,
         port: int | None = None,
+        websockets_port: int | None = None,
         gateway_password: str | None = None,
         acl: bool = True,
         plugin: bool = True,
@@ -141,6 +166,9 @@ class Broker:
         self.workdir = workdir.resolve()
         self._port_was_chosen = port is None
         self._port = free_port() if port is None else port
+        self._has_websockets = bool(_websockets_listeners(config_template.read_text().splitlines()))
+        self._websockets_port_was_chosen = websockets_port is None
+        self._websockets_port = free_port() if websockets_port is None else websockets_port
         self.gateway_password = gateway_password or secrets.token_urlsafe(24)
         self.acl = acl
         self.plugin = plugin and acl
@@ -160,6 +188,19 @@ class Broker:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def websockets_port(self) -> int | None:
+        """The MQTT over WebSocket listener's port; None when the template opens none."""
+        return self._websockets_port if self._has_websockets else None
+
+    @property
+    def websockets_url(self) -> str | None:
+        port = self.websockets_port
+        return None if port is None else f"ws://{HOST}:{port}{WEBSOCKETS_PATH}"
+
+    def _ports(self) -> list[int]:
+        return [self._port] + ([self._websockets_port] if self._has_websockets else [])
 
     @property
     def url_for_gateway(self) -> str:
@@ -209,9 +250,8 @@ class Broker:
     # -- files ----------------------------------------------------------------------------
 
     def _render_config(self) -> str:
-        """The template with our port and absolute paths; every other line kept as is."""
+        """The template with our ports and absolute paths; every other line kept as is."""
         replacements = {
-            "listener": f"listener {self._port} {HOST}",
             "password_file": f"password_file {self.workdir / 'mosquitto.passwd'}",
             "acl_file": f"acl_file {self.workdir / 'mosquitto.acl'}" if self.acl else None,
             "persistence": f"persistence {'true' if self.persistence else 'false'}",
@@ -225,12 +265,17 @@ class Broker:
         lines = [f"# Generated by devtools/broker.py from {self._config_template}; do not edit."]
         if self._stays_root():
             lines.append("user root")
-        for line in self._config_template.read_text().splitlines():
+        template = self._config_template.read_text().splitlines()
+        websockets = _websockets_listeners(template)
+        for index, line in enumerate(template):
             words = line.split()
             key = words[0] if words and not words[0].startswith("#") else None
             if key is not None and key.startswith("plugin_opt_") and not self.plugin:
                 continue
-            if key in replacements:
+            if key == "listener":
+                port = self._websockets_port if index in websockets else self._port
+                line = f"listener {port} {HOST}"
+            elif key in replacements:
                 replacement = replacements[key]
                 if replacement is None:
                     continue
@@ -336,11 +381,17 @@ class Broker:
                 return
             except BrokerError:
                 # A free port picked by free_port() can be taken before Mosquitto binds it.
-                lost_race = "Address already in use" in self.log_text()
+                log = self.log_text()
+                lost_race = (
+                    "Address already in use" in log or "Unable to create websockets listener" in log
+                )
                 self.kill()
-                if not (lost_race and self._port_was_chosen):
+                if not (lost_race and (self._port_was_chosen or self._websockets_port_was_chosen)):
                     raise
-            self._port = free_port()
+            if self._port_was_chosen:
+                self._port = free_port()
+            if self._websockets_port_was_chosen:
+                self._websockets_port = free_port()
             self.config_path.write_text(self._render_config())
             self._set_permissions()
         raise BrokerError(f"could not find a free port for mosquitto; see {self.log_path}")
@@ -356,18 +407,26 @@ class Broker:
         )
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        """Poll the port until it accepts a TCP connection; fail early if Mosquitto exits."""
+        """Poll the ports until each accepts a TCP connection; fail early if Mosquitto exits.
+
+        Every listener, not only the first: Mosquitto opens them in order and exits when a
+        later one cannot be bound, after the first already accepted a connection.
+        """
         deadline = time.monotonic() + timeout
+        waiting = self._ports()
         while True:
             if self._process is None or self._process.poll() is not None:
                 code = None if self._process is None else self._process.returncode
                 raise BrokerError(
                     f"mosquitto exited (code {code}) before accepting connections on port "
-                    f"{self._port}; log {self.log_path}:\n{self.log_text()[-2000:]}"
+                    f"{waiting[0]}; log {self.log_path}:\n{self.log_text()[-2000:]}"
                 )
             with contextlib.suppress(OSError):
-                socket.create_connection((HOST, self._port), timeout=0.5).close()
-                return
+                socket.create_connection((HOST, waiting[0]), timeout=0.5).close()
+                waiting.pop(0)
+                if not waiting:
+                    return
+                continue
             if time.monotonic() > deadline:
                 raise BrokerError(f"mosquitto did not accept connections within {timeout}s")
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -432,8 +491,8 @@ class Broker:
 
     def __repr__(self) -> str:
         return (
-            f"Broker(port={self._port}, workdir={self.workdir}, pid={self.pid}, acl={self.acl}, "
-            f"plugin={self.plugin})"
+            f"Broker(port={self._port}, websockets_port={self.websockets_port}, "
+            f"workdir={self.workdir}, pid={self.pid}, acl={self.acl}, plugin={self.plugin})"
         )
 
 
@@ -447,6 +506,11 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="a port number, or 'auto' (1883, or a free port when 1883 is taken; default)",
     )
+    parser.add_argument(
+        "--websockets-port",
+        default="auto",
+        help="the MQTT over WebSocket listener's port, or 'auto' (9001, or a free port; default)",
+    )
     parser.add_argument("--workdir", type=Path, help="default: a new directory in /tmp")
     parser.add_argument("--password", help="the gateway account's password (default: random)")
     parser.add_argument(
@@ -456,9 +520,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     port = choose_port() if args.port == "auto" else int(args.port)
+    websockets_port = (
+        choose_port(DEFAULT_WEBSOCKETS_PORT)
+        if args.websockets_port == "auto"
+        else int(args.websockets_port)
+    )
     broker = Broker(
         args.workdir,
         port=port,
+        websockets_port=websockets_port,
         gateway_password=args.password,
         acl=not args.classic,
         persistence=not args.no_persistence,
@@ -467,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with broker:
         print(f"mosquitto listening on {broker.host}:{broker.port} (pid {broker.pid})")
+        if broker.websockets_url is not None:
+            print(f"MQTT over WebSocket: {broker.websockets_url}")
         print(f"gateway: tr50gw serve --mqtt-url '{broker.url_for_gateway}'")
         if broker.plugin:
             print(f"plugin credentials file (the gateway writes it): {broker.credentials_path}")

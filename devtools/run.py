@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from devtools.broker import REPO_ROOT, Broker, BrokerError, choose_port
+from devtools.broker import DEFAULT_WEBSOCKETS_PORT, REPO_ROOT, Broker, BrokerError, choose_port
 from devtools.demo import TOKEN_VARIABLE, thing_keys
 from gateway.transports.client import call_mqtt
 
@@ -185,6 +185,7 @@ def banner(broker: Broker, ws_port: int, http_port: int, dev_password: str, demo
 tr50gw development gateway
   MQTT       {broker.host}:{broker.port}  (isolated mode: client <id> publishes to api/<id>,
                                  reads reply/<id>; broker log .run/mosquitto/mosquitto.log)
+  MQTT/WS    {broker.websockets_url}  (MQTT over WebSocket, same broker and rules)
   WebSocket  {ws_url}
   HTTP       POST {http_url}  (a sessionId header stands in for an auth block)
   Dev user   {DEV_USER} / {dev_password}  (Super-Ops, org {DEV_ORG}; kept in .run/credentials.json)
@@ -291,6 +292,7 @@ def main() -> int:
     broker = Broker(
         RUN_DIR / "mosquitto",
         port=choose_port(),
+        websockets_port=choose_port(DEFAULT_WEBSOCKETS_PORT),
         gateway_password=credentials["gateway_broker_password"],
     )
     try:

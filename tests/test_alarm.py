@@ -75,6 +75,36 @@ async def test_bad_alarms_are_90002(fleet: Fleet, params: dict[str, Any], fragme
     assert fragment in outcome["errorMessages"][0], outcome
 
 
+async def test_device_cloud_pythons_batch_is_stored(fleet: Fleet) -> None:
+    """As Wind River's device-cloud-python sends it: `state: 0` beside the entries (ignored)
+    and `republish` in each entry."""
+    await fleet.ok(
+        "meter-1",
+        "alarm.batch",
+        key="alarm_batch",
+        state=0,
+        ts="2024-03-01T10:00:00.500000Z",
+        republish=False,
+        data=[{"key": "door", "state": 1, "ts": "2024-03-01T10:00:00.100000Z", "msg": "open",
+               "republish": False}],
+    )  # fmt: skip
+    current = await fleet.ok("meter-1", "alarm.current", key="door")
+    assert (current["state"], current["msg"]) == (1, "open")
+
+
+async def test_an_entrys_republish_overrides_the_batchs(fleet: Fleet) -> None:
+    entry = {"key": "door", "state": 1}
+    await fleet.ok("meter-1", "alarm.batch", ts="2024-03-01T10:00:00Z", data=[entry])
+    await fleet.ok(
+        "meter-1",
+        "alarm.batch",
+        ts="2024-03-01T10:05:00Z",
+        data=[entry, {**entry, "ts": "2024-03-01T10:06:00Z", "republish": True}],
+    )
+    history = await fleet.ok("meter-1", "alarm.history", key="door")
+    assert [v["ts"][11:16] for v in history["values"]] == ["10:06", "10:00"]
+
+
 async def test_a_batch_entry_without_a_key_is_named(fleet: Fleet) -> None:
     outcome = await fleet.call(
         "meter-1", "alarm.batch", data=[{"key": "k", "state": 1}, {"state": 2}]

@@ -56,6 +56,26 @@ async def test_a_batch_and_the_history_newest_first(fleet: Fleet) -> None:
     ]
 
 
+async def test_device_cloud_pythons_batch_is_stored(fleet: Fleet) -> None:
+    """As Wind River's device-cloud-python sends it: labels as the batch's `lat`/`lng`, every
+    optional field of an entry present, null when unset, `debounce` included."""
+    entry = dict.fromkeys(
+        ("city", "corrId", "country", "debounce", "state", "street", "streetNumber", "zipCode")
+    )
+    entry |= {"lat": 45.5, "lng": -73.6, "heading": 90.0, "altitude": 30.0, "speed": 12.0,
+              "fixAcc": 5.0, "fixType": "gps", "ts": "2024-03-01T10:00:00.100000Z"}  # fmt: skip
+    await fleet.ok(
+        "meter-1",
+        "location.batch",
+        lat="location_batch",
+        lng="Location Batch",
+        ts="2024-03-01T10:00:00.500000Z",
+        data=[entry],
+    )
+    current = await fleet.ok("meter-1", "location.current")
+    assert (current["lat"], current["lng"], current["fixType"]) == (45.5, -73.6, "gps")
+
+
 async def test_a_thing_without_a_location_has_no_current_one(fleet: Fleet) -> None:
     assert await fleet.code("meter-1", "location.current") == -90008
 

@@ -197,6 +197,25 @@ async def test_a_batch_takes_its_defaults_for_entries_that_omit_them(fleet: Flee
     assert hum == {"value": 40.0, "ts": "2024-03-01T10:00:00.000Z", "corrId": "own"}
 
 
+async def test_device_cloud_pythons_batch_is_stored(fleet: Fleet) -> None:
+    """As Wind River's device-cloud-python sends it: a label as `value`, `corrid` per entry."""
+    await fleet.ok(
+        "meter-1",
+        "property.batch",
+        key="property_batch",
+        value="Property Batch",
+        corrId="2024-03-01T10:00:00.500000Z",
+        ts="2024-03-01T10:00:00.500000Z",
+        data=[
+            {"corrid": None, "key": "temp", "ts": "2024-03-01T10:00:00.100000Z", "value": 21.5},
+            {"corrid": "c-7", "key": "hum", "ts": "2024-03-01T10:00:00.200000Z", "value": 40},
+        ],
+    )
+    temp = await fleet.ok("meter-1", "property.current", key="temp")
+    hum = await fleet.ok("meter-1", "property.current", key="hum")
+    assert (temp["corrId"], hum["corrId"]) == ("2024-03-01T10:00:00.500000Z", "c-7")
+
+
 async def test_a_batch_of_one_value_is_accepted(fleet: Fleet) -> None:
     await fleet.ok("meter-1", "property.batch", data=[{"key": "k", "value": 3}])
     assert (await fleet.ok("meter-1", "property.current", key="k"))["value"] == 3.0
