@@ -182,7 +182,7 @@ def _throughput_panel(axis: Any, results: Sequence[Result]) -> None:
         capsize=3,
         error_kw={"elinewidth": 1, "ecolor": "#555555"},
         color=_FLOOR,
-        label="floor (MQTT: floor+plugin; runs before and after the gateway's; whisker: both)",
+        label="floor (MQTT: floor+plugin); whisker: its runs before and after the gateway's",
     )
     axis.bar(
         [p + width / 2 for p in positions], gateway_values, width, color=_GATEWAY, label="gateway"
