@@ -213,11 +213,21 @@ class MqttClient:
         self.client.on_message = lambda c, u, message: self.messages.put(message)
         self.client.on_subscribe = lambda c, u, mid, codes, p: self._subscribed.put(codes)
         connected = threading.Event()
-        self.client.on_connect = lambda c, u, f, reason, p: connected.set()
+        refused: list[Any] = []
+
+        def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            if reason.is_failure:
+                refused.append(reason)
+            connected.set()
+
+        self.client.on_connect = on_connect
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         if not connected.wait(10):
             raise TimeoutError("mqtt client could not connect")
+        if refused:
+            self.client.loop_stop()
+            raise ConnectionRefusedError(f"CONNECT refused: {refused[0]}")
 
     def subscribe(self, topic: str, qos: int = 1) -> list[Any]:
         self.client.subscribe(topic, qos=qos)

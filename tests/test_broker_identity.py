@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,17 @@ def ask(client: MqttClient, envelope: dict[str, Any], properties: Properties) ->
 
 
 @pytest.fixture
-def trusting(broker: Broker, start_gateway: Callable[..., GatewayThread]) -> GatewayThread:
-    return start_gateway(mqtt_url=broker.url_for_gateway, mqtt_broker_identity=True)
+def plain_broker() -> Iterator[Broker]:
+    """The shipped config and ACL without the plugin: here the test clients play it (with the
+    plugin loaded, their tr50gw-* properties would be stripped, as they must be)."""
+    with Broker(plugin=False) as running:
+        running.start()
+        yield running
+
+
+@pytest.fixture
+def trusting(plain_broker: Broker, start_gateway: Callable[..., GatewayThread]) -> GatewayThread:
+    return start_gateway(mqtt_url=plain_broker.url_for_gateway, mqtt_broker_identity=True)
 
 
 def thing_properties(tenants: Tenants, client: MqttClient, thing: str, conn: str) -> Properties:
@@ -67,9 +76,9 @@ def thing_properties(tenants: Tenants, client: MqttClient, thing: str, conn: str
 
 
 def test_a_thing_authenticated_by_the_broker_needs_no_auth_block(
-    broker: Broker, trusting: GatewayThread, tenants: Tenants
+    plain_broker: Broker, trusting: GatewayThread, tenants: Tenants
 ) -> None:
-    client = MqttClient(broker.port, v5=True)
+    client = MqttClient(plain_broker.port, v5=True)
     try:
         client.subscribe(f"reply/{client.client_id}/#")
         thing = f"therm-{secrets.token_hex(3)}"
@@ -82,9 +91,9 @@ def test_a_thing_authenticated_by_the_broker_needs_no_auth_block(
 
 
 def test_the_reply_asks_the_plugin_to_deliver_it_to_the_client(
-    broker: Broker, trusting: GatewayThread, tenants: Tenants
+    plain_broker: Broker, trusting: GatewayThread, tenants: Tenants
 ) -> None:
-    client = MqttClient(broker.port, v5=True)
+    client = MqttClient(plain_broker.port, v5=True)
     try:
         client.subscribe(f"reply/{client.client_id}/#")
         props = thing_properties(tenants, client, "therm-1", "conn-2")
@@ -98,9 +107,9 @@ def test_the_reply_asks_the_plugin_to_deliver_it_to_the_client(
 
 
 def test_the_calls_are_logged_as_the_thing(
-    broker: Broker, trusting: GatewayThread, tenants: Tenants
+    plain_broker: Broker, trusting: GatewayThread, tenants: Tenants
 ) -> None:
-    client = MqttClient(broker.port, v5=True)
+    client = MqttClient(plain_broker.port, v5=True)
     thing = f"meter-{secrets.token_hex(3)}"
     try:
         client.subscribe(f"reply/{client.client_id}/#")
@@ -124,14 +133,14 @@ def test_the_calls_are_logged_as_the_thing(
 
 
 def test_an_anonymous_session_is_bound_to_its_connection_not_its_client_id(
-    broker: Broker, trusting: GatewayThread, tenants: Tenants
+    plain_broker: Broker, trusting: GatewayThread, tenants: Tenants
 ) -> None:
     """The impersonation of issue 11: a later connection with the same client id must not
     inherit the session a thing opened on the namespace."""
     app_id, token = tenants.apps["acme"]
     namespace = f"dev-{secrets.token_hex(3)}"
     login = {"appId": app_id, "appToken": token, "thingKey": "therm-1"}
-    first = MqttClient(broker.port, namespace, v5=True)
+    first = MqttClient(plain_broker.port, namespace, v5=True)
     try:
         first.subscribe(f"reply/{namespace}/#")
         opened = ask(
@@ -142,7 +151,7 @@ def test_an_anonymous_session_is_bound_to_its_connection_not_its_client_id(
         assert json.loads(opened.payload)["auth"]["success"] is True
     finally:
         first.close()
-    second = MqttClient(broker.port, namespace, v5=True)
+    second = MqttClient(plain_broker.port, namespace, v5=True)
     try:
         second.subscribe(f"reply/{namespace}/#")
         reply = ask(
@@ -154,9 +163,10 @@ def test_an_anonymous_session_is_bound_to_its_connection_not_its_client_id(
 
 
 def test_without_broker_identity_the_properties_are_ignored(
-    broker: Broker, gateway: GatewayThread, tenants: Tenants
+    plain_broker: Broker, start_gateway: Callable[..., GatewayThread], tenants: Tenants
 ) -> None:
-    client = MqttClient(broker.port, v5=True)
+    start_gateway(mqtt_url=plain_broker.url_for_gateway)  # not told the plugin is there
+    client = MqttClient(plain_broker.port, v5=True)
     try:
         client.subscribe(f"reply/{client.client_id}/#")
         props = thing_properties(tenants, client, "therm-1", "conn-4")
@@ -167,9 +177,9 @@ def test_without_broker_identity_the_properties_are_ignored(
 
 
 def test_a_revoked_apps_thing_gets_no_session(
-    broker: Broker, trusting: GatewayThread, tenants: Tenants
+    plain_broker: Broker, trusting: GatewayThread, tenants: Tenants
 ) -> None:
-    client = MqttClient(broker.port, v5=True)
+    client = MqttClient(plain_broker.port, v5=True)
     try:
         client.subscribe(f"reply/{client.client_id}/#")
         props = plugin_says(
