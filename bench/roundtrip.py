@@ -21,11 +21,13 @@ anonymous). Target for both: >= 0.95 (issue 11: within 5%).
 
 Every side stays up for the whole suite and every case runs its sides back to back in a
 symmetric order around the gateway's run (`diag.ping`: floor+plugin, floor, thing, gateway,
-thing, floor, floor+plugin; `usage.api.list` and WebSocket: floor, gateway, floor), so each side
-is the mean of two runs centred on the same moment and all of them see the same machine. Each
-run also records how much CPU processes outside the benchmark took meanwhile (`others_cpu`, % of
-a core); a floor run much busier than its twin is left out of the mean. `--quick` runs each
-floor without the plugin once (floor+plugin, floor, thing, gateway, floor+plugin).
+thing, floor, floor+plugin; `usage.api.list` and WebSocket: the gateway's floor, gateway, that
+floor), so each side is the mean of two runs centred on the same moment and all of them see the
+same machine. Each run also records how much CPU processes outside the benchmark took meanwhile
+(`others_cpu`, % of a core), and what the broker and the responder spent per round trip
+(`broker_cpu_us`, `responder_cpu_us`); a floor run much busier than its twin is left out of the
+mean. `--quick` runs `floor` and `floor+plugin thing` once each (floor+plugin, floor, thing,
+gateway, floor+plugin).
 
 Afterwards the gateway is stopped and the rows of its DuckDB file are counted: every request the
 load generators were answered (warm-up and drain included) plus their auth calls must be there.
