@@ -19,6 +19,10 @@ MQTT: paho (v5, TCP_NODELAY, its network thread), client id X publishing to `api
 subscribing to `reply/X/#`; slot s in 0..window-1 is the request's correlation, its answer comes
 back on `reply/X/<slot>`. With `--auth`, that envelope is published once on `api/X/auth` before
 timing starts: in isolated mode the gateway binds the session to the namespace X.
+With `--device`, it talks as a deviceWISE device authenticated at CONNECT (the URL's username =
+thing key, password = app token; tr50gw's broker plugin, broker/README.md): it publishes to
+`api/<slot>` and never subscribes; the plugin moves each request into the client's namespace and
+delivers its answer to this client alone on `reply/<slot>`.
 
 WebSocket: websockets' asyncio client. The window is spread over `--connections` connections
 (default: as many as the window, one request in flight on each, which is how a fleet of devices
@@ -169,10 +173,18 @@ def run_mqtt(args: argparse.Namespace, payload: bytes, auth: bytes | None) -> di
     client.on_socket_open = _nodelay
     client.max_inflight_messages_set(max(20, window + 1))
     client.max_queued_messages_set(0)
-    client.on_connect = lambda c, u, f, reason, p: reason.is_failure or connected.set()
+    refused: list[str] = []
+
+    def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            refused.append(str(reason))
+            c.disconnect()  # no reconnect attempts: the caller reports the refusal
+        connected.set()
+
+    client.on_connect = on_connect
     client.on_subscribe = lambda c, u, mid, codes, p: subscribed.set()
-    prefix = f"api/{client_id}/"
-    slot_from = len(f"reply/{client_id}/")
+    prefix = "api/" if args.device else f"api/{client_id}/"
+    slot_from = len("reply/" if args.device else f"reply/{client_id}/")
 
     def on_message(c: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         slot_text = message.topic[slot_from:]
@@ -195,11 +207,13 @@ def run_mqtt(args: argparse.Namespace, payload: bytes, auth: bytes | None) -> di
     client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, keepalive=60)
     client.loop_start()
     try:
-        if not connected.wait(10):
-            raise LoadError(f"mqtt: could not connect to {parts.hostname}:{parts.port}")
-        client.subscribe(f"reply/{client_id}/#", qos=1)
-        if not subscribed.wait(10):
-            raise LoadError("mqtt: subscription not acknowledged")
+        if not connected.wait(10) or refused:
+            why = f" (refused: {refused[0]})" if refused else ""
+            raise LoadError(f"mqtt: could not connect to {parts.hostname}:{parts.port}{why}")
+        if not args.device:  # a device's replies are delivered by the plugin unasked
+            client.subscribe(f"reply/{client_id}/#", qos=1)
+            if not subscribed.wait(10):
+                raise LoadError("mqtt: subscription not acknowledged")
         auth_calls = 0
         if auth is not None:
             client.publish(prefix + "auth", auth, qos=1)
@@ -341,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="mqtt://[user:pass@]host:port or ws://...")
     parser.add_argument("--client-id", default=f"load-{os.getpid()}", help="MQTT client id")
     parser.add_argument("--qos", type=int, choices=[0, 1], default=1, help="MQTT request QoS")
+    parser.add_argument(
+        "--device",
+        action="store_true",
+        help="MQTT: as a device authenticated at CONNECT (thing key and app token in the URL): "
+        "publish to api/<slot>, read replies the broker plugin delivers, subscribe to nothing",
+    )
     parser.add_argument("--window", type=int, default=1, help="requests in flight")
     parser.add_argument(
         "--connections", type=int, default=0, help="ws: connections (default: one per request)"
@@ -359,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.window < 1:
         parser.error("--window must be >= 1")
+    if args.device and (args.mode != "mqtt" or not urlsplit(args.url).username):
+        parser.error("--device needs mqtt and a username (thing key) in --url")
     payload = args.payload_file.read_bytes() if args.payload_file else args.payload.encode()
     auth = args.auth.encode() if args.auth else None
     try:

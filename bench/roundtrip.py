@@ -1,15 +1,33 @@
-"""Round trips through the gateway against the floor, over MQTT and WebSocket.
+"""Round trips through the gateway against the floor, and what the broker plugin costs.
 
-MQTT: two Mosquittos from the repo's config and ACL, one for each side (on one broker both would
-answer `api/#`). The floor is bench.echo's bare paho responder logged in with the gateway's broker
-account; the gateway is `tr50gw serve` as a subprocess. Cases: `diag.ping` and `usage.api.list`
-(limit 10; the floor echoes the same envelope) x QoS 0 and 1 x 1 and 100 requests in flight.
-WebSocket: `diag.ping` through the gateway vs a bare websockets echo server, 1 and 100 in flight.
-The same load generator (bench.load, its own process) drives both sides. Both sides stay up for
-the whole suite and every case runs floor, gateway, floor back to back: the floor is the mean of
-its two runs, their spread reported, so both sides see the same machine. Each run also records
-how much CPU processes outside the benchmark took meanwhile (`others_cpu`, % of a core); a floor
-run much busier than its twin is left out of the mean.
+MQTT: Mosquittos from the repo's config and ACL, one for each side (on one broker every responder
+would answer `api/#`). The floor is bench.echo's bare paho responder logged in with the gateway's
+broker account; the gateway is `tr50gw serve` as a subprocess. Cases: `diag.ping` and
+`usage.api.list` (limit 10; the floor echoes the same envelope) x QoS 0 and 1 x 1 and 100
+requests in flight. WebSocket: `diag.ping` through the gateway vs a bare websockets echo server,
+1 and 100 in flight. The same load generator (bench.load, its own process) drives every side.
+
+The gateway's broker runs tr50gw's plugin (broker/README.md), as the shipped mosquitto.conf
+does, so the floor it is compared with (`floor+plugin`) is the echo behind a broker with the
+plugin too: the gateway's ratio is its own work, as before the plugin. For the `diag.ping` cases
+the same echo also runs behind a broker without the plugin (`floor`), and the plugin's cost is
+`floor+plugin` / `floor`: anonymous clients, whose every request the plugin strips of `tr50gw-*`
+properties and stamps with the connection and client id. `floor+plugin thing` is the deviceWISE
+path through the same broker: a device authenticated at CONNECT (thing key and app token), its
+`api/<slot>` rewritten into its namespace, the echo answering with the delivery properties the
+gateway would set and the plugin delivering each reply to that client alone, which never
+subscribed; its ratio is to `floor` as well (without the plugin, the same device must be
+anonymous). Target for both: >= 0.95 (issue 11: within 5%).
+
+Every side stays up for the whole suite and every case runs its sides back to back in a
+symmetric order around the gateway's run (`diag.ping`: floor+plugin, floor, thing, gateway,
+thing, floor, floor+plugin; `usage.api.list` and WebSocket: the gateway's floor, gateway, that
+floor), so each side is the mean of two runs centred on the same moment and all of them see the
+same machine. Each run also records how much CPU processes outside the benchmark took meanwhile
+(`others_cpu`, % of a core), and what the broker and the responder spent per round trip
+(`broker_cpu_us`, `responder_cpu_us`); a floor run much busier than its twin is left out of the
+mean. `--quick` runs `floor` and `floor+plugin thing` once each (floor+plugin, floor, thing,
+gateway, floor+plugin).
 
 Afterwards the gateway is stopped and the rows of its DuckDB file are counted: every request the
 load generators were answered (warm-up and drain included) plus their auth calls must be there.
@@ -19,22 +37,25 @@ The gateway's RSS is sampled while it serves the 100-in-flight loads.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from bench import load
 from bench.common import GatewayProcess, Result, rss_mb
-from devtools.broker import REPO_ROOT, Broker
+from devtools.broker import CREDENTIALS_HEADER, REPO_ROOT, Broker
 
 __all__ = [
     "LIST_ENVELOPE",
@@ -43,6 +64,7 @@ __all__ = [
     "Case",
     "EchoProcess",
     "RssSampler",
+    "allow_things",
     "count_usage_rows",
     "progress",
     "provision",
@@ -59,6 +81,13 @@ LIST_ENVELOPE = '{"1":{"command":"usage.api.list","params":{"limit":10,"service"
 SEED_PINGS = 10
 RATIO_TARGET = 0.60
 P50_SLACK_MS = 0.5
+PLUGIN_TARGET = 0.95  # issue 11: round trips with the plugin within 5% of without
+# The sides of a case: the echo behind a broker without the plugin, behind one with it (anonymous
+# clients, and a device authenticated at CONNECT), and the gateway (behind one with it).
+FLOOR, PLUGIN_FLOOR, THING_FLOOR, GATEWAY = "floor", "floor+plugin", "floor+plugin thing", "gateway"
+# CPU per round trip of the broker and of the responder (the echo, or the gateway), in µs.
+CPU_KEYS = ("broker_cpu_us", "responder_cpu_us")
+_CLIENT_TAG = {FLOOR: "bare", PLUGIN_FLOOR: "plug", THING_FLOOR: "thing", GATEWAY: "gw"}
 QUIET_SLACK = 25.0  # % of a core: a floor run this much busier than the quietest one is dropped
 _started = time.monotonic()
 
@@ -120,6 +149,22 @@ def read_file(db: Path, sql: str) -> list[tuple[Any, ...]]:
 
     with duckdb.connect(str(db), read_only=True) as connection:
         return connection.execute(sql).fetchall()
+
+
+def allow_things(broker: Broker) -> str:
+    """An app token that authenticates any thing key at CONNECT on `broker` (with the plugin).
+
+    Written as the gateway writes the plugin's credentials file (broker/README.md): an `app`
+    line with the token's SHA-256, replaced atomically, readable by the broker's account.
+    """
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    app_line = f"app {secrets.token_hex(16)} {secrets.token_hex(16)} {digest}"
+    temporary = broker.credentials_path.with_name(f".credentials-{secrets.token_hex(4)}")
+    temporary.write_text(f"{CREDENTIALS_HEADER}\n# written by bench/roundtrip.py\n{app_line}\n")
+    temporary.chmod(0o644)
+    os.replace(temporary, broker.credentials_path)
+    return token
 
 
 def count_usage_rows(db: Path) -> int:
@@ -220,13 +265,15 @@ class OthersCpu:
     """CPU used by processes outside this benchmark's own tree while a run lasts.
 
     The machine may be shared; this says how much of it something else took (in % of one
-    core), so a noisy figure can be told from a slow one.
+    core), so a noisy figure can be told from a slow one. `seconds[pid]` is what each process
+    that lived through the run used meanwhile (CPU seconds), ours included.
     """
 
     def __enter__(self) -> OthersCpu:
         self._before = _cpu_by_process()
         self._started = time.monotonic()
         self.percent = 0.0
+        self.seconds: dict[int, float] = {}
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -244,6 +291,11 @@ class OthersCpu:
             if pid not in ours and pid in self._before
         )
         self.percent = round(100 * used / elapsed, 1)
+        self.seconds = {
+            pid: cpu - self._before[pid][1]
+            for pid, (_, cpu) in after.items()
+            if pid in self._before
+        }
 
 
 @dataclass(frozen=True)
@@ -262,6 +314,24 @@ class Case:
     def envelope(self) -> str:
         return LIST_ENVELOPE if self.command == "usage.api.list" else PING_ENVELOPE
 
+    @property
+    def plugin_cost(self) -> bool:
+        """Whether the case also measures the plugin: the echo without it, and a device."""
+        return self.suite == "mqtt" and self.command == "diag.ping"
+
+    @property
+    def gateway_floor(self) -> str:
+        """The floor the gateway is compared with: the echo behind the same kind of broker."""
+        return PLUGIN_FLOOR if self.suite == "mqtt" else FLOOR
+
+    def turns(self, quick: bool) -> tuple[str, ...]:
+        """The sides' runs in order, symmetric around the gateway's (the machine drifts)."""
+        if not self.plugin_cost:
+            return (self.gateway_floor, GATEWAY, self.gateway_floor)
+        if quick:
+            return (PLUGIN_FLOOR, FLOOR, THING_FLOOR, GATEWAY, PLUGIN_FLOOR)
+        return (PLUGIN_FLOOR, FLOOR, THING_FLOOR, GATEWAY, THING_FLOOR, FLOOR, PLUGIN_FLOOR)
+
 
 def run_load(
     argv: Sequence[str],
@@ -270,8 +340,14 @@ def run_load(
     duration: float,
     processes: int = 1,
     per_process: Sequence[Sequence[str]] = (),
+    cpu_of: Mapping[str, int | None] | None = None,
 ) -> dict[str, Any]:
-    """Run `processes` load generators side by side (each with its own extra args); merged."""
+    """Run `processes` load generators side by side (each with its own extra args); merged.
+
+    `cpu_of` names processes (e.g. `{"broker": pid}`) whose CPU per answered request goes into
+    the result as `<name>_cpu_us`: what one round trip costs each of them, warm-up and drain
+    included, which a busy machine disturbs far less than the rate.
+    """
     common = [*argv, "--warmup", str(warmup), "--duration", str(duration)]
     if processes > 1:
         common.append("--emit-samples")
@@ -284,15 +360,25 @@ def run_load(
         results = [load.wait_result(process, timeout) for process in spawned]
     merged = load.merge(results)
     merged["others_cpu"] = others.percent
+    for name, pid in (cpu_of or {}).items():
+        seconds = others.seconds.get(pid) if pid is not None else None
+        known = seconds is not None and merged["answered"] > 0
+        merged[f"{name}_cpu_us"] = (
+            round(1e6 * seconds / merged["answered"], 1) if known else float("nan")
+        )
     if others.percent > 10:
         progress(f"  note: other processes used {others.percent:.0f}% of a core during this run")
     return merged
 
 
-def _case_argv(case: Case, url: str, client_id: str, auth: str | None) -> list[str]:
+def _case_argv(
+    case: Case, url: str, client_id: str, auth: str | None, device: bool = False
+) -> list[str]:
     argv = [case.suite, "--url", url, "--window", str(case.window), "--payload", case.envelope]
     if case.suite == "mqtt":
         argv += ["--client-id", client_id, "--qos", str(case.qos)]
+    if device:
+        argv.append("--device")
     if auth is not None:
         argv += ["--auth", auth]
     return argv
@@ -300,13 +386,45 @@ def _case_argv(case: Case, url: str, client_id: str, auth: str | None) -> list[s
 
 def _metrics(result: dict[str, Any]) -> dict[str, float]:
     keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "requests", "errors", "lost", "others_cpu")
-    return {key: float(result[key]) for key in keys}
+    metrics = {key: float(result[key]) for key in keys}
+    metrics.update((key, float(result[key])) for key in CPU_KEYS if key in result)
+    return metrics
 
 
-def _compare(case: Case, floor: dict[str, Any], gateway: dict[str, Any]) -> list[Result]:
-    ratio = gateway["rps"] / floor["rps"] if floor["rps"] else float("nan")
+def _ratio(side: dict[str, Any], base: dict[str, Any]) -> float:
+    return side["rps"] / base["rps"] if base["rps"] else float("nan")
+
+
+def _clean(result: dict[str, Any]) -> bool:
+    return result["errors"] == 0 and result["lost"] == 0
+
+
+def _compare(
+    case: Case, floors: dict[str, dict[str, Any]], gateway: dict[str, Any]
+) -> list[Result]:
+    """The case's rows: each floor (the mean of its runs), with the plugin's ratio to the floor
+    without it where both ran, then the gateway with its ratio to its own floor."""
+    rows: list[Result] = []
+    for side in (FLOOR, PLUGIN_FLOOR, THING_FLOOR):
+        if side not in floors:
+            continue
+        floor = floors[side]
+        metrics = _metrics(floor)
+        for key in ("spread", "rps_min", "rps_max", "runs_used", "runs"):
+            metrics[key] = floor[key]
+        if side == FLOOR or FLOOR not in floors:
+            rows.append(Result(case.suite, case.name, side, metrics))
+            continue
+        ratio = _ratio(floor, floors[FLOOR])
+        metrics["ratio"] = round(ratio, 3)
+        met = _clean(floor) and _clean(floors[FLOOR]) and ratio >= PLUGIN_TARGET
+        target = f"ratio to floor >= {PLUGIN_TARGET:.2f}"
+        rows.append(Result(case.suite, case.name, side, metrics, target, met))
+
+    floor = floors[case.gateway_floor]
+    ratio = _ratio(gateway, floor)
     metrics = _metrics(gateway) | {"ratio": round(ratio, 3)}
-    clean = gateway["errors"] == 0 and gateway["lost"] == 0
+    clean = _clean(gateway)
     if case.window == 1:
         p50_diff = gateway["p50_ms"] - floor["p50_ms"]
         metrics["p50_diff_ms"] = round(p50_diff, 4)
@@ -315,10 +433,8 @@ def _compare(case: Case, floor: dict[str, Any], gateway: dict[str, Any]) -> list
     else:
         target = f"ratio >= {RATIO_TARGET:.2f}"
         met = clean and ratio >= RATIO_TARGET
-    return [
-        Result(case.suite, case.name, "floor", _metrics(floor)),
-        Result(case.suite, case.name, "gateway", metrics, target, met),
-    ]
+    rows.append(Result(case.suite, case.name, GATEWAY, metrics, target, met))
+    return rows
 
 
 def cases(suites: Sequence[str]) -> list[Case]:
@@ -335,7 +451,7 @@ def cases(suites: Sequence[str]) -> list[Case]:
 
 
 def _mean_floor(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The floor of a case from its runs before and after the gateway's (the machine drifts).
+    """A floor of a case from its runs before and after the gateway's (the machine drifts).
 
     Runs during which other processes took much more CPU than in the quietest one are left
     out; the spread still covers every run.
@@ -343,7 +459,7 @@ def _mean_floor(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     quietest = min(run["others_cpu"] for run in runs)
     used = [run for run in runs if run["others_cpu"] <= quietest + QUIET_SLACK]
     merged = dict(used[0])
-    for key in ("rps", "p50_ms", "p90_ms", "p99_ms"):
+    for key in ("rps", "p50_ms", "p90_ms", "p99_ms", *(k for k in CPU_KEYS if k in merged)):
         merged[key] = round(sum(run[key] for run in used) / len(used), 4)
     for key in ("requests", "errors", "lost"):
         merged[key] = sum(run[key] for run in used)
@@ -352,39 +468,70 @@ def _mean_floor(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     merged["spread"] = round((max(rates) - min(rates)) / merged["rps"], 3) if merged["rps"] else 0
     merged["rps_min"], merged["rps_max"] = min(rates), max(rates)
     merged["runs_used"] = len(used)
+    merged["runs"] = len(runs)
     return merged
 
 
-def run(quick: bool = False, suites: Sequence[str] = ("mqtt", "ws")) -> list[Result]:
-    """Both sides of every round-trip case, the gateway's memory, and the usage-log check.
+def _summary(case: Case, runs: dict[str, list[dict[str, Any]]], gateway: dict[str, Any]) -> str:
+    """One progress line: each side's req/s and p50, with its ratio."""
+    floors = {side: _mean_floor(side_runs) for side, side_runs in runs.items()}
+    parts = []
+    for side, floor in floors.items():
+        text = f"{side} {floor['rps']:.0f} req/s p50 {floor['p50_ms']:.2f} ms"
+        if side != FLOOR and FLOOR in floors:
+            text += f" ({_ratio(floor, floors[FLOOR]):.3f} of floor)"
+        parts.append(text)
+    ratio = _ratio(gateway, floors[case.gateway_floor])
+    parts.append(f"gateway {gateway['rps']:.0f} req/s p50 {gateway['p50_ms']:.2f} ms ({ratio:.2f})")
+    return " | ".join(parts)
 
-    Floor and gateway run side by side for the whole suite, each behind its own Mosquitto
-    (same config, same ACL: the two would both answer `api/#` on one broker), and every case
-    runs floor, gateway, floor back to back, so both sides see the same machine.
+
+def run(quick: bool = False, suites: Sequence[str] = ("mqtt", "ws")) -> list[Result]:
+    """Every side of every round-trip case, the gateway's memory, and the usage-log check.
+
+    Every side runs for the whole suite, each MQTT one behind its own Mosquitto (same config,
+    same ACL; with the plugin but for `floor`: they would all answer `api/#` on one broker),
+    and every case runs its sides back to back (`Case.turns`), so all see the same machine.
     """
     warmup, duration = (0.5, 1.5) if quick else (1.0, 4.0)
     todo = cases(suites)
     if not todo:
         return []
-    floor_runs: dict[Case, list[dict[str, Any]]] = {case: [] for case in todo}
+    floor_runs: dict[Case, dict[str, list[dict[str, Any]]]] = {case: {} for case in todo}
     gateway_runs: dict[Case, dict[str, Any]] = {}
     answered = 0
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tr50gw-bench-")))
         db = workdir / "usage.duckdb"
         account = provision(db)
-        floor_broker = gateway_broker = None
-        ws_echo: EchoProcess | None = None
+        # "<suite> <side>" -> the URL its load connects to, and the processes serving it
+        sides: dict[str, tuple[str, dict[str, int | None]]] = {}
+        thing_token = ""
+        gateway_broker: Broker | None = None
         if "mqtt" in suites:
-            floor_broker = stack.enter_context(Broker())
+            bare_broker = stack.enter_context(Broker(plugin=False))
+            plugin_broker = stack.enter_context(Broker())
             gateway_broker = stack.enter_context(Broker())
-            stack.enter_context(EchoProcess("mqtt", "--url", floor_broker.url_for_gateway))
+            thing_token = quote(allow_things(plugin_broker), safe="")
+            for side, broker in ((FLOOR, bare_broker), (PLUGIN_FLOOR, plugin_broker)):
+                echo = stack.enter_context(EchoProcess("mqtt", "--url", broker.url_for_gateway))
+                serving = {"broker": broker.pid, "responder": echo.process.pid}
+                sides[f"mqtt {side}"] = (f"mqtt://127.0.0.1:{broker.port}", serving)
+            # A device authenticated at CONNECT: the credentials go in front of the address.
+            sides[f"mqtt {THING_FLOOR}"] = (f"127.0.0.1:{plugin_broker.port}", serving)
         if "ws" in suites:
-            ws_echo = stack.enter_context(EchoProcess("ws", "--port", "0"))
+            echo = stack.enter_context(EchoProcess("ws", "--port", "0"))
+            sides[f"ws {FLOOR}"] = (echo.url, {"responder": echo.process.pid})
         progress("starting the gateway")
         gateway = GatewayProcess(
             db, mqtt_url=gateway_broker.url_for_gateway if gateway_broker else "none"
         )
+        if gateway_broker is not None:
+            sides[f"mqtt {GATEWAY}"] = (
+                f"mqtt://127.0.0.1:{gateway_broker.port}",
+                {"broker": gateway_broker.pid, "responder": gateway.pid},
+            )
+        sides[f"ws {GATEWAY}"] = (gateway.ws_url, {"responder": gateway.pid})
         sampler: RssSampler | None = None
         try:
             gateway.wait_ready()
@@ -393,33 +540,25 @@ def run(quick: bool = False, suites: Sequence[str] = ("mqtt", "ws")) -> list[Res
             sampler = RssSampler(gateway.pid)
             for index, case in enumerate(todo):
                 auth = account.auth_envelope if case.command == "usage.api.list" else None
-                if case.suite == "mqtt":
-                    assert floor_broker is not None and gateway_broker is not None
-                    floor_url = f"mqtt://127.0.0.1:{floor_broker.port}"
-                    gateway_url = f"mqtt://127.0.0.1:{gateway_broker.port}"
-                else:
-                    assert ws_echo is not None
-                    floor_url, gateway_url = ws_echo.url, gateway.ws_url
-                for turn in ("floor", "gateway", "floor"):
+                runs = floor_runs[case]
+                for turn in case.turns(quick):
                     progress(f"{case.suite} {turn}: {case.name}")
-                    url = floor_url if turn == "floor" else gateway_url
-                    argv = _case_argv(case, url, f"{turn}{index}-{len(floor_runs[case])}", auth)
-                    if turn == "floor":
-                        floor_runs[case].append(run_load(argv, warmup=warmup, duration=duration))
+                    client_id = f"{_CLIENT_TAG[turn]}{index}-{len(runs.get(turn, ()))}"
+                    url, serving = sides[f"{case.suite} {turn}"]
+                    if turn == THING_FLOOR:  # thing key = client id, as device-cloud-python does
+                        url = f"mqtt://{client_id}:{thing_token}@{url}"
+                    argv = _case_argv(case, url, client_id, auth, device=turn == THING_FLOOR)
+                    if turn != GATEWAY:
+                        result = run_load(argv, warmup=warmup, duration=duration, cpu_of=serving)
+                        runs.setdefault(turn, []).append(result)
                         continue
                     with sampler.active() if case.window > 1 else contextlib.nullcontext():
-                        result = run_load(argv, warmup=warmup, duration=duration)
+                        result = run_load(argv, warmup=warmup, duration=duration, cpu_of=serving)
                     answered += result["answered"] + result["auth_calls"] * (1 + SEED_PINGS)
                     if result["lost"]:
                         progress(f"  {result['lost']} requests never answered")
                     gateway_runs[case] = result
-                floor = _mean_floor(floor_runs[case])
-                ratio = result["rps"] / floor["rps"] if floor["rps"] else float("nan")
-                progress(
-                    f"  floor {floor['rps']:.0f} req/s p50 {floor['p50_ms']:.2f} ms"
-                    f" | gateway {result['rps']:.0f} req/s p50 {result['p50_ms']:.2f} ms"
-                    f" | ratio {ratio:.2f}"
-                )
+                progress("  " + _summary(case, runs, gateway_runs[case]))
         finally:
             if sampler is not None:
                 sampler.close()
@@ -431,10 +570,8 @@ def run(quick: bool = False, suites: Sequence[str] = ("mqtt", "ws")) -> list[Res
 
     results: list[Result] = []
     for case in todo:
-        floor = _mean_floor(floor_runs[case])
-        results += _compare(case, floor, gateway_runs[case])
-        for key in ("spread", "rps_min", "rps_max", "runs_used"):
-            results[-2].metrics[key] = floor[key]
+        floors = {side: _mean_floor(runs) for side, runs in floor_runs[case].items()}
+        results += _compare(case, floors, gateway_runs[case])
     results.append(
         Result(
             "log",
