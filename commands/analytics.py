@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from commands import presenters
 from commands.params import PageParams, WindowParams, bucket_plan, scoped_filter
-from commands.usage import listing_summary
 from gateway.core.buckets import BucketPlan
 from gateway.core.context import CallContext
 from gateway.core.errors import InvalidParams, NotFound
@@ -137,6 +136,8 @@ COMMANDS = (
     Command("usage.api.statuses", AnalyticsParams, statuses, log_result=_buckets_summary),
     Command("usage.api.breakdown", BreakdownParams, breakdown, log_result=_buckets_summary),
     Command("usage.api.history", HistoryParams, history, log_result=_buckets_summary),
-    Command("usage.api.endpoints", EndpointsParams, endpoints, log_result=listing_summary),
+    Command(
+        "usage.api.endpoints", EndpointsParams, endpoints, log_result=presenters.listing_summary
+    ),
     Command("usage.api.get", GetParams, get, log_result=_record_summary),
 )

@@ -11,8 +11,9 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from commands.params import Timestamp
-from commands.things import ThingParam, TimeWindow, acting_on, listing_summary
+from commands.params import Paging, Timestamp
+from commands.presenters import listing_summary
+from commands.things import ThingParam, TimeWindow, acting_on
 from gateway.core.buckets import format_utc
 from gateway.core.context import CallContext
 from gateway.core.records import LogEntry, LogQuery
@@ -21,7 +22,6 @@ from gateway.core.registry import Command
 __all__ = ["COMMANDS"]
 
 MSG_MAX = 8192
-LIST_MAX = 2000  # deviceWISE's cap per call
 
 # A strict int (not a boolean, not a string): 0 error, 1 warning, 2 information.
 Level = Annotated[int, Field(ge=0, le=2)]
@@ -35,11 +35,9 @@ class PublishParams(ThingParam):
     global_: bool = Field(False, alias="global")
 
 
-class ListParams(ThingParam, TimeWindow):
+class ListParams(ThingParam, TimeWindow, Paging):
     level: Level | None = None
     corr_id: str | None = Field(None, alias="corrId", min_length=1, max_length=256)
-    offset: int = Field(0, ge=0, le=10_000_000)
-    limit: int = Field(100, ge=1, le=LIST_MAX)
 
 
 async def publish(params: PublishParams, ctx: CallContext) -> None:

@@ -137,11 +137,17 @@ class WindowParams(BaseModel):
         return self
 
 
-class PageParams(WindowParams):
-    """A window plus a page of results."""
+class Paging(BaseModel):
+    """A page of a listing: `offset` and `limit` (default 100, at most 2000, deviceWISE's cap)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     offset: int = Field(0, ge=0, le=10_000_000)
     limit: int = Field(100, ge=1, le=2000)
+
+
+class PageParams(WindowParams, Paging):
+    """A window plus a page of results."""
 
 
 def scoped_filter(params: WindowParams, ctx: CallContext) -> UsageFilter:

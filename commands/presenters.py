@@ -19,6 +19,7 @@ __all__ = [
     "endpoints",
     "history",
     "listing",
+    "listing_summary",
     "statuses",
     "times",
     "usage_record",
@@ -55,6 +56,12 @@ def usage_record(record: UsageRecord) -> dict[str, Any]:
 
 def listing(count: int, records: list[UsageRecord]) -> dict[str, Any]:
     return {"count": count, "result": [usage_record(record) for record in records] or None}
+
+
+def listing_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What the usage log keeps of a `{count, result}` listing (usage records, endpoints, log
+    entries, things): how many matched and how many were returned, not the entries."""
+    return {"count": result["count"], "returned": len(result["result"] or ())}
 
 
 def _envelope(plan: BucketPlan, result: list[dict[str, Any]]) -> dict[str, Any]:

@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from commands.alarm import shown as shown_alarm
 from commands.location import shown as shown_location
-from commands.things import acting_on, listing_summary
+from commands.params import Paging
+from commands.presenters import listing_summary
+from commands.things import acting_on
 from gateway.core.buckets import format_utc
 from gateway.core.context import CallContext
 from gateway.core.errors import NotFound
@@ -24,7 +26,7 @@ from gateway.core.registry import Command
 
 __all__ = ["COMMANDS"]
 
-LIST_MAX = 2000  # deviceWISE's cap per call
+KEYS_MAX = 2000  # things named in one `keys` filter, as many as a page holds
 Field_ = Literal["key", "name", "orgId", "createdOn", "lastSeen"]
 FIELDS: Final = ("key", "name", "orgId", "createdOn", "lastSeen")
 """What `thing.list` can show of a thing (`show` picks some, in this order)."""
@@ -38,13 +40,9 @@ class FindParams(BaseModel):
     key: str | None = Field(None, min_length=1, max_length=256)
 
 
-class ListParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    offset: int = Field(0, ge=0, le=10_000_000)
-    limit: int = Field(100, ge=1, le=LIST_MAX)
+class ListParams(Paging):
     sort: str = Field("-lastSeen", pattern=_SORTS)
-    keys: list[str] | None = Field(None, min_length=1, max_length=LIST_MAX)
+    keys: list[str] | None = Field(None, min_length=1, max_length=KEYS_MAX)
     has_loc: bool = Field(False, alias="hasLoc")
     show: list[Field_] | None = Field(None, min_length=1, max_length=len(FIELDS))
     hide_fields: bool = Field(False, alias="hideFields")

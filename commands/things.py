@@ -25,7 +25,6 @@ __all__ = [
     "TimeWindow",
     "acting_on",
     "history_summary",
-    "listing_summary",
 ]
 
 HISTORY_MAX_RECORDS = 5000  # deviceWISE's cap per call
@@ -84,12 +83,6 @@ async def acting_on(thing_key: str | None, ctx: CallContext) -> tuple[str, str]:
     if not await ctx.services.devices.thing_exists(session.org_id, thing_key):
         raise NotFound(f"not found: no thing {thing_key[:64]!r} in this org")
     return session.org_id, thing_key
-
-
-def listing_summary(result: dict[str, Any]) -> dict[str, Any]:
-    """What the usage log keeps of a `{count, result}` listing: the count and how many it
-    returned, not the entries."""
-    return {"count": result["count"], "returned": len(result["result"] or ())}
 
 
 def history_summary(result: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from commands.params import PageParams, scoped_filter
 from gateway.core.context import CallContext
 from gateway.core.registry import Command
 
-__all__ = ["COMMANDS", "ListApiUsageParams", "list_api_usage", "listing_summary"]
+__all__ = ["COMMANDS", "ListApiUsageParams", "list_api_usage"]
 
 
 class ListApiUsageParams(PageParams):
@@ -24,11 +24,8 @@ async def list_api_usage(params: ListApiUsageParams, ctx: CallContext) -> dict[s
     return presenters.listing(count, records)
 
 
-def listing_summary(result: dict[str, Any]) -> dict[str, Any]:
-    """What the usage log keeps of a listing: how many matched and how many were returned."""
-    return {"count": result["count"], "returned": len(result["result"] or ())}
-
-
 COMMANDS = (
-    Command("usage.api.list", ListApiUsageParams, list_api_usage, log_result=listing_summary),
+    Command(
+        "usage.api.list", ListApiUsageParams, list_api_usage, log_result=presenters.listing_summary
+    ),
 )
