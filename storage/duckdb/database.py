@@ -6,13 +6,13 @@ import asyncio
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import duckdb
 
 from gateway.core.errors import QueryOutOfMemory
 
-__all__ = ["Database", "DatabaseLocked", "reading"]
+__all__ = ["CURRENT_SERIES", "DEVICE_TABLES", "Database", "DatabaseLocked", "reading"]
 
 T = TypeVar("T")
 
@@ -39,21 +39,6 @@ CREATE TABLE IF NOT EXISTS usage_compaction (
     day DATE PRIMARY KEY,
     records BIGINT NOT NULL,
     compacted_at TIMESTAMP NOT NULL
-);
-CREATE TABLE IF NOT EXISTS property_values_compaction (
-    day DATE PRIMARY KEY, records BIGINT NOT NULL, compacted_at TIMESTAMP NOT NULL
-);
-CREATE TABLE IF NOT EXISTS location_values_compaction (
-    day DATE PRIMARY KEY, records BIGINT NOT NULL, compacted_at TIMESTAMP NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alarm_values_compaction (
-    day DATE PRIMARY KEY, records BIGINT NOT NULL, compacted_at TIMESTAMP NOT NULL
-);
-CREATE TABLE IF NOT EXISTS attribute_values_compaction (
-    day DATE PRIMARY KEY, records BIGINT NOT NULL, compacted_at TIMESTAMP NOT NULL
-);
-CREATE TABLE IF NOT EXISTS log_entries_compaction (
-    day DATE PRIMARY KEY, records BIGINT NOT NULL, compacted_at TIMESTAMP NOT NULL
 );
 CREATE TABLE IF NOT EXISTS orgs (
     org_id VARCHAR PRIMARY KEY,
@@ -82,120 +67,6 @@ CREATE TABLE IF NOT EXISTS things (
     created_at TIMESTAMP NOT NULL,
     PRIMARY KEY (org_id, thing_key)
 );
-CREATE TABLE IF NOT EXISTS property_values (
-    org_id VARCHAR NOT NULL,
-    thing_key VARCHAR NOT NULL,
-    key VARCHAR NOT NULL,
-    ts TIMESTAMP NOT NULL,
-    value DOUBLE NOT NULL,
-    corr_id VARCHAR,
-    received_at TIMESTAMP NOT NULL
-);
-CREATE TABLE IF NOT EXISTS location_values (
-    org_id VARCHAR NOT NULL,
-    thing_key VARCHAR NOT NULL,
-    ts TIMESTAMP NOT NULL,
-    lat DOUBLE NOT NULL,
-    lng DOUBLE NOT NULL,
-    heading DOUBLE,
-    altitude DOUBLE,
-    speed DOUBLE,
-    fix_acc DOUBLE,
-    fix_type VARCHAR,
-    corr_id VARCHAR,
-    street_number VARCHAR,
-    street VARCHAR,
-    city VARCHAR,
-    state VARCHAR,
-    zip_code VARCHAR,
-    country VARCHAR,
-    received_at TIMESTAMP NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alarm_values (
-    org_id VARCHAR NOT NULL,
-    thing_key VARCHAR NOT NULL,
-    key VARCHAR NOT NULL,
-    ts TIMESTAMP NOT NULL,
-    state INTEGER NOT NULL,
-    msg VARCHAR,
-    corr_id VARCHAR,
-    lat DOUBLE,
-    lng DOUBLE,
-    received_at TIMESTAMP NOT NULL
-);
-CREATE TABLE IF NOT EXISTS attribute_values (
-    org_id VARCHAR NOT NULL,
-    thing_key VARCHAR NOT NULL,
-    key VARCHAR NOT NULL,
-    ts TIMESTAMP NOT NULL,
-    value VARCHAR,
-    corr_id VARCHAR,
-    received_at TIMESTAMP NOT NULL
-);
-CREATE TABLE IF NOT EXISTS log_entries (
-    id VARCHAR NOT NULL,
-    org_id VARCHAR NOT NULL,
-    thing_key VARCHAR,
-    ts TIMESTAMP NOT NULL,
-    level INTEGER NOT NULL,
-    msg VARCHAR NOT NULL,
-    corr_id VARCHAR,
-    received_at TIMESTAMP NOT NULL
-);
-CREATE TABLE IF NOT EXISTS property_current (
-    org_id VARCHAR NOT NULL,
-    thing_key VARCHAR NOT NULL,
-    key VARCHAR NOT NULL,
-    ts TIMESTAMP NOT NULL,
-    value DOUBLE NOT NULL,
-    corr_id VARCHAR,
-    received_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (org_id, thing_key, key)
-);
-CREATE TABLE IF NOT EXISTS location_current (
-    org_id VARCHAR NOT NULL,
-    thing_key VARCHAR NOT NULL,
-    ts TIMESTAMP NOT NULL,
-    lat DOUBLE NOT NULL,
-    lng DOUBLE NOT NULL,
-    heading DOUBLE,
-    altitude DOUBLE,
-    speed DOUBLE,
-    fix_acc DOUBLE,
-    fix_type VARCHAR,
-    corr_id VARCHAR,
-    street_number VARCHAR,
-    street VARCHAR,
-    city VARCHAR,
-    state VARCHAR,
-    zip_code VARCHAR,
-    country VARCHAR,
-    received_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (org_id, thing_key)
-);
-CREATE TABLE IF NOT EXISTS alarm_current (
-    org_id VARCHAR NOT NULL,
-    thing_key VARCHAR NOT NULL,
-    key VARCHAR NOT NULL,
-    ts TIMESTAMP NOT NULL,
-    state INTEGER NOT NULL,
-    msg VARCHAR,
-    corr_id VARCHAR,
-    lat DOUBLE,
-    lng DOUBLE,
-    received_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (org_id, thing_key, key)
-);
-CREATE TABLE IF NOT EXISTS attribute_current (
-    org_id VARCHAR NOT NULL,
-    thing_key VARCHAR NOT NULL,
-    key VARCHAR NOT NULL,
-    ts TIMESTAMP NOT NULL,
-    value VARCHAR,
-    corr_id VARCHAR,
-    received_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (org_id, thing_key, key)
-);
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash VARCHAR PRIMARY KEY,
     org_id VARCHAR NOT NULL,
@@ -209,6 +80,114 @@ CREATE TABLE IF NOT EXISTS sessions (
     ended BOOLEAN NOT NULL DEFAULT false
 );
 """
+
+
+# Device data: each table's columns once. A table named in CURRENT_SERIES also has a
+# `<name>_current` twin, the same columns with the series as primary key, which the writer keeps
+# (storage/duckdb/devices.py); every device table has a `<table>_compaction` record of its
+# finished days (storage/duckdb/compaction.py).
+DEVICE_TABLES: Final = (
+    (
+        "property_values",
+        """
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    value DOUBLE NOT NULL,
+    corr_id VARCHAR,
+    received_at TIMESTAMP NOT NULL
+""",
+    ),
+    (
+        "location_values",
+        """
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    lat DOUBLE NOT NULL,
+    lng DOUBLE NOT NULL,
+    heading DOUBLE,
+    altitude DOUBLE,
+    speed DOUBLE,
+    fix_acc DOUBLE,
+    fix_type VARCHAR,
+    corr_id VARCHAR,
+    street_number VARCHAR,
+    street VARCHAR,
+    city VARCHAR,
+    state VARCHAR,
+    zip_code VARCHAR,
+    country VARCHAR,
+    received_at TIMESTAMP NOT NULL
+""",
+    ),
+    (
+        "alarm_values",
+        """
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    state INTEGER NOT NULL,
+    msg VARCHAR,
+    corr_id VARCHAR,
+    lat DOUBLE,
+    lng DOUBLE,
+    received_at TIMESTAMP NOT NULL
+""",
+    ),
+    (
+        "attribute_values",
+        """
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    value VARCHAR,
+    corr_id VARCHAR,
+    received_at TIMESTAMP NOT NULL
+""",
+    ),
+    (
+        "log_entries",
+        """
+    id VARCHAR NOT NULL,
+    org_id VARCHAR NOT NULL,
+    thing_key VARCHAR,
+    ts TIMESTAMP NOT NULL,
+    level INTEGER NOT NULL,
+    msg VARCHAR NOT NULL,
+    corr_id VARCHAR,
+    received_at TIMESTAMP NOT NULL
+""",
+    ),
+)
+CURRENT_SERIES: Final = {
+    "property": ("org_id", "thing_key", "key"),
+    "location": ("org_id", "thing_key"),
+    "alarm": ("org_id", "thing_key", "key"),
+    "attribute": ("org_id", "thing_key", "key"),
+}
+"""The device tables whose current values are kept in `<name>_current` (`<name>_values`'s
+columns), each with the columns naming one series: that table's primary key."""
+
+
+def _device_schema() -> str:
+    columns = dict(DEVICE_TABLES)
+    statements = []
+    for table, listed in DEVICE_TABLES:
+        statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({listed});")
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {table}_compaction ("
+            "day DATE PRIMARY KEY, records BIGINT NOT NULL, compacted_at TIMESTAMP NOT NULL);"
+        )
+    for name, series in CURRENT_SERIES.items():
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {name}_current ({columns[name + '_values']},"
+            f" PRIMARY KEY ({', '.join(series)}));"
+        )
+    return "\n".join(statements)
 
 
 class DatabaseLocked(RuntimeError):
@@ -243,7 +222,7 @@ class Database:
                     f"{path} is in use by another process (is another tr50gw running?)"
                 ) from None
             raise
-        self._connection.execute(SCHEMA)
+        self._connection.execute(SCHEMA + _device_schema())
         self._local = threading.local()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:

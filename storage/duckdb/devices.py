@@ -21,7 +21,7 @@ from gateway.core.records import (
     ThingState,
 )
 from storage.duckdb.bucketing import bucket_key_sql
-from storage.duckdb.database import Database, reading
+from storage.duckdb.database import CURRENT_SERIES, Database, reading
 from storage.duckdb.writer import BatchWriter, TableSpec
 
 __all__ = [
@@ -54,19 +54,18 @@ def _newest_of(series: tuple[str, ...], source: str, columns: str) -> str:
     )
 
 
-def _spec(
-    name: str, table: str, row: type[Any], series: tuple[str, ...] | None = None
-) -> TableSpec:
+def _spec(name: str, table: str, row: type[Any]) -> TableSpec:
     """The writer's view of a device table: its row dataclass's fields, as Arrow columns.
 
-    With `series` (the columns naming one series: org, thing[, key]), the writer also keeps
-    `<name>_current`, each series' row with the latest ts, in the same transaction: the
-    current value is then one primary-key lookup instead of a search through the history.
+    For a table in `CURRENT_SERIES` (database.py), the writer also keeps `<name>_current`, each
+    series' row with the latest ts, in the same transaction: the current value is then one
+    primary-key lookup instead of a search through the history.
     """
     hints = get_type_hints(row)
     columns = [f.name for f in fields(row)]
     listed = ", ".join(columns)
     also = None
+    series = CURRENT_SERIES.get(name)
     if series is not None:
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in series)
         current = f"{name}_current"
@@ -85,18 +84,11 @@ def _spec(
     )
 
 
-_THING_KEY = ("org_id", "thing_key", "key")
-PROPERTY_TABLE = _spec("property", "property_values", PropertyValue, _THING_KEY)
-LOCATION_TABLE = _spec("location", "location_values", LocationValue, ("org_id", "thing_key"))
-ALARM_TABLE = _spec("alarm", "alarm_values", AlarmValue, _THING_KEY)
-ATTRIBUTE_TABLE = _spec("attribute", "attribute_values", AttributeValue, _THING_KEY)
+PROPERTY_TABLE = _spec("property", "property_values", PropertyValue)
+LOCATION_TABLE = _spec("location", "location_values", LocationValue)
+ALARM_TABLE = _spec("alarm", "alarm_values", AlarmValue)
+ATTRIBUTE_TABLE = _spec("attribute", "attribute_values", AttributeValue)
 LOG_TABLE = _spec("log", "log_entries", LogEntry)
-_SERIES = {
-    PROPERTY_TABLE.table: _THING_KEY,
-    LOCATION_TABLE.table: ("org_id", "thing_key"),
-    ALARM_TABLE.table: _THING_KEY,
-    ATTRIBUTE_TABLE.table: _THING_KEY,
-}
 
 
 # property.aggregate's `calc`: a fixed SQL aggregate per name (the names are validated params).
@@ -317,7 +309,7 @@ class DeviceStore:
             probe = f"SELECT count(*) = 0 FROM (SELECT 1 FROM {current} LIMIT 1)"  # noqa: S608
             empty = cursor.execute(probe).fetchone()
             if empty is not None and empty[0]:
-                newest = _newest_of(_SERIES[spec.table], spec.table, ", ".join(spec.columns))
+                newest = _newest_of(CURRENT_SERIES[spec.name], spec.table, ", ".join(spec.columns))
                 cursor.execute(f"INSERT INTO {current} {newest}")
 
     async def _newest(
@@ -351,7 +343,7 @@ class DeviceStore:
     ) -> list[Row]:
         # Table and column names are fixed strings of this module; values are parameters.
         table = spec.table
-        if start is None and end is None and records == 1 and spec.also_sql is not None:
+        if start is None and end is None and records == 1 and spec.name in CURRENT_SERIES:
             table = f"{spec.name}_current"  # the newest of all time: kept by the writer
         sql = f"SELECT {', '.join(spec.columns)} FROM {table} WHERE org_id = ? AND thing_key = ?"  # noqa: S608
         values: list[Any] = [org_id, thing_key]
