@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -47,9 +48,21 @@ def plugin_says(**values: str) -> Properties:
     return properties
 
 
-def ask(client: MqttClient, envelope: dict[str, Any], properties: Properties) -> Any:
-    client.publish(f"api/{client.client_id}/1", envelope, properties=properties)
-    return client.receive()
+def ask_once(
+    broker: Broker,
+    envelope: dict[str, Any],
+    says: Callable[[str], Properties],
+    client_id: str | None = None,
+) -> tuple[mqtt.MQTTMessage, str]:
+    """One request on a new v5 connection subscribed to its replies, carrying the properties
+    `says(client id)`; the reply and the client id."""
+    client = MqttClient(broker.port, client_id, v5=True)
+    try:
+        client.subscribe(f"reply/{client.client_id}/#")
+        client.publish(f"api/{client.client_id}/1", envelope, properties=says(client.client_id))
+        return client.receive(), client.client_id
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -66,26 +79,24 @@ def trusting(plain_broker: Broker, start_gateway: Callable[..., GatewayThread]) 
     return start_gateway(mqtt_url=plain_broker.url_for_gateway, mqtt_broker_identity=True)
 
 
-def thing_properties(tenants: Tenants, client: MqttClient, thing: str, conn: str) -> Properties:
-    app_id = tenants.apps["acme"][0]
+def thing_says(
+    tenants: Tenants, thing: str, conn: str, app: str | None = None
+) -> Callable[[str], Properties]:
+    """What the plugin says of a request from a thing of acme authenticated at CONNECT."""
+    app_id = app or tenants.apps["acme"][0]
     org = tenants.org_ids["acme"]
-    return plugin_says(
-        conn=conn, client=client.client_id, thing=thing, org=org, app=app_id,
-        reply="reply/1",
-    )  # fmt: skip
+    return lambda client_id: plugin_says(
+        conn=conn, client=client_id, thing=thing, org=org, app=app_id, reply="reply/1"
+    )
 
 
 def test_a_thing_authenticated_by_the_broker_needs_no_auth_block(
     plain_broker: Broker, trusting: GatewayThread, tenants: Tenants
 ) -> None:
-    client = MqttClient(plain_broker.port, v5=True)
-    try:
-        client.subscribe(f"reply/{client.client_id}/#")
-        thing = f"therm-{secrets.token_hex(3)}"
-        props = thing_properties(tenants, client, thing, "conn-1")
-        reply = ask(client, {"1": {"command": "session.info"}}, props)
-    finally:
-        client.close()
+    thing = f"therm-{secrets.token_hex(3)}"
+    reply, _ = ask_once(
+        plain_broker, {"1": {"command": "session.info"}}, thing_says(tenants, thing, "conn-1")
+    )
     info = json.loads(reply.payload)["1"]["params"]
     assert (info["thingKey"], info["orgKey"]) == (thing, "acme")
 
@@ -93,15 +104,11 @@ def test_a_thing_authenticated_by_the_broker_needs_no_auth_block(
 def test_the_reply_asks_the_plugin_to_deliver_it_to_the_client(
     plain_broker: Broker, trusting: GatewayThread, tenants: Tenants
 ) -> None:
-    client = MqttClient(plain_broker.port, v5=True)
-    try:
-        client.subscribe(f"reply/{client.client_id}/#")
-        props = thing_properties(tenants, client, "therm-1", "conn-2")
-        reply = ask(client, {"1": {"command": "diag.ping"}}, props)
-    finally:
-        client.close()
+    reply, client_id = ask_once(
+        plain_broker, {"1": {"command": "diag.ping"}}, thing_says(tenants, "therm-1", "conn-2")
+    )
     assert reply.properties.UserProperty == [
-        ("tr50gw-deliver-to", client.client_id),
+        ("tr50gw-deliver-to", client_id),
         ("tr50gw-deliver-topic", "reply/1"),
     ]
 
@@ -109,25 +116,16 @@ def test_the_reply_asks_the_plugin_to_deliver_it_to_the_client(
 def test_the_calls_are_logged_as_the_thing(
     plain_broker: Broker, trusting: GatewayThread, tenants: Tenants
 ) -> None:
-    client = MqttClient(plain_broker.port, v5=True)
     thing = f"meter-{secrets.token_hex(3)}"
-    try:
-        client.subscribe(f"reply/{client.client_id}/#")
-        props = thing_properties(tenants, client, thing, "conn-3")
-        ask(
-            client,
-            {"1": {"command": "property.publish", "params": {"key": "k", "value": 1}}},
-            props,
-        )
-    finally:
-        client.close()
+    publish = {"1": {"command": "property.publish", "params": {"key": "k", "value": 1}}}
+    _, client_id = ask_once(plain_broker, publish, thing_says(tenants, thing, "conn-3"))
     with ws_client(trusting.ws_url) as operator:
         operator.login(tenants.user("acme", "org-admin"))
         listed = operator.send({"l": {"command": "usage.api.list", "params": {"who": thing}}})
     (record,) = listed["l"]["params"]["result"]
     assert (record["command"], record["clientId"], record["success"]) == (
         "publish",
-        client.client_id,
+        client_id,
         True,
     )
 
@@ -140,25 +138,19 @@ def test_an_anonymous_session_is_bound_to_its_connection_not_its_client_id(
     app_id, token = tenants.apps["acme"]
     namespace = f"dev-{secrets.token_hex(3)}"
     login = {"appId": app_id, "appToken": token, "thingKey": "therm-1"}
-    first = MqttClient(plain_broker.port, namespace, v5=True)
-    try:
-        first.subscribe(f"reply/{namespace}/#")
-        opened = ask(
-            first,
-            {"auth": {"command": "api.authenticate", "params": login}},
-            plugin_says(conn="first", client=namespace),
-        )
-        assert json.loads(opened.payload)["auth"]["success"] is True
-    finally:
-        first.close()
-    second = MqttClient(plain_broker.port, namespace, v5=True)
-    try:
-        second.subscribe(f"reply/{namespace}/#")
-        reply = ask(
-            second, {"1": {"command": "session.info"}}, plugin_says(conn="second", client=namespace)
-        )
-    finally:
-        second.close()
+    opened, _ = ask_once(
+        plain_broker,
+        {"auth": {"command": "api.authenticate", "params": login}},
+        lambda client_id: plugin_says(conn="first", client=client_id),
+        namespace,
+    )
+    assert json.loads(opened.payload)["auth"]["success"] is True
+    reply, _ = ask_once(
+        plain_broker,
+        {"1": {"command": "session.info"}},
+        lambda client_id: plugin_says(conn="second", client=client_id),
+        namespace,
+    )
     assert json.loads(reply.payload)["1"]["errorCodes"] == [-90005]
 
 
@@ -166,29 +158,17 @@ def test_without_broker_identity_the_properties_are_ignored(
     plain_broker: Broker, start_gateway: Callable[..., GatewayThread], tenants: Tenants
 ) -> None:
     start_gateway(mqtt_url=plain_broker.url_for_gateway)  # not told the plugin is there
-    client = MqttClient(plain_broker.port, v5=True)
-    try:
-        client.subscribe(f"reply/{client.client_id}/#")
-        props = thing_properties(tenants, client, "therm-1", "conn-4")
-        reply = ask(client, {"1": {"command": "session.info"}}, props)
-    finally:
-        client.close()
+    reply, _ = ask_once(
+        plain_broker, {"1": {"command": "session.info"}}, thing_says(tenants, "therm-1", "conn-4")
+    )
     assert json.loads(reply.payload)["1"]["errorCodes"] == [-90005]
 
 
 def test_a_revoked_apps_thing_gets_no_session(
     plain_broker: Broker, trusting: GatewayThread, tenants: Tenants
 ) -> None:
-    client = MqttClient(plain_broker.port, v5=True)
-    try:
-        client.subscribe(f"reply/{client.client_id}/#")
-        props = plugin_says(
-            conn="conn-5", client=client.client_id, thing="t", org=tenants.org_ids["acme"],
-            app="0" * 32, reply="reply/1",
-        )  # fmt: skip
-        reply = ask(client, {"1": {"command": "session.info"}}, props)
-    finally:
-        client.close()
+    says = thing_says(tenants, "t", "conn-5", app="0" * 32)
+    reply, _ = ask_once(plain_broker, {"1": {"command": "session.info"}}, says)
     assert json.loads(reply.payload)["1"]["errorCodes"] == [-90005]
 
 
