@@ -9,11 +9,11 @@ thread): it subscribes to `api/#` at QoS 1 and publishes every payload back unch
 derived `reply/...` topic at the request's QoS. It answers from paho's thread with no hop onto an
 event loop, which is the least any paho-based responder can do.
 
-Behind a broker running tr50gw's plugin (broker/README.md) it answers as the gateway would: a
-request carrying `tr50gw-reply` (from a device authenticated at CONNECT, its topic rewritten
-into its namespace) is answered with `tr50gw-deliver-to` = its `tr50gw-client` and
-`tr50gw-deliver-topic` = its `tr50gw-reply`, so the plugin delivers the reply to that client
-alone on the topic it expects; any other request is answered on the derived topic as above.
+Behind a broker running tr50gw's plugin (broker/README.md) it answers as the gateway does, in
+the same way: a device authenticated at CONNECT publishes on `api/0001`, the plugin moves the
+request to `api/<client id>/0001` and stamps it with its `tr50gw` property (which paho decodes
+here as in the gateway), and delivers the reply published on `reply/<client id>/0001` to that
+client alone, as `reply/0001`.
 
 `ws` is a bare `websockets` server on `/api` with the gateway's server settings that sends every
 message back as it came.
@@ -35,18 +35,12 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from gateway.transports.websocket import server_options
 
-__all__ = ["delivery", "main", "reply_topic", "run_mqtt_echo", "run_ws_echo"]
-
-# The plugin's user properties (broker/README.md; gateway/transports/mqtt/identity.py).
-_CLIENT, _REPLY = "tr50gw-client", "tr50gw-reply"
-_DELIVER_TO, _DELIVER_TOPIC = "tr50gw-deliver-to", "tr50gw-deliver-topic"
+__all__ = ["main", "reply_topic", "run_mqtt_echo", "run_ws_echo"]
 
 
 def reply_topic(topic: str) -> str:
@@ -57,17 +51,6 @@ def reply_topic(topic: str) -> str:
 def _nodelay(client: Any, userdata: Any, sock: Any) -> None:
     if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def delivery(user_properties: Any) -> tuple[str, str] | None:
-    """`(client id, reply topic)` when the plugin stamped the request with `tr50gw-reply` (a
-    device authenticated at CONNECT): the reply must be delivered to that client on that topic.
-    """
-    if not user_properties:
-        return None
-    found = dict(user_properties)
-    reply, client = found.get(_REPLY), found.get(_CLIENT)
-    return (client, reply) if reply and client is not None else None
 
 
 def run_mqtt_echo(url: str, client_id: str = "bench-echo") -> int:
@@ -84,9 +67,6 @@ def run_mqtt_echo(url: str, client_id: str = "bench-echo") -> int:
     client.max_inflight_messages_set(100)
     client.max_queued_messages_set(0)
     stop = threading.Event()
-    # One Properties per (client, reply topic), built once: what the gateway adds to a reply
-    # costs the responder no more than its packing on every publish.
-    deliveries: dict[tuple[str, str], Properties] = {}
 
     def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
@@ -103,20 +83,7 @@ def run_mqtt_echo(url: str, client_id: str = "bench-echo") -> int:
         print("ready", flush=True)
 
     def on_message(c: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        properties = None
-        target = delivery(getattr(message.properties, "UserProperty", None))
-        if target is not None:
-            properties = deliveries.get(target)
-            if properties is None:
-                properties = Properties(PacketTypes.PUBLISH)
-                properties.UserProperty = [(_DELIVER_TO, target[0]), (_DELIVER_TOPIC, target[1])]
-                deliveries[target] = properties
-        c.publish(
-            reply_topic(message.topic),
-            message.payload,
-            qos=min(message.qos, 1),
-            properties=properties,
-        )
+        c.publish(reply_topic(message.topic), message.payload, qos=min(message.qos, 1))
         if message.qos:
             c.ack(message.mid, message.qos)
 

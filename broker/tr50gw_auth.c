@@ -5,10 +5,11 @@
  *   - CONNECT: username = thing key and password = an app token (whose SHA-256 the gateway lists
  *     in a credentials file) authenticates a thing. No client may take over the client id of a
  *     connection that authenticated with another username.
- *   - PUBLISH: every incoming message gets user properties saying who sent it (tr50gw-*; copies a
- *     client supplied are removed first), and a thing's api/... topics move into its namespace.
- *   - Replies: a message from the gateway carrying tr50gw-deliver-to / tr50gw-deliver-topic is
- *     delivered to that one client, subscribed or not, and to nobody else.
+ *   - PUBLISH: every incoming message gets one user property, `tr50gw`, saying who sent it (any
+ *     tr50gw* a client supplied is removed first), and a thing's api/... topics move into its
+ *     namespace.
+ *   - Replies: a message from the gateway carrying `tr50gw-deliver` is delivered to that one
+ *     client, subscribed or not, and to nobody else.
  *
  * How Mosquitto 2.0 drives a plugin (plugin API version 5): it calls mosquitto_plugin_init once,
  * where we register one callback per event. An authentication or access-check callback answers
@@ -56,7 +57,10 @@
 
 #define LOG_PREFIX "tr50gw_auth: "
 #define CREDENTIALS_HEADER "tr50gw-credentials 1"
-#define OUR_PROPERTY_PREFIX "tr50gw-"
+#define OUR_PROPERTY_PREFIX "tr50gw" /* every user property named tr50gw* is ours */
+#define IDENTITY_PROPERTY "tr50gw" /* on a request: who sent it */
+#define DELIVER_PROPERTY "tr50gw-deliver" /* on a gateway reply: to whom, on which topic */
+#define FIELD_SEPARATOR '/' /* between the fields of those two: no client id holds one */
 #define DIGEST_LEN 32 /* SHA-256 */
 #define HEX_ID_LEN 32 /* appId and orgId: 32 lowercase hex characters */
 #define MAX_TOPIC_LEN 65535
@@ -95,7 +99,8 @@ struct connection {
 	struct mosquitto *client; /* the broker's handle: the key */
 	char *client_id;
 	char *username; /* NULL for an anonymous client */
-	char conn_id[48]; /* tr50gw-conn: unique per CONNECT */
+	char conn_id[48]; /* unique per CONNECT */
+	char *identity; /* the `tr50gw` property's fields that never change (see device_message) */
 	bool is_thing; /* authenticated here with an app token */
 	char org_id[HEX_ID_LEN + 1];
 	char app_id[HEX_ID_LEN + 1];
@@ -470,6 +475,7 @@ static void connection_free(struct connection *connection)
 	if(connection == NULL) return;
 	mosquitto_free(connection->client_id);
 	mosquitto_free(connection->username);
+	mosquitto_free(connection->identity);
 	mosquitto_free(connection);
 }
 
@@ -605,6 +611,32 @@ static bool client_id_is_held(const struct plugin *plugin, const char *client_id
 	return false;
 }
 
+/* The `tr50gw` property of every message from this connection (broker/README.md), fields
+ * separated by `/`, which no client id but the gateway's holds (on_basic_auth refuses it):
+ *     anonymous:  <conn>/<client id>
+ *     a thing:    <conn>/<client id>/<org id>/<app id>/<thing key>
+ * The thing key comes last: it may hold any character, `/` included. */
+static char *connection_identity(const struct connection *connection)
+{
+	/* conn / client NUL */
+	size_t length = strlen(connection->conn_id) + 1 + strlen(connection->client_id) + 1;
+	char *identity;
+
+	if(connection->is_thing) {
+		/* / org / app / thing */
+		length += 1 + HEX_ID_LEN + 1 + HEX_ID_LEN + 1 + strlen(connection->username);
+	}
+	identity = mosquitto_malloc(length);
+	if(identity == NULL) return NULL;
+	if(connection->is_thing) {
+		snprintf(identity, length, "%s/%s/%s/%s/%s", connection->conn_id, connection->client_id,
+				connection->org_id, connection->app_id, connection->username);
+	}else{
+		snprintf(identity, length, "%s/%s", connection->conn_id, connection->client_id);
+	}
+	return identity;
+}
+
 static int remember_connection(struct plugin *plugin, struct mosquitto *client,
 		const char *client_id, const char *username, const struct app *app)
 {
@@ -623,6 +655,12 @@ static int remember_connection(struct plugin *plugin, struct mosquitto *client,
 		connection->is_thing = true;
 		memcpy(connection->org_id, app->org_id, sizeof(connection->org_id));
 		memcpy(connection->app_id, app->app_id, sizeof(connection->app_id));
+	}
+	/* Written once here, so that a message only appends a thing's reply topic. */
+	connection->identity = connection_identity(connection);
+	if(connection->identity == NULL) {
+		connection_free(connection);
+		return MOSQ_ERR_NOMEM;
 	}
 	table_add(&plugin->connections, connection);
 	return MOSQ_ERR_SUCCESS;
@@ -648,7 +686,8 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 			&& (username == NULL || strcmp(username, plugin->gateway_username) != 0)) {
 		/* The acl_file's %c and the gateway read a client id as one topic level: with a `/`,
 		 * client `truck-7/x` could publish into `api/truck-7/...` and have replies land in
-		 * truck-7's reply/truck-7/#; `+` and `#` are wildcards. */
+		 * truck-7's reply/truck-7/#; `+` and `#` are wildcards. (And the `tr50gw` property
+		 * relies on it: `/` separates its fields.) */
 		mosquitto_log_printf(MOSQ_LOG_NOTICE,
 				LOG_PREFIX "refused client %s: a client id with / + or # is not one topic level",
 				client_id);
@@ -802,87 +841,48 @@ static char *user_property(const mosquitto_property *list, const char *name)
 	return NULL;
 }
 
-/* Where a thing's request goes and where the device expects its reply (broker/README.md):
- *     api             -> api/<cid>             reply on reply
- *     api/<rest>      -> api/<cid>/<rest>      reply on reply/<rest>
- *     api/<cid>[/...] -> unchanged             reply on reply/<cid>[/...]
- * and the same for apiz / replyz. `*new_topic` is NULL when the topic stays as it is. */
-static int thing_topics(const char *client_id, const char *topic, char **new_topic,
-		char **reply_topic)
+/* Where a thing's request goes (broker/README.md): into its namespace, whatever it sent,
+ *     api -> api/<cid>,   api/<rest> -> api/<cid>/<rest>,   and the same for apiz.
+ * Its reply comes back on reply/<cid>[/<rest>], which gateway_message turns into the
+ * reply[/<rest>] the device expects. NULL when out of memory or too long. */
+static char *thing_topic(const char *client_id, const char *topic)
 {
-	bool compressed = strncmp(topic, "apiz", 4) == 0 && (topic[4] == '\0' || topic[4] == '/');
-	const char *prefix = compressed ? "apiz" : "api";
+	const char *prefix = strncmp(topic, "apiz", 4) == 0 ? "apiz" : "api";
 	const char *rest = topic + strlen(prefix); /* "" or "/..." */
-	size_t id_len = strlen(client_id);
-	bool in_namespace = rest[0] == '/' && strncmp(rest + 1, client_id, id_len) == 0
-		&& (rest[1 + id_len] == '\0' || rest[1 + id_len] == '/');
+	size_t length = strlen(prefix) + 1 + strlen(client_id) + strlen(rest);
+	char *new_topic;
 
-	*new_topic = NULL;
-	*reply_topic = concat(compressed ? "replyz" : "reply", rest);
-	if(*reply_topic == NULL) return MOSQ_ERR_NOMEM;
-	if(in_namespace) return MOSQ_ERR_SUCCESS;
-
-	if(strlen(prefix) + 1 + id_len + strlen(rest) > MAX_TOPIC_LEN) {
-		mosquitto_free(*reply_topic);
-		*reply_topic = NULL;
-		return MOSQ_ERR_INVAL;
-	}
-	*new_topic = mosquitto_malloc(strlen(prefix) + 1 + id_len + strlen(rest) + 1);
-	if(*new_topic == NULL) {
-		mosquitto_free(*reply_topic);
-		*reply_topic = NULL;
-		return MOSQ_ERR_NOMEM;
-	}
-	sprintf(*new_topic, "%s/%s%s", prefix, client_id, rest);
-	return MOSQ_ERR_SUCCESS;
+	if(length > MAX_TOPIC_LEN) return NULL;
+	new_topic = mosquitto_malloc(length + 1);
+	if(new_topic == NULL) return NULL;
+	snprintf(new_topic, length + 1, "%s/%s%s", prefix, client_id, rest);
+	return new_topic;
 }
 
 /* A message from a device (a thing or an anonymous client): strip, stamp, maybe move. */
 static int device_message(struct connection *connection, struct mosquitto_evt_message *ed)
 {
 	mosquitto_property *properties = NULL;
-	char *new_topic = NULL, *reply_topic = NULL;
+	char *new_topic = NULL;
 	int rc = MOSQ_ERR_SUCCESS;
 
 	if(connection->is_thing) {
 		if(!is_request_topic(ed->topic)) return MOSQ_ERR_ACL_DENIED; /* never granted anyway */
-		rc = thing_topics(connection->client_id, ed->topic, &new_topic, &reply_topic);
-		if(rc != MOSQ_ERR_SUCCESS) return MOSQ_ERR_ACL_DENIED;
+		new_topic = thing_topic(connection->client_id, ed->topic);
+		if(new_topic == NULL) return MOSQ_ERR_ACL_DENIED;
 	}
 
-	/* 1. Keep every property but the tr50gw-* user properties the client may have sent. */
+	/* 1. Keep every property but the tr50gw* user properties the client may have sent. */
 	for(const mosquitto_property *node = ed->properties; node && rc == MOSQ_ERR_SUCCESS;
 			node = mosquitto_property_next(node)) {
 		rc = copy_property(node, &properties);
 	}
-	/* 2. Who sent it: this connection, and this client id. */
+	/* 2. Who sent it, in one property: the gateway's MQTT client decodes each property in
+	 * Python, at a cost per property (broker/README.md, "What it costs"). */
 	if(rc == MOSQ_ERR_SUCCESS) {
 		rc = mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY,
-				"tr50gw-conn", connection->conn_id);
+				IDENTITY_PROPERTY, connection->identity);
 	}
-	if(rc == MOSQ_ERR_SUCCESS) {
-		rc = mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY,
-				"tr50gw-client", connection->client_id);
-	}
-	/* 3. For a thing authenticated at CONNECT: which thing, org and app, and where it expects
-	 * the reply. */
-	if(rc == MOSQ_ERR_SUCCESS && connection->is_thing) {
-		rc = mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY,
-				"tr50gw-thing", connection->username);
-		if(rc == MOSQ_ERR_SUCCESS) {
-			rc = mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY,
-					"tr50gw-org", connection->org_id);
-		}
-		if(rc == MOSQ_ERR_SUCCESS) {
-			rc = mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY,
-					"tr50gw-app", connection->app_id);
-		}
-		if(rc == MOSQ_ERR_SUCCESS) {
-			rc = mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY,
-					"tr50gw-reply", reply_topic);
-		}
-	}
-	mosquitto_free(reply_topic);
 	if(rc != MOSQ_ERR_SUCCESS) {
 		mosquitto_property_free_all(&properties);
 		mosquitto_free(new_topic);
@@ -899,25 +899,36 @@ static int device_message(struct connection *connection, struct mosquitto_evt_me
 	return MOSQ_ERR_SUCCESS;
 }
 
-/* A message from the gateway: a reply for one device is delivered to it alone. */
-static int gateway_message(struct mosquitto_evt_message *ed)
+/* Whether a thing authenticated at CONNECT holds the client id made of the first `length`
+ * bytes of `client_id`. */
+static bool thing_holds(const struct plugin *plugin, const char *client_id, size_t length)
 {
-	char *deliver_to = user_property(ed->properties, "tr50gw-deliver-to");
-	char *deliver_topic = user_property(ed->properties, "tr50gw-deliver-topic");
+	const struct connection_table *table = &plugin->connections;
+	uint64_t hash = 14695981039346656037ULL; /* hash_string of those bytes alone */
+	struct connection *holder;
+
+	for(size_t i = 0; i < length; i++) {
+		hash ^= (unsigned char)client_id[i];
+		hash *= 1099511628211ULL;
+	}
+	for(holder = table->by_id[hash & (table->bucket_count - 1)]; holder != NULL;
+			holder = holder->next_by_id) {
+		if(holder->is_thing && strncmp(holder->client_id, client_id, length) == 0
+				&& holder->client_id[length] == '\0') {
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Deliver a copy of a gateway message to one client alone, on `topic`, whether it subscribed
+ * or not, with the original's Correlation Data if any. */
+static void deliver(struct mosquitto_evt_message *ed, const char *client_id, const char *topic)
+{
 	mosquitto_property *properties = NULL;
 	void *correlation = NULL;
 	uint16_t correlation_len = 0;
 	int rc;
-
-	if(deliver_to == NULL && deliver_topic == NULL) return MOSQ_ERR_SUCCESS; /* as it is */
-	if(deliver_to == NULL || deliver_topic == NULL) {
-		mosquitto_log_printf(MOSQ_LOG_WARNING,
-				LOG_PREFIX "gateway message on %s has only one of tr50gw-deliver-to/-topic; refused",
-				ed->topic);
-		mosquitto_free(deliver_to);
-		mosquitto_free(deliver_topic);
-		return MOSQ_ERR_ACL_DENIED;
-	}
 
 	if(mosquitto_property_read_binary(ed->properties, MQTT_PROP_CORRELATION_DATA, &correlation,
 				&correlation_len, false) != NULL) {
@@ -925,18 +936,66 @@ static int gateway_message(struct mosquitto_evt_message *ed)
 				correlation_len);
 		mosquitto_free(correlation);
 	}
-	/* To that client only, subscribed or not; the broker owns `properties` on success. */
-	rc = mosquitto_broker_publish_copy(deliver_to, deliver_topic, (int)ed->payloadlen, ed->payload,
+	/* The broker owns `properties` on success. */
+	rc = mosquitto_broker_publish_copy(client_id, topic, (int)ed->payloadlen, ed->payload,
 			ed->qos, false, properties);
 	if(rc != MOSQ_ERR_SUCCESS) {
 		mosquitto_property_free_all(&properties);
 		mosquitto_log_printf(MOSQ_LOG_WARNING,
-				LOG_PREFIX "could not deliver a reply to %s on %s (%s)", deliver_to, deliver_topic,
+				LOG_PREFIX "could not deliver a reply to %s on %s (%s)", client_id, topic,
 				mosquitto_strerror(rc));
 	}
-	mosquitto_free(deliver_to);
-	mosquitto_free(deliver_topic);
-	/* The original, on reply/<client id>/..., reaches no subscriber. */
+}
+
+/* A message from the gateway: a reply for a thing is delivered to it alone. Two cases:
+ *   - `tr50gw-deliver` = <client id>/<topic> (a v5 Response Topic the thing asked for): to that
+ *     client on that topic;
+ *   - reply/<cid>[/<rest>] (or replyz/) where <cid> is held by a thing authenticated at
+ *     CONNECT: to that client on reply[/<rest>], the topic it published on with api moved back
+ *     out of its namespace (thing_topic).
+ * In both the original is refused, so no subscriber of reply/# ever sees it. Anything else
+ * passes as it is. */
+static int gateway_message(struct plugin *plugin, struct mosquitto_evt_message *ed)
+{
+	char *wanted = user_property(ed->properties, DELIVER_PROPERTY);
+	const char *prefix, *client_id, *rest;
+	char *topic, *holder;
+
+	if(wanted != NULL) {
+		char *slash = strchr(wanted, FIELD_SEPARATOR);
+		if(slash == NULL || slash == wanted || slash[1] == '\0') {
+			mosquitto_log_printf(MOSQ_LOG_WARNING,
+					LOG_PREFIX "gateway message on %s: %s is not <client id>/<topic>; refused",
+					ed->topic, DELIVER_PROPERTY);
+		}else{
+			*slash = '\0';
+			deliver(ed, wanted, slash + 1);
+		}
+		mosquitto_free(wanted);
+		return MOSQ_ERR_ACL_DENIED;
+	}
+
+	if(strncmp(ed->topic, "reply/", 6) == 0) {
+		prefix = "reply";
+	}else if(strncmp(ed->topic, "replyz/", 7) == 0) {
+		prefix = "replyz";
+	}else{
+		return MOSQ_ERR_SUCCESS;
+	}
+	client_id = ed->topic + strlen(prefix) + 1;
+	rest = strchr(client_id, '/');
+	if(rest == NULL) rest = client_id + strlen(client_id);
+	if(!thing_holds(plugin, client_id, (size_t)(rest - client_id))) return MOSQ_ERR_SUCCESS;
+
+	topic = concat(prefix, rest);
+	holder = mosquitto_malloc((size_t)(rest - client_id) + 1);
+	if(topic != NULL && holder != NULL) {
+		memcpy(holder, client_id, (size_t)(rest - client_id));
+		holder[rest - client_id] = '\0';
+		deliver(ed, holder, topic);
+	}
+	mosquitto_free(holder);
+	mosquitto_free(topic);
 	return MOSQ_ERR_ACL_DENIED;
 }
 
@@ -949,7 +1008,7 @@ static int on_message(int event, void *event_data, void *userdata)
 
 	(void)event;
 	if(username != NULL && strcmp(username, plugin->gateway_username) == 0) {
-		return gateway_message(ed); /* the gateway's own properties are left as they are */
+		return gateway_message(plugin, ed); /* its own properties are left as they are */
 	}
 	connection = table_find(&plugin->connections, ed->client);
 	if(connection == NULL) {

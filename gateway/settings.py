@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     )
     mqtt_broker_identity: bool = Field(
         False,
-        description="trust the tr50gw-* user properties the broker plugin (broker/) puts on "
+        description="trust the tr50gw user property the broker plugin (broker/) puts on "
         "requests: devices authenticated at CONNECT, connection-bound sessions, replies "
         "delivered to the requesting client; only with the plugin loaded",
     )

@@ -2,7 +2,7 @@
 
 The echo responder and the load generator through real brokers: anonymous clients with and
 without the plugin, and a device authenticated at CONNECT whose replies the plugin delivers
-(bench.echo answering with the delivery properties the gateway sets); and the rows the suite
+(bench.echo answering on reply/<client id>/..., as the gateway does); and the rows the suite
 makes of the floors' runs.
 """
 
@@ -14,7 +14,6 @@ from urllib.parse import quote
 import pytest
 
 from bench import load
-from bench.echo import delivery
 from bench.roundtrip import (
     FLOOR,
     GATEWAY,
@@ -38,13 +37,6 @@ def assert_all_answered(result: dict[str, Any]) -> None:
     assert result["requests"] == 200, result
     assert result["answered"] == result["sent"] >= 200, result
     assert result["lost"] == 0 and result["errors"] == 0, result
-
-
-def test_delivery_is_read_from_the_plugins_properties() -> None:
-    stamped = [("tr50gw-conn", "ab-1"), ("tr50gw-client", "dev1"), ("tr50gw-reply", "reply/7")]
-    assert delivery(stamped) == ("dev1", "reply/7")
-    assert delivery(stamped[:2]) is None  # anonymous: answered on the derived topic
-    assert delivery(None) is None and delivery([]) is None
 
 
 @pytest.mark.parametrize("plugin", [False, True], ids=["without-plugin", "with-plugin"])

@@ -1,5 +1,5 @@
 """The gateway's side of the broker plugin (broker/README.md), without the plugin: a v5 client
-plays the plugin by sending the `tr50gw-*` properties itself, which is exactly why the gateway
+plays the plugin by sending the `tr50gw` property itself, which is exactly why the gateway
 believes them only with `--mqtt-broker-identity` (tests/test_broker_plugin.py runs the real
 plugin). Also: the credentials file the plugin reads, and `tr50gw admin app-revoke`."""
 
@@ -23,28 +23,41 @@ from storage.duckdb.broker import HEADER
 from tests.support import GatewayThread, MqttClient, Tenants, run_cli, ws_client
 
 
-# -- the properties, parsed -----------------------------------------------------------------------
-def test_a_thing_identity_needs_all_its_properties() -> None:
-    found = broker_identity(
-        [("tr50gw-conn", "c1"), ("tr50gw-client", "dev1"), ("tr50gw-thing", "t"),
-         ("tr50gw-org", "o"), ("tr50gw-app", "a"), ("tr50gw-reply", "reply/1"), ("x", "y")]
-    )  # fmt: skip
-    assert found == BrokerIdentity("c1", "dev1", "t", "o", "a", "reply/1")
+# -- the property, parsed -------------------------------------------------------------------------
+def test_a_thing_identity_has_five_fields() -> None:
+    found = broker_identity([("x", "y"), ("tr50gw", "c1/dev1/o/a/t")])
+    assert found == BrokerIdentity("c1", "dev1", "o", "a", "t")
 
 
-def test_a_partial_thing_identity_is_anonymous() -> None:
-    found = broker_identity([("tr50gw-conn", "c1"), ("tr50gw-client", "d"), ("tr50gw-thing", "t")])
-    assert found == BrokerIdentity("c1", "d")
+def test_a_thing_key_may_hold_slashes() -> None:
+    assert broker_identity([("tr50gw", "c1/dev1/o/a/site/7/t")]) == BrokerIdentity(
+        "c1", "dev1", "o", "a", "site/7/t"
+    )
 
 
-def test_no_connection_no_identity() -> None:
-    assert broker_identity([("tr50gw-thing", "t"), ("tr50gw-client", "d")]) is None
+def test_an_anonymous_identity_has_two_fields() -> None:
+    assert broker_identity([("tr50gw", "c1/d")]) == BrokerIdentity("c1", "d")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["c1", "c1/d/o", "c1/d/o/a", "/d", "c1/", "c1/d//a/t", "c1/d/o/a/"],
+    ids=["one", "three", "four", "no-connection", "no-client", "no-org", "no-thing"],
+)
+def test_any_other_shape_is_no_identity(value: str) -> None:
+    assert broker_identity([("tr50gw", value)]) is None
+
+
+def test_the_old_property_names_are_no_identity() -> None:
+    assert broker_identity([("tr50gw-conn", "c1"), ("tr50gw-client", "d")]) is None
 
 
 # -- through a real broker and gateway ------------------------------------------------------------
-def plugin_says(**values: str) -> Properties:
+def plugin_says(conn: str, client: str, *thing: str) -> Properties:
+    """The plugin's `tr50gw` property: connection and client id, then a thing's org, app and
+    key."""
     properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    properties.UserProperty = [(f"tr50gw-{name}", value) for name, value in values.items()]
+    properties.UserProperty = [("tr50gw", "/".join((conn, client, *thing)))]
     return properties
 
 
@@ -68,7 +81,7 @@ def ask_once(
 @pytest.fixture
 def plain_broker() -> Iterator[Broker]:
     """The shipped config and ACL without the plugin: here the test clients play it (with the
-    plugin loaded, their tr50gw-* properties would be stripped, as they must be)."""
+    plugin loaded, their tr50gw property would be stripped, as it must be)."""
     with Broker(plugin=False) as running:
         running.start()
         yield running
@@ -85,9 +98,7 @@ def thing_says(
     """What the plugin says of a request from a thing of acme authenticated at CONNECT."""
     app_id = app or tenants.apps["acme"][0]
     org = tenants.org_ids["acme"]
-    return lambda client_id: plugin_says(
-        conn=conn, client=client_id, thing=thing, org=org, app=app_id, reply="reply/1"
-    )
+    return lambda client_id: plugin_says(conn, client_id, org, app_id, thing)
 
 
 def test_a_thing_authenticated_by_the_broker_needs_no_auth_block(
@@ -101,16 +112,30 @@ def test_a_thing_authenticated_by_the_broker_needs_no_auth_block(
     assert (info["thingKey"], info["orgKey"]) == (thing, "acme")
 
 
-def test_the_reply_asks_the_plugin_to_deliver_it_to_the_client(
+def test_a_things_reply_goes_to_its_namespace_for_the_plugin_to_deliver(
     plain_broker: Broker, trusting: GatewayThread, tenants: Tenants
 ) -> None:
     reply, client_id = ask_once(
         plain_broker, {"1": {"command": "diag.ping"}}, thing_says(tenants, "therm-1", "conn-2")
     )
-    assert reply.properties.UserProperty == [
-        ("tr50gw-deliver-to", client_id),
-        ("tr50gw-deliver-topic", "reply/1"),
-    ]
+    assert (reply.topic, getattr(reply.properties, "UserProperty", None)) == (
+        f"reply/{client_id}/1",
+        None,
+    )
+
+
+def test_a_response_topic_asks_the_plugin_to_deliver_there(
+    plain_broker: Broker, trusting: GatewayThread, tenants: Tenants
+) -> None:
+    says = thing_says(tenants, "therm-1", "conn-6")
+
+    def with_response_topic(client_id: str) -> Properties:
+        properties = says(client_id)
+        properties.ResponseTopic = "reply/mine/7"
+        return properties
+
+    reply, client_id = ask_once(plain_broker, {"1": {"command": "diag.ping"}}, with_response_topic)
+    assert reply.properties.UserProperty == [("tr50gw-deliver", f"{client_id}/reply/mine/7")]
 
 
 def test_the_calls_are_logged_as_the_thing(
@@ -141,14 +166,14 @@ def test_an_anonymous_session_is_bound_to_its_connection_not_its_client_id(
     opened, _ = ask_once(
         plain_broker,
         {"auth": {"command": "api.authenticate", "params": login}},
-        lambda client_id: plugin_says(conn="first", client=client_id),
+        lambda client_id: plugin_says("first", client_id),
         namespace,
     )
     assert json.loads(opened.payload)["auth"]["success"] is True
     reply, _ = ask_once(
         plain_broker,
         {"1": {"command": "session.info"}},
-        lambda client_id: plugin_says(conn="second", client=client_id),
+        lambda client_id: plugin_says("second", client_id),
         namespace,
     )
     assert json.loads(reply.payload)["1"]["errorCodes"] == [-90005]

@@ -67,8 +67,22 @@ def write_credentials(broker: Broker, apps: Sequence[App], things: Sequence[str]
 class Received:
     topic: str
     payload: bytes
-    user: dict[str, str]
+    pairs: list[tuple[str, str]]  # the user properties, in order
     correlation: bytes | None
+
+    @property
+    def user(self) -> dict[str, str]:
+        return dict(self.pairs)
+
+    @property
+    def identity(self) -> list[str]:
+        """The fields of the plugin's `tr50gw` property: connection, client id, and for a
+        thing its org, app and key (broker/README.md)."""
+        return self.user["tr50gw"].split("/", 4)
+
+    @property
+    def client(self) -> str:
+        return self.identity[1]
 
 
 def user_properties(*pairs: tuple[str, str]) -> Properties:
@@ -124,7 +138,7 @@ class Client:
         properties = getattr(message, "properties", None)
         pairs = getattr(properties, "UserProperty", [])
         correlation = getattr(properties, "CorrelationData", None)
-        self.messages.put(Received(message.topic, bytes(message.payload), dict(pairs), correlation))
+        self.messages.put(Received(message.topic, bytes(message.payload), list(pairs), correlation))
 
     def connect(self) -> Client:
         self._client.connect(self._broker.host, self._broker.port)
@@ -182,18 +196,18 @@ class FakeGateway(Client):
         self.connect()
         self.subscribe("api", "api/#", "apiz", "apiz/#")
 
-    def answer(self, request: Received, payload: bytes = b'{"1":{"success":true}}') -> None:
-        """Reply as the gateway does with the plugin: on reply/<client>/..., asking the broker
-        to deliver it to the requesting client on its tr50gw-reply, Correlation Data copied."""
-        properties = user_properties(
-            ("tr50gw-deliver-to", request.user["tr50gw-client"]),
-            ("tr50gw-deliver-topic", request.user["tr50gw-reply"]),
-        )
+    def answer(
+        self, request: Received, payload: bytes = b'{"1":{"success":true}}', to: str | None = None
+    ) -> None:
+        """Reply as the gateway does: on the request's topic with api -> reply (the plugin
+        delivers it to a thing alone), Correlation Data copied; `to`: a Response Topic the
+        device asked for, which the plugin is told with `tr50gw-deliver`."""
+        properties = Properties(PacketTypes.PUBLISH)
+        if to is not None:
+            properties.UserProperty = [("tr50gw-deliver", f"{request.client}/{to}")]
         if request.correlation is not None:
             properties.CorrelationData = request.correlation
-        rest = request.topic.split("/", 2)[2] if request.topic.count("/") >= 2 else "r"
-        prefix = "replyz" if request.topic.startswith("apiz") else "reply"
-        self.publish(f"{prefix}/{request.user['tr50gw-client']}/{rest}", payload, properties)
+        self.publish("reply" + request.topic[3:], payload, properties)
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -362,47 +376,45 @@ def test_request_reaches_the_gateway_in_the_things_namespace_with_its_identity(
     device = thing(broker, clients, "therm-1", app.token).connect()
     device.publish("api/0001", b'{"1":{"command":"diag.ping"}}')
     request = gateway.next_message()
-    conn = request.user.pop("tr50gw-conn", "")
-    assert (request.topic, request.payload, request.user, bool(conn)) == (
+    conn, *identity = request.identity
+    assert (request.topic, request.payload, identity, bool(conn)) == (
         "api/therm-1/0001",
         b'{"1":{"command":"diag.ping"}}',
-        {
-            "tr50gw-client": "therm-1",
-            "tr50gw-thing": "therm-1",
-            "tr50gw-org": app.org_id,
-            "tr50gw-app": app.app_id,
-            "tr50gw-reply": "reply/0001",
-        },
+        ["therm-1", app.org_id, app.app_id, "therm-1"],
         True,
     )
 
 
 @pytest.mark.parametrize(
-    ("sent", "forwarded", "reply"),
+    ("sent", "forwarded"),
     [
-        ("api", "api/therm-1", "reply"),
-        ("api/0001", "api/therm-1/0001", "reply/0001"),
-        ("api/a/b", "api/therm-1/a/b", "reply/a/b"),
-        ("apiz", "apiz/therm-1", "replyz"),
-        ("apiz/0001", "apiz/therm-1/0001", "replyz/0001"),
-        ("api/therm-1", "api/therm-1", "reply/therm-1"),
-        ("api/therm-1/7", "api/therm-1/7", "reply/therm-1/7"),
-        ("api/therm-10/7", "api/therm-1/therm-10/7", "reply/therm-10/7"),
+        ("api", "api/therm-1"),
+        ("api/0001", "api/therm-1/0001"),
+        ("api/a/b", "api/therm-1/a/b"),
+        ("apiz", "apiz/therm-1"),
+        ("apiz/0001", "apiz/therm-1/0001"),
+        ("api/therm-1/7", "api/therm-1/therm-1/7"),  # always moved: one rule, both ways
     ],
 )
 def test_request_topics_move_into_the_namespace(
-    broker: Broker,
-    app: App,
-    gateway: FakeGateway,
-    clients: list[Client],
-    sent: str,
-    forwarded: str,
-    reply: str,
+    broker: Broker, app: App, gateway: FakeGateway, clients: list[Client], sent: str, forwarded: str
 ) -> None:
     device = thing(broker, clients, "therm-1", app.token).connect()
     device.publish(sent)
-    request = gateway.next_message()
-    assert (request.topic, request.user["tr50gw-reply"]) == (forwarded, reply)
+    assert gateway.next_message().topic == forwarded
+
+
+def test_a_thing_key_with_slashes_is_the_last_field(
+    broker: Broker, app: App, gateway: FakeGateway, clients: list[Client]
+) -> None:
+    device = thing(broker, clients, "site/7/meter", app.token, client_id="meter-7").connect()
+    device.publish("api/1")
+    assert gateway.next_message().identity[1:] == [
+        "meter-7",
+        app.org_id,
+        app.app_id,
+        "site/7/meter",
+    ]
 
 
 def test_properties_a_device_forges_are_stripped(
@@ -414,21 +426,17 @@ def test_properties_a_device_forges_are_stripped(
         ("tr50gw-org", "0" * 32),
         ("TR50GW-App", "1" * 32),
         ("tr50gw-conn", "someone-else"),
-        ("tr50gw-deliver-to", "boiler-9"),
+        ("tr50gw-deliver", "boiler-9"),
+        ("Tr50gw", "someone-else"),
+        ("tr50gw", "someone-else/boiler-9"),
         ("trace", "kept"),
     )
     device.publish("api/0001", properties=forged)
     request = gateway.next_message()
-    conn = request.user.pop("tr50gw-conn")
-    assert (request.user, conn != "someone-else") == (
-        {
-            "trace": "kept",
-            "tr50gw-client": "therm-1",
-            "tr50gw-thing": "therm-1",
-            "tr50gw-org": app.org_id,
-            "tr50gw-app": app.app_id,
-            "tr50gw-reply": "reply/0001",
-        },
+    conn, *identity = request.identity
+    assert ([name for name, _ in request.pairs], identity, conn != "someone-else") == (
+        ["trace", "tr50gw"],
+        ["therm-1", app.org_id, app.app_id, "therm-1"],
         True,
     )
 
@@ -460,10 +468,49 @@ def test_reply_reaches_no_other_subscriber(
     device.publish("api/0001", b"request")
     gateway.answer(gateway.next_message(), b"answer")
     gateway.publish("reply/snooper/marker", b"marker")
-    gateway.publish("reply/therm-1/marker", b"marker")
-    seen = [m.topic for m in device.messages_until("reply/therm-1/marker")]
+    gateway.publish("reply/therm-1/marker", b"marker")  # delivered as reply/marker
+    seen = [m.topic for m in device.messages_until("reply/marker")]
     seen += [m.topic for m in snooper.messages_until("reply/snooper/marker")]
-    assert sorted(seen) == ["reply/0001", "reply/snooper/marker", "reply/therm-1/marker"]
+    assert sorted(seen) == ["reply/0001", "reply/marker", "reply/snooper/marker"]
+
+
+@pytest.mark.parametrize(
+    "value", ["therm-1", "therm-1/", "/reply/0001"], ids=["no-topic", "empty-topic", "no-client"]
+)
+def test_a_malformed_delivery_is_refused_and_reaches_nobody(
+    broker: Broker, app: App, gateway: FakeGateway, clients: list[Client], value: str
+) -> None:
+    device = thing(broker, clients, "therm-1", app.token).connect()
+    device.subscribe("reply/therm-1/#")  # where the original would land if it passed
+    gateway.publish("reply/therm-1/0001", b"malformed", user_properties(("tr50gw-deliver", value)))
+    gateway.publish("reply/therm-1/marker", b"marker")
+    assert [m.payload for m in device.messages_until("reply/marker")] == [b"marker"]
+
+
+def test_a_reply_on_the_response_topic_a_thing_asked_for_reaches_it_alone(
+    broker: Broker, app: App, gateway: FakeGateway, clients: list[Client]
+) -> None:
+    device = thing(broker, clients, "therm-1", app.token, v5=True).connect()
+    snooper = anonymous(broker, clients, "snooper").connect()
+    snooper.subscribe("#")
+    device.publish("api/0001", b"request")
+    gateway.answer(gateway.next_message(), b"answer", to="reply/mine/7")
+    gateway.publish("reply/snooper/marker", b"marker")
+    reply = device.next_message()
+    seen = [m.topic for m in snooper.messages_until("reply/snooper/marker")]
+    assert ((reply.topic, reply.payload), seen) == (
+        ("reply/mine/7", b"answer"),
+        ["reply/snooper/marker"],
+    )
+
+
+def test_a_gateway_reply_for_an_id_no_thing_holds_passes_as_it_is(
+    broker: Broker, app: App, gateway: FakeGateway, clients: list[Client]
+) -> None:
+    device = anonymous(broker, clients, "dev-1").connect()
+    device.subscribe("reply/dev-1/#")
+    gateway.publish("reply/dev-1", b"answer")
+    assert device.next_message().topic == "reply/dev-1"
 
 
 def test_correlation_data_of_the_reply_reaches_a_v5_device(
@@ -489,9 +536,7 @@ def test_a_thing_subscribed_to_every_reply_reads_only_its_own(
     other.subscribe("reply/dev-7/#")
     gateway.publish("reply/dev-7/1", b"for dev-7")
     gateway.publish("reply/therm-1/marker", b"marker")
-    assert [m.topic for m in device.messages_until("reply/therm-1/marker")] == [
-        "reply/therm-1/marker"
-    ]
+    assert [m.topic for m in device.messages_until("reply/marker")] == ["reply/marker"]
 
 
 # -- no takeover -----------------------------------------------------------------------------
@@ -586,9 +631,9 @@ def test_anonymous_client_works_as_before_with_its_identity_stamped(
     request = gateway.next_message()
     gateway.publish("reply/dev-1/req", b"answer")  # isolated mode as it was: no delivery asked
     reply = device.next_message()
-    assert (request.topic, request.user, reply.topic, reply.payload) == (
+    assert (request.topic, request.identity[1:], reply.topic, reply.payload) == (
         "api/dev-1/req",
-        {"tr50gw-conn": request.user["tr50gw-conn"], "tr50gw-client": "dev-1"},
+        ["dev-1"],
         "reply/dev-1/req",
         b"answer",
     )
@@ -610,7 +655,7 @@ def test_each_anonymous_connection_gets_its_own_conn_id(
     for _ in range(2):
         device = anonymous(broker, clients, "dev-1").connect()
         device.publish("api/dev-1/req")
-        conn_ids.append(gateway.next_message().user["tr50gw-conn"])
+        conn_ids.append(gateway.next_message().identity[0])
         device.close()
     assert conn_ids[0] != conn_ids[1]
 
@@ -619,11 +664,11 @@ def test_forged_properties_of_an_anonymous_v5_client_are_stripped(
     broker: Broker, app: App, gateway: FakeGateway, clients: list[Client]
 ) -> None:
     device = anonymous(broker, clients, "dev-1", v5=True).connect()
-    forged = user_properties(("tr50gw-thing", "therm-1"), ("tr50gw-conn", "forged"))
+    forged = user_properties(("tr50gw-thing", "therm-1"), ("tr50gw", "forged/dev-1"))
     device.publish("api/dev-1/req", properties=forged)
-    user = gateway.next_message().user
-    assert (sorted(user), user["tr50gw-conn"] != "forged") == (
-        ["tr50gw-client", "tr50gw-conn"],
+    request = gateway.next_message()
+    assert ([name for name, _ in request.pairs], request.identity[0] != "forged") == (
+        ["tr50gw"],
         True,
     )
 
@@ -647,9 +692,9 @@ def test_gateway_publishes_are_not_rewritten_or_stripped(
 def test_a_last_will_on_a_request_topic_never_reaches_the_gateway(
     broker: Broker, app: App, gateway: FakeGateway, clients: list[Client], kind: str
 ) -> None:
-    """A will skips MOSQ_EVT_MESSAGE, so it would arrive with the client's own tr50gw-*."""
+    """A will skips MOSQ_EVT_MESSAGE, so it would arrive with the client's own tr50gw."""
     forged = Properties(PacketTypes.WILLMESSAGE)
-    forged.UserProperty = [("tr50gw-thing", "therm-2"), ("tr50gw-conn", "x")]
+    forged.UserProperty = [("tr50gw", "x/therm-2")]
     if kind == "thing":
         device = Client(
             broker,

@@ -19,12 +19,7 @@ from gateway.core.codec import encode
 from gateway.core.context import Connection
 from gateway.core.dispatcher import Dispatcher
 from gateway.core.errors import MalformedEnvelope, PayloadTooLarge, TR50Error, failure
-from gateway.transports.mqtt.identity import (
-    DELIVER_TO,
-    DELIVER_TOPIC,
-    BrokerIdentity,
-    broker_identity,
-)
+from gateway.transports.mqtt.identity import BrokerIdentity, broker_identity, delivery
 from gateway.transports.mqtt.link import Message, MqttLink, MqttTarget
 from gateway.transports.mqtt.redelivery import Redeliveries, RequestId, Verdict
 from gateway.transports.mqtt.routing import Route, reply_route, response_topic
@@ -53,7 +48,7 @@ class MqttTransport:
         max_reply: int = 1_000_000,
         broker_identity: bool = False,
     ) -> None:
-        """`broker_identity`: trust the `tr50gw-*` properties of the broker plugin (broker/)."""
+        """`broker_identity`: trust the `tr50gw` property of the broker plugin (broker/)."""
         self._dispatcher = dispatcher
         self._broker_identity = broker_identity
         self._classic = classic
@@ -196,18 +191,15 @@ class MqttTransport:
             else:
                 reply = self._wire(route, await self._dispatcher.handle(payload, connection))
             topic, correlation = route.reply_topic, None
-            delivery: list[tuple[str, str]] | None = None
-            if identity is not None and identity.reply is not None:
-                # The plugin hands the reply to this client alone, on the topic it expects: the
-                # Response Topic it asked for (any under reply/: no one else can read it), else
-                # the classic one for what it published (api/17 -> reply/17).
+            deliver: list[tuple[str, str]] | None = None
+            if identity is not None and identity.thing is not None:
+                # The plugin hands reply/<client>/... to this client alone, on the topic it
+                # expects (reply/17 for api/17). A Response Topic it asked for (any under
+                # reply/: no one else can read it) needs the plugin told where.
                 wanted = response_topic(message.response_topic, route, classic=True)
                 if wanted is not None:
                     correlation = message.correlation_data
-                delivery = [
-                    (DELIVER_TO, identity.client),
-                    (DELIVER_TOPIC, wanted or identity.reply),
-                ]
+                    deliver = [delivery(identity.client, wanted)]
             else:
                 wanted = response_topic(message.response_topic, route, classic=self._classic)
                 if wanted is not None:
@@ -228,7 +220,7 @@ class MqttTransport:
                 reply,
                 qos=min(message.qos, 1),
                 correlation_data=correlation,
-                user_properties=delivery,
+                user_properties=deliver,
             )
             if request is not None:
                 self.link.ack(message.packet_id, message.qos)
