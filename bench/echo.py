@@ -5,15 +5,16 @@
 
 `mqtt` is a bare paho responder with the gateway's client settings (MQTT v5, TCP_NODELAY, manual
 acknowledgement after the reply is published, 100 messages in flight, the same paho network
-thread): it subscribes to `api/#` at QoS 1 and publishes every payload back unchanged on the
-derived `reply/...` topic at the request's QoS. It answers from paho's thread with no hop onto an
-event loop, which is the least any paho-based responder can do.
+thread): it subscribes to `api/#` at QoS 1 and publishes every payload back on the derived
+`reply/...` topic at the request's QoS, unchanged but for the broker plugin's identity header,
+which it removes as the gateway does (`gateway.transports.mqtt.identity.broker_identity`). It
+answers from paho's thread with no hop onto an event loop, which is the least any paho-based
+responder can do.
 
-Behind a broker running tr50gw's plugin (broker/README.md) it answers as the gateway does, in
-the same way: a device authenticated at CONNECT publishes on `api/0001`, the plugin moves the
-request to `api/<client id>/0001` and stamps it with its `tr50gw` property (which paho decodes
-here as in the gateway), and delivers the reply published on `reply/<client id>/0001` to that
-client alone, as `reply/0001`.
+Behind a broker running tr50gw's plugin (broker/README.md) the same answer is what the gateway
+does for a device authenticated at CONNECT: it publishes on `api/0001`, the plugin moves the
+request to `api/<client id>/0001` and puts its header in front of the payload, and delivers the
+reply published on `reply/<client id>/0001` to that client alone, as `reply/0001`.
 
 `ws` is a bare `websockets` server on `/api` with the gateway's server settings that sends every
 message back as it came.
@@ -38,6 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from gateway.transports.mqtt.identity import broker_identity
 from gateway.transports.websocket import server_options
 
 __all__ = ["main", "reply_topic", "run_mqtt_echo", "run_ws_echo"]
@@ -83,7 +85,8 @@ def run_mqtt_echo(url: str, client_id: str = "bench-echo") -> int:
         print("ready", flush=True)
 
     def on_message(c: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        c.publish(reply_topic(message.topic), message.payload, qos=min(message.qos, 1))
+        _, sent = broker_identity(message.payload)
+        c.publish(reply_topic(message.topic), sent, qos=min(message.qos, 1))
         if message.qos:
             c.ack(message.mid, message.qos)
 

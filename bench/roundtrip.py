@@ -8,29 +8,36 @@ requests in flight. WebSocket: `diag.ping` through the gateway vs a bare websock
 1 and 100 in flight. The same load generator (bench.load, its own process) drives every side.
 
 The gateway's broker runs tr50gw's plugin (broker/README.md), as the shipped mosquitto.conf
-does, so the floor it is compared with (`floor+plugin`) is the echo behind a broker with the
-plugin too: the gateway's ratio is its own work, as before the plugin. For the `diag.ping` cases
-the same echo also runs behind a broker without the plugin (`floor`), and the plugin's cost is
-`floor+plugin` / `floor`: anonymous clients, whose every request the plugin strips of `tr50gw-*`
-properties and stamps with the connection and client id. `floor+plugin thing` is the deviceWISE
-path through the same broker: a device authenticated at CONNECT (thing key and app token), its
-`api/<slot>` rewritten into its namespace, the echo answering with the delivery properties the
-gateway would set and the plugin delivering each reply to that client alone, which never
-subscribed; its ratio is to `floor` as well (without the plugin, the same device must be
-anonymous). Target for both: >= 0.95 (issue 11: within 5%).
+does, and the gateway trusts it (`--mqtt-broker-identity`, as `make run` starts it), so the
+floor it is compared with (`floor+plugin`) is the echo behind a broker with the plugin too: the
+gateway's ratio is its own work. For the `diag.ping` cases the plugin's cost is measured too
+(issue 11: round trips with the plugin within 5% of without, target >= 0.95), on the floor and
+on the gateway:
+- `floor+plugin` / `floor`: the same echo behind a broker with the plugin and without it,
+  anonymous clients, whose every request the plugin stamps with its `tr50gw` property;
+- `floor+plugin thing` / `floor`: the deviceWISE path, a device authenticated at CONNECT (thing
+  key and app token) publishing on `api/<slot>` and subscribing to nothing, the plugin moving
+  each request into its namespace and delivering each reply to that client alone (without the
+  plugin the same device must be anonymous);
+- `gateway+plugin` / `gateway, no plugin`: a second gateway behind a broker without the plugin
+  (its own file, not trusting any identity), against the gateway above, anonymous clients;
+- `gateway+plugin thing` / `gateway, no plugin`: the device above through the gateway, which
+  runs its requests as that thing (no `auth` block, no `api.authenticate`).
 
 Every side stays up for the whole suite and every case runs its sides back to back in a
-symmetric order around the gateway's run (`diag.ping`: floor+plugin, floor, thing, gateway,
-thing, floor, floor+plugin; `usage.api.list` and WebSocket: the gateway's floor, gateway, that
-floor), so each side is the mean of two runs centred on the same moment and all of them see the
-same machine. Each run also records how much CPU processes outside the benchmark took meanwhile
-(`others_cpu`, % of a core), and what the broker and the responder spent per round trip
-(`broker_cpu_us`, `responder_cpu_us`); a floor run much busier than its twin is left out of the
-mean. `--quick` runs `floor` and `floor+plugin thing` once each (floor+plugin, floor, thing,
-gateway, floor+plugin).
+symmetric order around its middle (`diag.ping`: floor+plugin, floor, floor thing, gateway no
+plugin, gateway, gateway thing, gateway, gateway no plugin, floor thing, floor, floor+plugin;
+`usage.api.list` and WebSocket: the gateway's floor, gateway, that floor), so each side is the
+mean of its runs centred on the same moment and all of them see the same machine. Each run also
+records how much CPU processes outside the benchmark took meanwhile (`others_cpu`, % of a
+core), and what the broker and the responder spent per round trip (`broker_cpu_us`,
+`responder_cpu_us`); a run much busier than its twin is left out of the mean. `--quick` runs
+every side once (floor+plugin, floor, floor thing, gateway no plugin, gateway, gateway thing,
+floor+plugin).
 
-Afterwards the gateway is stopped and the rows of its DuckDB file are counted: every request the
-load generators were answered (warm-up and drain included) plus their auth calls must be there.
+Afterwards the gateways are stopped and the rows of their DuckDB files are counted: every request
+the load generators were answered (warm-up and drain included) plus their auth calls must be
+there.
 The gateway's RSS is sampled while it serves the 100-in-flight loads.
 """
 
@@ -83,11 +90,23 @@ RATIO_TARGET = 0.60
 P50_SLACK_MS = 0.5
 PLUGIN_TARGET = 0.95  # issue 11: round trips with the plugin within 5% of without
 # The sides of a case: the echo behind a broker without the plugin, behind one with it (anonymous
-# clients, and a device authenticated at CONNECT), and the gateway (behind one with it).
+# clients, and a device authenticated at CONNECT), and the gateway (behind one with it); for the
+# plugin's cost also a gateway behind a broker without it, and a device through the gateway.
 FLOOR, PLUGIN_FLOOR, THING_FLOOR, GATEWAY = "floor", "floor+plugin", "floor+plugin thing", "gateway"
+BARE_GATEWAY, THING_GATEWAY = "gateway, no plugin", "gateway+plugin thing"
+PLUGIN_GATEWAY = "gateway+plugin"  # the gateway's runs again, compared with BARE_GATEWAY
+GATEWAYS = (GATEWAY, BARE_GATEWAY, THING_GATEWAY)
+THINGS = (THING_FLOOR, THING_GATEWAY)
 # CPU per round trip of the broker and of the responder (the echo, or the gateway), in µs.
 CPU_KEYS = ("broker_cpu_us", "responder_cpu_us")
-_CLIENT_TAG = {FLOOR: "bare", PLUGIN_FLOOR: "plug", THING_FLOOR: "thing", GATEWAY: "gw"}
+_CLIENT_TAG = {
+    FLOOR: "bare",
+    PLUGIN_FLOOR: "plug",
+    THING_FLOOR: "thing",
+    GATEWAY: "gw",
+    BARE_GATEWAY: "baregw",
+    THING_GATEWAY: "gwthing",
+}
 QUIET_SLACK = 25.0  # % of a core: a floor run this much busier than the quietest one is dropped
 _started = time.monotonic()
 
@@ -325,12 +344,13 @@ class Case:
         return PLUGIN_FLOOR if self.suite == "mqtt" else FLOOR
 
     def turns(self, quick: bool) -> tuple[str, ...]:
-        """The sides' runs in order, symmetric around the gateway's (the machine drifts)."""
+        """The sides' runs in order, symmetric around the middle (the machine drifts)."""
         if not self.plugin_cost:
             return (self.gateway_floor, GATEWAY, self.gateway_floor)
+        first = (PLUGIN_FLOOR, FLOOR, THING_FLOOR, BARE_GATEWAY, GATEWAY)
         if quick:
-            return (PLUGIN_FLOOR, FLOOR, THING_FLOOR, GATEWAY, PLUGIN_FLOOR)
-        return (PLUGIN_FLOOR, FLOOR, THING_FLOOR, GATEWAY, THING_FLOOR, FLOOR, PLUGIN_FLOOR)
+            return (*first, THING_GATEWAY, PLUGIN_FLOOR)
+        return (*first, THING_GATEWAY, *reversed(first))
 
 
 def run_load(
@@ -399,29 +419,40 @@ def _clean(result: dict[str, Any]) -> bool:
     return result["errors"] == 0 and result["lost"] == 0
 
 
-def _compare(
-    case: Case, floors: dict[str, dict[str, Any]], gateway: dict[str, Any]
-) -> list[Result]:
-    """The case's rows: each floor (the mean of its runs), with the plugin's ratio to the floor
-    without it where both ran, then the gateway with its ratio to its own floor."""
+def _compare(case: Case, means: dict[str, dict[str, Any]]) -> list[Result]:
+    """The case's rows, from each side's mean: the floors, with the plugin's ratio to the floor
+    without it where both ran; the gateway's plugin cost likewise; then the gateway with its
+    ratio to its own floor."""
     rows: list[Result] = []
-    for side in (FLOOR, PLUGIN_FLOOR, THING_FLOOR):
-        if side not in floors:
-            continue
-        floor = floors[side]
-        metrics = _metrics(floor)
-        for key in ("spread", "rps_min", "rps_max", "runs_used", "runs"):
-            metrics[key] = floor[key]
-        if side == FLOOR or FLOOR not in floors:
-            rows.append(Result(case.suite, case.name, side, metrics))
-            continue
-        ratio = _ratio(floor, floors[FLOOR])
-        metrics["ratio"] = round(ratio, 3)
-        met = _clean(floor) and _clean(floors[FLOOR]) and ratio >= PLUGIN_TARGET
-        target = f"ratio to floor >= {PLUGIN_TARGET:.2f}"
-        rows.append(Result(case.suite, case.name, side, metrics, target, met))
 
-    floor = floors[case.gateway_floor]
+    def plugin_row(side: str, base: str, label: str | None = None) -> None:
+        metrics = _metrics(means[side])
+        for key in ("spread", "rps_min", "rps_max", "runs_used", "runs"):
+            metrics[key] = means[side][key]
+        if base not in means:
+            rows.append(Result(case.suite, case.name, label or side, metrics))
+            return
+        ratio = _ratio(means[side], means[base])
+        metrics["ratio"] = round(ratio, 3)
+        met = _clean(means[side]) and _clean(means[base]) and ratio >= PLUGIN_TARGET
+        target = f"ratio to {base} >= {PLUGIN_TARGET:.2f}"
+        rows.append(Result(case.suite, case.name, label or side, metrics, target, met))
+
+    if FLOOR in means:
+        plugin_row(FLOOR, "")
+    for side in (PLUGIN_FLOOR, THING_FLOOR):
+        if side in means:
+            plugin_row(side, FLOOR)
+    if BARE_GATEWAY in means:
+        bare = _metrics(means[BARE_GATEWAY])
+        bare["ratio"] = round(_ratio(means[BARE_GATEWAY], means[FLOOR]), 3)
+        rows.append(Result(case.suite, case.name, BARE_GATEWAY, bare))
+        plugin_row(GATEWAY, BARE_GATEWAY, PLUGIN_GATEWAY)
+        if THING_GATEWAY in means:
+            plugin_row(THING_GATEWAY, BARE_GATEWAY)
+
+    gateway = means[GATEWAY]
+    floor = means[case.gateway_floor]
     ratio = _ratio(gateway, floor)
     metrics = _metrics(gateway) | {"ratio": round(ratio, 3)}
     clean = _clean(gateway)
@@ -450,8 +481,8 @@ def cases(suites: Sequence[str]) -> list[Case]:
     return found
 
 
-def _mean_floor(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A floor of a case from its runs before and after the gateway's (the machine drifts).
+def _mean_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A side of a case from its runs before and after the middle one (the machine drifts).
 
     Runs during which other processes took much more CPU than in the quietest one are left
     out; the spread still covers every run.
@@ -472,47 +503,57 @@ def _mean_floor(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def _summary(case: Case, runs: dict[str, list[dict[str, Any]]], gateway: dict[str, Any]) -> str:
+def _summary(case: Case, runs: dict[str, list[dict[str, Any]]]) -> str:
     """One progress line: each side's req/s and p50, with its ratio."""
-    floors = {side: _mean_floor(side_runs) for side, side_runs in runs.items()}
+    means = {side: _mean_runs(side_runs) for side, side_runs in runs.items()}
+    bases = {
+        PLUGIN_FLOOR: FLOOR,
+        THING_FLOOR: FLOOR,
+        BARE_GATEWAY: FLOOR,
+        THING_GATEWAY: BARE_GATEWAY,
+        GATEWAY: BARE_GATEWAY if BARE_GATEWAY in means else case.gateway_floor,
+    }
     parts = []
-    for side, floor in floors.items():
-        text = f"{side} {floor['rps']:.0f} req/s p50 {floor['p50_ms']:.2f} ms"
-        if side != FLOOR and FLOOR in floors:
-            text += f" ({_ratio(floor, floors[FLOOR]):.3f} of floor)"
+    for side, mean in means.items():
+        text = f"{side} {mean['rps']:.0f} req/s p50 {mean['p50_ms']:.2f} ms"
+        base = bases.get(side)
+        if base in means:
+            text += f" ({_ratio(mean, means[base]):.3f} of {base})"
         parts.append(text)
-    ratio = _ratio(gateway, floors[case.gateway_floor])
-    parts.append(f"gateway {gateway['rps']:.0f} req/s p50 {gateway['p50_ms']:.2f} ms ({ratio:.2f})")
     return " | ".join(parts)
 
 
 def run(quick: bool = False, suites: Sequence[str] = ("mqtt", "ws")) -> list[Result]:
     """Every side of every round-trip case, the gateway's memory, and the usage-log check.
 
-    Every side runs for the whole suite, each MQTT one behind its own Mosquitto (same config,
-    same ACL; with the plugin but for `floor`: they would all answer `api/#` on one broker),
-    and every case runs its sides back to back (`Case.turns`), so all see the same machine.
+    Every side runs for the whole suite, each MQTT responder behind its own Mosquitto (same
+    config, same ACL; with the plugin but for `floor` and `gateway, no plugin`: they would all
+    answer `api/#` on one broker), and every case runs its sides back to back (`Case.turns`),
+    so all see the same machine.
     """
     warmup, duration = (0.5, 1.5) if quick else (1.0, 4.0)
     todo = cases(suites)
     if not todo:
         return []
-    floor_runs: dict[Case, dict[str, list[dict[str, Any]]]] = {case: {} for case in todo}
-    gateway_runs: dict[Case, dict[str, Any]] = {}
-    answered = 0
+    case_runs: dict[Case, dict[str, list[dict[str, Any]]]] = {case: {} for case in todo}
+    # Each gateway's file, and the calls its load generators were answered.
+    answered: dict[str, int] = {}
+    dbs: dict[str, Path] = {}
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tr50gw-bench-")))
-        db = workdir / "usage.duckdb"
-        account = provision(db)
+        dbs[GATEWAY] = workdir / "usage.duckdb"
+        account = provision(dbs[GATEWAY])
         # "<suite> <side>" -> the URL its load connects to, and the processes serving it
         sides: dict[str, tuple[str, dict[str, int | None]]] = {}
-        thing_token = ""
+        tokens: dict[str, str] = {}  # a thing's app token at CONNECT, per side
         gateway_broker: Broker | None = None
+        gateways: dict[str, GatewayProcess] = {}
         if "mqtt" in suites:
             bare_broker = stack.enter_context(Broker(plugin=False))
             plugin_broker = stack.enter_context(Broker())
             gateway_broker = stack.enter_context(Broker())
-            thing_token = quote(allow_things(plugin_broker), safe="")
+            tokens[THING_FLOOR] = quote(allow_things(plugin_broker), safe="")
+            tokens[THING_GATEWAY] = quote(account.app_token, safe="")
             for side, broker in ((FLOOR, bare_broker), (PLUGIN_FLOOR, plugin_broker)):
                 echo = stack.enter_context(EchoProcess("mqtt", "--url", broker.url_for_gateway))
                 serving = {"broker": broker.pid, "responder": echo.process.pid}
@@ -523,65 +564,91 @@ def run(quick: bool = False, suites: Sequence[str] = ("mqtt", "ws")) -> list[Res
             echo = stack.enter_context(EchoProcess("ws", "--port", "0"))
             sides[f"ws {FLOOR}"] = (echo.url, {"responder": echo.process.pid})
         progress("starting the gateway")
-        gateway = GatewayProcess(
-            db, mqtt_url=gateway_broker.url_for_gateway if gateway_broker else "none"
-        )
-        if gateway_broker is not None:
-            sides[f"mqtt {GATEWAY}"] = (
-                f"mqtt://127.0.0.1:{gateway_broker.port}",
-                {"broker": gateway_broker.pid, "responder": gateway.pid},
+        if gateway_broker is None:
+            gateways[GATEWAY] = GatewayProcess(dbs[GATEWAY])
+        else:
+            # As `make run` starts it: trusting the plugin, writing its credentials file.
+            gateways[GATEWAY] = GatewayProcess(
+                dbs[GATEWAY],
+                mqtt_url=gateway_broker.url_for_gateway,
+                extra_env={
+                    "TR50GW_MQTT_BROKER_IDENTITY": "true",
+                    "TR50GW_BROKER_CREDENTIALS": str(gateway_broker.credentials_path),
+                },
             )
-        sides[f"ws {GATEWAY}"] = (gateway.ws_url, {"responder": gateway.pid})
+            serving = {"broker": gateway_broker.pid, "responder": gateways[GATEWAY].pid}
+            sides[f"mqtt {GATEWAY}"] = (f"mqtt://127.0.0.1:{gateway_broker.port}", serving)
+            sides[f"mqtt {THING_GATEWAY}"] = (f"127.0.0.1:{gateway_broker.port}", serving)
+            if any(case.plugin_cost for case in todo):
+                bare_gateway_broker = stack.enter_context(Broker(plugin=False))
+                dbs[BARE_GATEWAY] = workdir / "usage-no-plugin.duckdb"
+                provision(dbs[BARE_GATEWAY])
+                gateways[BARE_GATEWAY] = GatewayProcess(
+                    dbs[BARE_GATEWAY], mqtt_url=bare_gateway_broker.url_for_gateway
+                )
+                sides[f"mqtt {BARE_GATEWAY}"] = (
+                    f"mqtt://127.0.0.1:{bare_gateway_broker.port}",
+                    {"broker": bare_gateway_broker.pid, "responder": gateways[BARE_GATEWAY].pid},
+                )
+        sides[f"ws {GATEWAY}"] = (gateways[GATEWAY].ws_url, {"responder": gateways[GATEWAY].pid})
         sampler: RssSampler | None = None
+        codes: dict[str, int] = {}
         try:
-            gateway.wait_ready()
+            for gateway in gateways.values():
+                gateway.wait_ready()
             time.sleep(0.5)
-            idle_rss = rss_mb(gateway.pid)
-            sampler = RssSampler(gateway.pid)
+            idle_rss = rss_mb(gateways[GATEWAY].pid)
+            sampler = RssSampler(gateways[GATEWAY].pid)
             for index, case in enumerate(todo):
                 auth = account.auth_envelope if case.command == "usage.api.list" else None
-                runs = floor_runs[case]
+                runs = case_runs[case]
                 for turn in case.turns(quick):
                     progress(f"{case.suite} {turn}: {case.name}")
                     client_id = f"{_CLIENT_TAG[turn]}{index}-{len(runs.get(turn, ()))}"
                     url, serving = sides[f"{case.suite} {turn}"]
-                    if turn == THING_FLOOR:  # thing key = client id, as device-cloud-python does
-                        url = f"mqtt://{client_id}:{thing_token}@{url}"
-                    argv = _case_argv(case, url, client_id, auth, device=turn == THING_FLOOR)
-                    if turn != GATEWAY:
+                    if turn in THINGS:  # thing key = client id, as device-cloud-python does
+                        url = f"mqtt://{client_id}:{tokens[turn]}@{url}"
+                    argv = _case_argv(case, url, client_id, auth, device=turn in THINGS)
+                    sampled = turn == GATEWAY and case.window > 1
+                    with sampler.active() if sampled else contextlib.nullcontext():
                         result = run_load(argv, warmup=warmup, duration=duration, cpu_of=serving)
-                        runs.setdefault(turn, []).append(result)
-                        continue
-                    with sampler.active() if case.window > 1 else contextlib.nullcontext():
-                        result = run_load(argv, warmup=warmup, duration=duration, cpu_of=serving)
-                    answered += result["answered"] + result["auth_calls"] * (1 + SEED_PINGS)
-                    if result["lost"]:
-                        progress(f"  {result['lost']} requests never answered")
-                    gateway_runs[case] = result
-                progress("  " + _summary(case, runs, gateway_runs[case]))
+                    runs.setdefault(turn, []).append(result)
+                    if turn in GATEWAYS:
+                        db_side = BARE_GATEWAY if turn == BARE_GATEWAY else GATEWAY
+                        calls = result["answered"] + result["auth_calls"] * (1 + SEED_PINGS)
+                        answered[db_side] = answered.get(db_side, 0) + calls
+                        if result["lost"]:
+                            progress(f"  {result['lost']} requests never answered")
+                progress("  " + _summary(case, runs))
         finally:
             if sampler is not None:
                 sampler.close()
-            code = gateway.stop()
-        if code != 0:
-            progress(f"gateway exited with {code}: " + "\n".join(gateway.lines[-20:]))
-        rows = count_usage_rows(db)
-        progress(f"usage log: {rows} rows, {answered} calls answered")
+            for side, gateway in gateways.items():
+                codes[side] = gateway.stop()
+        for side, code in codes.items():
+            if code != 0:
+                lines = "\n".join(gateways[side].lines[-20:])
+                progress(f"{side} exited with {code}: {lines}")
+        rows = {side: count_usage_rows(db) for side, db in dbs.items()}
+        for side in dbs:
+            progress(f"usage log of {side}: {rows[side]} rows, {answered.get(side, 0)} answered")
 
     results: list[Result] = []
     for case in todo:
-        floors = {side: _mean_floor(runs) for side, runs in floor_runs[case].items()}
-        results += _compare(case, floors, gateway_runs[case])
-    results.append(
-        Result(
-            "log",
-            "every call logged (" + "+".join(sorted({c.suite for c in todo})) + " runs)",
-            "gateway",
-            {"rows": float(rows), "answered": float(answered)},
-            "rows == answered",
-            rows == answered,
+        means = {side: _mean_runs(runs) for side, runs in case_runs[case].items()}
+        results += _compare(case, means)
+    runs_of = "+".join(sorted({c.suite for c in todo}))
+    for side in dbs:
+        results.append(
+            Result(
+                "log",
+                f"every call logged ({runs_of} runs)",
+                side,
+                {"rows": float(rows[side]), "answered": float(answered.get(side, 0))},
+                "rows == answered",
+                rows[side] == answered.get(side, 0),
+            )
         )
-    )
     results.append(Result("memory", "idle", "gateway", {"rss_mb": round(idle_rss, 1)}))
     if sampler is not None and sampler.samples:
         peak = max(sampler.samples)

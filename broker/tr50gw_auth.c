@@ -5,11 +5,12 @@
  *   - CONNECT: username = thing key and password = an app token (whose SHA-256 the gateway lists
  *     in a credentials file) authenticates a thing. No client may take over the client id of a
  *     connection that authenticated with another username.
- *   - PUBLISH: every incoming message gets one user property, `tr50gw`, saying who sent it (any
- *     tr50gw* a client supplied is removed first), and a thing's api/... topics move into its
- *     namespace.
- *   - Replies: a message from the gateway carrying `tr50gw-deliver` is delivered to that one
- *     client, subscribed or not, and to nobody else.
+ *   - PUBLISH: every incoming message gets a header in front of its payload saying who sent it
+ *     (the connection, the client id, and for a thing its org, app and key), and a thing's
+ *     api/... topics move into its namespace, api/<client id>/...
+ *   - Replies: the gateway's reply on reply/<client id>/... for a thing is delivered to that one
+ *     client, subscribed or not, as reply/..., and to nobody else; so is one carrying
+ *     `tr50gw-deliver` (a v5 Response Topic the thing asked for).
  *
  * How Mosquitto 2.0 drives a plugin (plugin API version 5): it calls mosquitto_plugin_init once,
  * where we register one callback per event. An authentication or access-check callback answers
@@ -28,9 +29,11 @@
  *     acl_file allows only reply/<its id>/# still received `reply/0001`), whatever the header's
  *     comment says. So no READ grant is needed for copies; subscriptions and the messages they
  *     bring stay entirely the acl_file's business.
+ *   - MOSQ_EVT_MESSAGE may replace the message's topic and payload (allocated with
+ *     mosquitto_malloc): the broker frees the payload it replaces, the plugin the topic
+ *     (plugin__handle_message in src/plugin.c; freeing both is a double free).
  *   - A Last Will is published after MOSQ_EVT_DISCONNECT and never passes MOSQ_EVT_MESSAGE, so
- *     its topic and properties cannot be rewritten; it is refused on request topics instead
- *     (see on_acl_check).
+ *     it cannot be given its header; it is refused on request topics instead (see on_acl_check).
  *
  * SHA-256 comes from OpenSSL's libcrypto: the broker binary already links it (for TLS), so it
  * costs no extra library at run time, only libssl-dev's headers at build time.
@@ -57,10 +60,14 @@
 
 #define LOG_PREFIX "tr50gw_auth: "
 #define CREDENTIALS_HEADER "tr50gw-credentials 1"
-#define OUR_PROPERTY_PREFIX "tr50gw" /* every user property named tr50gw* is ours */
-#define IDENTITY_PROPERTY "tr50gw" /* on a request: who sent it */
+/* The header put in front of every request's payload: IDENTITY_MAGIC, the fields separated by
+ * FIELD_SEPARATOR (which no client id holds), then IDENTITY_END (which Mosquitto refuses in
+ * client ids and usernames, as every control character). */
+#define IDENTITY_MAGIC "\0tr50gw "
+#define IDENTITY_MAGIC_LEN 8
+#define IDENTITY_END '\n'
+#define FIELD_SEPARATOR '/'
 #define DELIVER_PROPERTY "tr50gw-deliver" /* on a gateway reply: to whom, on which topic */
-#define FIELD_SEPARATOR '/' /* between the fields of those two: no client id holds one */
 #define DIGEST_LEN 32 /* SHA-256 */
 #define HEX_ID_LEN 32 /* appId and orgId: 32 lowercase hex characters */
 #define MAX_TOPIC_LEN 65535
@@ -100,7 +107,8 @@ struct connection {
 	char *client_id;
 	char *username; /* NULL for an anonymous client */
 	char conn_id[48]; /* unique per CONNECT */
-	char *identity; /* the `tr50gw` property's fields that never change (see device_message) */
+	char *header; /* what device_message puts in front of each payload (connection_header) */
+	size_t header_len;
 	bool is_thing; /* authenticated here with an app token */
 	char org_id[HEX_ID_LEN + 1];
 	char app_id[HEX_ID_LEN + 1];
@@ -475,7 +483,7 @@ static void connection_free(struct connection *connection)
 	if(connection == NULL) return;
 	mosquitto_free(connection->client_id);
 	mosquitto_free(connection->username);
-	mosquitto_free(connection->identity);
+	mosquitto_free(connection->header);
 	mosquitto_free(connection);
 }
 
@@ -611,30 +619,37 @@ static bool client_id_is_held(const struct plugin *plugin, const char *client_id
 	return false;
 }
 
-/* The `tr50gw` property of every message from this connection (broker/README.md), fields
- * separated by `/`, which no client id but the gateway's holds (on_basic_auth refuses it):
- *     anonymous:  <conn>/<client id>
- *     a thing:    <conn>/<client id>/<org id>/<app id>/<thing key>
- * The thing key comes last: it may hold any character, `/` included. */
-static char *connection_identity(const struct connection *connection)
+/* The header in front of every payload from this connection (broker/README.md): the magic,
+ * the fields separated by `/` (which no client id but the gateway's holds: on_basic_auth
+ * refuses it), and a newline:
+ *     anonymous:  \0tr50gw <conn>/<client id>\n
+ *     a thing:    \0tr50gw <conn>/<client id>/<org id>/<app id>/<thing key>\n
+ * The thing key comes last: it may hold any character but a control character, `/` included. */
+static char *connection_header(const struct connection *connection, size_t *header_len)
 {
-	/* conn / client NUL */
-	size_t length = strlen(connection->conn_id) + 1 + strlen(connection->client_id) + 1;
-	char *identity;
+	/* magic conn / client \n NUL */
+	size_t size = IDENTITY_MAGIC_LEN + strlen(connection->conn_id) + 1
+		+ strlen(connection->client_id) + 2;
+	char *header;
+	int written;
 
 	if(connection->is_thing) {
 		/* / org / app / thing */
-		length += 1 + HEX_ID_LEN + 1 + HEX_ID_LEN + 1 + strlen(connection->username);
+		size += 1 + HEX_ID_LEN + 1 + HEX_ID_LEN + 1 + strlen(connection->username);
 	}
-	identity = mosquitto_malloc(length);
-	if(identity == NULL) return NULL;
+	header = mosquitto_malloc(size);
+	if(header == NULL) return NULL;
+	memcpy(header, IDENTITY_MAGIC, IDENTITY_MAGIC_LEN); /* it starts with a NUL: no snprintf */
 	if(connection->is_thing) {
-		snprintf(identity, length, "%s/%s/%s/%s/%s", connection->conn_id, connection->client_id,
+		written = snprintf(header + IDENTITY_MAGIC_LEN, size - IDENTITY_MAGIC_LEN,
+				"%s/%s/%s/%s/%s\n", connection->conn_id, connection->client_id,
 				connection->org_id, connection->app_id, connection->username);
 	}else{
-		snprintf(identity, length, "%s/%s", connection->conn_id, connection->client_id);
+		written = snprintf(header + IDENTITY_MAGIC_LEN, size - IDENTITY_MAGIC_LEN, "%s/%s\n",
+				connection->conn_id, connection->client_id);
 	}
-	return identity;
+	*header_len = IDENTITY_MAGIC_LEN + (size_t)written;
+	return header;
 }
 
 static int remember_connection(struct plugin *plugin, struct mosquitto *client,
@@ -656,9 +671,9 @@ static int remember_connection(struct plugin *plugin, struct mosquitto *client,
 		memcpy(connection->org_id, app->org_id, sizeof(connection->org_id));
 		memcpy(connection->app_id, app->app_id, sizeof(connection->app_id));
 	}
-	/* Written once here, so that a message only appends a thing's reply topic. */
-	connection->identity = connection_identity(connection);
-	if(connection->identity == NULL) {
+	/* Written once here: each message only copies it. */
+	connection->header = connection_header(connection, &connection->header_len);
+	if(connection->header == NULL) {
 		connection_free(connection);
 		return MOSQ_ERR_NOMEM;
 	}
@@ -681,12 +696,16 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	/* A pointer is reused once its client is freed; never trust an entry from before. */
 	connection_free(table_remove(&plugin->connections, ed->client));
 	if(client_id == NULL) return MOSQ_ERR_AUTH;
+	if(strchr(client_id, IDENTITY_END) != NULL
+			|| (username != NULL && strchr(username, IDENTITY_END) != NULL)) {
+		return MOSQ_ERR_AUTH; /* cannot happen: Mosquitto refuses control characters */
+	}
 
 	if(strpbrk(client_id, "/+#") != NULL
 			&& (username == NULL || strcmp(username, plugin->gateway_username) != 0)) {
 		/* The acl_file's %c and the gateway read a client id as one topic level: with a `/`,
 		 * client `truck-7/x` could publish into `api/truck-7/...` and have replies land in
-		 * truck-7's reply/truck-7/#; `+` and `#` are wildcards. (And the `tr50gw` property
+		 * truck-7's reply/truck-7/#; `+` and `#` are wildcards. (And the identity header
 		 * relies on it: `/` separates its fields.) */
 		mosquitto_log_printf(MOSQ_LOG_NOTICE,
 				LOG_PREFIX "refused client %s: a client id with / + or # is not one topic level",
@@ -745,8 +764,8 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	connection = table_find(&plugin->connections, ed->client);
 	if(connection == NULL) {
 		/* A write check after MOSQ_EVT_DISCONNECT is a Last Will being published. It would
-		 * reach the gateway without passing on_message, so with whatever tr50gw-* properties
-		 * the client put on it: refused. */
+		 * reach the gateway without passing on_message, so without its header, or with one
+		 * the client wrote itself: refused. */
 		return MOSQ_ERR_ACL_DENIED;
 	}
 	/* A thing sends on api/... and on_message moves the message into its namespace. */
@@ -756,70 +775,6 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 /* ---------------------------------------------------------------------------------------------
  * MOSQ_EVT_MESSAGE: an incoming PUBLISH
  * ------------------------------------------------------------------------------------------ */
-
-static bool is_our_property(const char *name)
-{
-	return strncasecmp(name, OUR_PROPERTY_PREFIX, strlen(OUR_PROPERTY_PREFIX)) == 0;
-}
-
-/* Copy one property node onto `*to`, reading it with the function for its type. A PUBLISH can
- * carry only these; anything else is dropped. MOSQ_ERR_SUCCESS or MOSQ_ERR_NOMEM. */
-static int copy_property(const mosquitto_property *node, mosquitto_property **to)
-{
-	int identifier = mosquitto_property_identifier(node);
-	uint8_t byte_value;
-	uint16_t int16_value, binary_len;
-	uint32_t int32_value;
-	char *string = NULL, *value = NULL;
-	void *binary = NULL;
-	int rc = MOSQ_ERR_SUCCESS;
-
-	switch(identifier) {
-		case MQTT_PROP_PAYLOAD_FORMAT_INDICATOR:
-			mosquitto_property_read_byte(node, identifier, &byte_value, false);
-			rc = mosquitto_property_add_byte(to, identifier, byte_value);
-			break;
-		case MQTT_PROP_TOPIC_ALIAS:
-			mosquitto_property_read_int16(node, identifier, &int16_value, false);
-			rc = mosquitto_property_add_int16(to, identifier, int16_value);
-			break;
-		case MQTT_PROP_MESSAGE_EXPIRY_INTERVAL:
-			mosquitto_property_read_int32(node, identifier, &int32_value, false);
-			rc = mosquitto_property_add_int32(to, identifier, int32_value);
-			break;
-		case MQTT_PROP_SUBSCRIPTION_IDENTIFIER:
-			mosquitto_property_read_varint(node, identifier, &int32_value, false);
-			rc = mosquitto_property_add_varint(to, identifier, int32_value);
-			break;
-		case MQTT_PROP_CORRELATION_DATA:
-			if(mosquitto_property_read_binary(node, identifier, &binary, &binary_len, false) == NULL) {
-				return MOSQ_ERR_NOMEM;
-			}
-			rc = mosquitto_property_add_binary(to, identifier, binary, binary_len);
-			break;
-		case MQTT_PROP_CONTENT_TYPE:
-		case MQTT_PROP_RESPONSE_TOPIC:
-			if(mosquitto_property_read_string(node, identifier, &string, false) == NULL) {
-				return MOSQ_ERR_NOMEM;
-			}
-			rc = mosquitto_property_add_string(to, identifier, string);
-			break;
-		case MQTT_PROP_USER_PROPERTY:
-			if(mosquitto_property_read_string_pair(node, identifier, &string, &value, false) == NULL) {
-				return MOSQ_ERR_NOMEM;
-			}
-			if(!is_our_property(string)) {
-				rc = mosquitto_property_add_string_pair(to, identifier, string, value);
-			}
-			break;
-		default:
-			break;
-	}
-	mosquitto_free(binary);
-	mosquitto_free(string);
-	mosquitto_free(value);
-	return rc;
-}
 
 /* The value of the first user property called `name`, in mosquitto_malloc'ed memory, or NULL. */
 static char *user_property(const mosquitto_property *list, const char *name)
@@ -859,43 +814,43 @@ static char *thing_topic(const char *client_id, const char *topic)
 	return new_topic;
 }
 
-/* A message from a device (a thing or an anonymous client): strip, stamp, maybe move. */
+/* A message from a device (a thing or an anonymous client): stamp, and for a thing move. */
 static int device_message(struct connection *connection, struct mosquitto_evt_message *ed)
 {
-	mosquitto_property *properties = NULL;
 	char *new_topic = NULL;
-	int rc = MOSQ_ERR_SUCCESS;
+	unsigned char *payload;
 
 	if(connection->is_thing) {
 		if(!is_request_topic(ed->topic)) return MOSQ_ERR_ACL_DENIED; /* never granted anyway */
 		new_topic = thing_topic(connection->client_id, ed->topic);
 		if(new_topic == NULL) return MOSQ_ERR_ACL_DENIED;
 	}
-
-	/* 1. Keep every property but the tr50gw* user properties the client may have sent. */
-	for(const mosquitto_property *node = ed->properties; node && rc == MOSQ_ERR_SUCCESS;
-			node = mosquitto_property_next(node)) {
-		rc = copy_property(node, &properties);
+	/* Who sent it, in front of the payload rather than in a user property: the gateway's MQTT
+	 * client decodes properties in Python, at a cost per message (broker/README.md). */
+	if((size_t)ed->payloadlen + connection->header_len > UINT32_MAX) {
+		mosquitto_free(new_topic);
+		return MOSQ_ERR_ACL_DENIED;
 	}
-	/* 2. Who sent it, in one property: the gateway's MQTT client decodes each property in
-	 * Python, at a cost per property (broker/README.md, "What it costs"). */
-	if(rc == MOSQ_ERR_SUCCESS) {
-		rc = mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY,
-				IDENTITY_PROPERTY, connection->identity);
-	}
-	if(rc != MOSQ_ERR_SUCCESS) {
-		mosquitto_property_free_all(&properties);
+	/* One byte more, a NUL, as Mosquitto stores every payload. */
+	payload = mosquitto_malloc(connection->header_len + ed->payloadlen + 1);
+	if(payload == NULL) {
 		mosquitto_free(new_topic);
 		return MOSQ_ERR_ACL_DENIED; /* better lost than delivered without its identity */
 	}
+	memcpy(payload, connection->header, connection->header_len);
+	if(ed->payloadlen > 0) {
+		memcpy(payload + connection->header_len, ed->payload, ed->payloadlen);
+	}
+	payload[connection->header_len + ed->payloadlen] = '\0';
 
-	/* The message now belongs to the new topic and property list; the broker frees them. */
+	/* The message now owns the new topic and payload. Mosquitto 2.0 frees a replaced payload
+	 * itself, but not a replaced topic (plugin__handle_message). */
 	if(new_topic != NULL) {
 		mosquitto_free(ed->topic);
 		ed->topic = new_topic;
 	}
-	mosquitto_property_free_all(&ed->properties);
-	ed->properties = properties;
+	ed->payload = payload;
+	ed->payloadlen += (uint32_t)connection->header_len;
 	return MOSQ_ERR_SUCCESS;
 }
 

@@ -15,10 +15,13 @@ import pytest
 
 from bench import load
 from bench.roundtrip import (
+    BARE_GATEWAY,
     FLOOR,
     GATEWAY,
     PLUGIN_FLOOR,
+    PLUGIN_GATEWAY,
     THING_FLOOR,
+    THING_GATEWAY,
     Case,
     EchoProcess,
     _compare,
@@ -61,7 +64,7 @@ def test_a_device_authenticated_at_connect_gets_its_replies_unsubscribed() -> No
 
 
 def side(rps: float, p50: float = 1.0) -> dict[str, Any]:
-    """A floor as `_mean_floor` makes it, or a gateway run."""
+    """A side as `_mean_runs` makes it."""
     return {
         "rps": rps,
         "p50_ms": p50,
@@ -81,26 +84,86 @@ def side(rps: float, p50: float = 1.0) -> dict[str, Any]:
     }
 
 
-def test_plugin_rows_compare_with_the_floor_and_the_gateway_with_floor_plugin() -> None:
-    case = Case("mqtt", "diag.ping", 100, qos=1)
-    floors = {PLUGIN_FLOOR: side(960), FLOOR: side(1000), THING_FLOOR: side(900)}
-    rows = {row.side: row for row in _compare(case, floors, side(480))}
-    assert list(rows) == [FLOOR, PLUGIN_FLOOR, THING_FLOOR, GATEWAY]
-    assert "ratio" not in rows[FLOOR].metrics
-    assert rows[PLUGIN_FLOOR].metrics["ratio"] == 0.96 and rows[PLUGIN_FLOOR].met
-    assert rows[THING_FLOOR].metrics["ratio"] == 0.9 and rows[THING_FLOOR].met is False
-    assert rows[PLUGIN_FLOOR].target == rows[THING_FLOOR].target == "ratio to floor >= 0.95"
-    assert rows[GATEWAY].metrics["ratio"] == 0.5  # to floor+plugin: the gateway's own broker
-    assert rows[GATEWAY].metrics["broker_cpu_us"] == 30.0
+PING = Case("mqtt", "diag.ping", 100, qos=1)
+PING_SIDES = {
+    PLUGIN_FLOOR: side(960),
+    FLOOR: side(1000),
+    THING_FLOOR: side(900),
+    BARE_GATEWAY: side(500),
+    GATEWAY: side(480),
+    THING_GATEWAY: side(470),
+}
+
+
+def ping_rows() -> dict[str, Any]:
+    return {row.side: row for row in _compare(PING, PING_SIDES)}
+
+
+def test_a_ping_case_has_a_row_per_side_and_the_gateways_plugin_cost() -> None:
+    assert list(ping_rows()) == [
+        FLOOR,
+        PLUGIN_FLOOR,
+        THING_FLOOR,
+        BARE_GATEWAY,
+        PLUGIN_GATEWAY,
+        THING_GATEWAY,
+        GATEWAY,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("row", "ratio", "met", "base"),
+    [
+        (PLUGIN_FLOOR, 0.96, True, FLOOR),
+        (THING_FLOOR, 0.9, False, FLOOR),
+        (PLUGIN_GATEWAY, 0.96, True, BARE_GATEWAY),
+        (THING_GATEWAY, 0.94, False, BARE_GATEWAY),
+    ],
+)
+def test_the_plugins_cost_is_a_ratio_to_the_same_side_without_it(
+    row: str, ratio: float, met: bool, base: str
+) -> None:
+    found = ping_rows()[row]
+    assert (found.metrics["ratio"], found.met, found.target) == (
+        ratio,
+        met,
+        f"ratio to {base} >= 0.95",
+    )
+
+
+def test_the_gateway_is_compared_with_the_floor_behind_its_own_kind_of_broker() -> None:
+    gateway = ping_rows()[GATEWAY]
+    assert (gateway.metrics["ratio"], gateway.target) == (0.5, "ratio >= 0.60")
+
+
+def test_the_gateway_without_the_plugin_is_compared_with_the_floor_without_it() -> None:
+    bare = ping_rows()[BARE_GATEWAY]
+    assert (bare.metrics["ratio"], bare.met) == (0.5, None)
 
 
 def test_cases_without_the_plugin_comparison_keep_one_floor() -> None:
     listing = Case("mqtt", "usage.api.list", 1, qos=0)
+    rows = _compare(listing, {PLUGIN_FLOOR: side(1000, 0.4), GATEWAY: side(100, 0.6)})
+    assert [(row.side, row.metrics.get("p50_diff_ms")) for row in rows] == [
+        (PLUGIN_FLOOR, None),
+        (GATEWAY, pytest.approx(0.2)),
+    ]
+
+
+def test_a_listing_case_runs_its_floor_around_the_gateway() -> None:
+    listing = Case("mqtt", "usage.api.list", 1, qos=0)
     assert listing.turns(quick=False) == (PLUGIN_FLOOR, GATEWAY, PLUGIN_FLOOR)
-    rows = _compare(listing, {PLUGIN_FLOOR: side(1000, 0.4)}, side(100, 0.6))
-    assert [row.side for row in rows] == [PLUGIN_FLOOR, GATEWAY]
-    assert rows[1].metrics["p50_diff_ms"] == pytest.approx(0.2) and rows[1].met
-    ping = Case("mqtt", "diag.ping", 1, qos=0)
-    turns = ping.turns(quick=False)
-    assert turns == turns[::-1] and turns[len(turns) // 2] == GATEWAY  # symmetric
+
+
+def test_a_ping_case_runs_its_sides_symmetrically_around_the_gateway_thing() -> None:
+    turns = Case("mqtt", "diag.ping", 1, qos=0).turns(quick=False)
+    assert (turns == turns[::-1], turns[len(turns) // 2]) == (True, THING_GATEWAY)
+
+
+def test_a_quick_ping_case_runs_every_side_once_and_the_first_again() -> None:
+    turns = Case("mqtt", "diag.ping", 1, qos=0).turns(quick=True)
+    assert sorted(turns) == sorted([*PING_SIDES, PLUGIN_FLOOR])
+
+
+def test_a_websocket_case_runs_its_floor_around_the_gateway() -> None:
     assert Case("ws", "diag.ping", 1).turns(quick=True) == (FLOOR, GATEWAY, FLOOR)

@@ -18,25 +18,34 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from devtools.broker import Broker
-from gateway.transports.mqtt.identity import BrokerIdentity, broker_identity
+from gateway.transports.mqtt.identity import MAGIC, BrokerIdentity, broker_identity
 from storage.duckdb.broker import HEADER
 from tests.support import GatewayThread, MqttClient, Tenants, run_cli, ws_client
 
 
-# -- the property, parsed -------------------------------------------------------------------------
+# -- the header, parsed ---------------------------------------------------------------------------
+def header(*fields: str) -> bytes:
+    """The plugin's identity header: connection and client id, then a thing's org, app and key."""
+    return MAGIC + "/".join(fields).encode() + b"\n"
+
+
 def test_a_thing_identity_has_five_fields() -> None:
-    found = broker_identity([("x", "y"), ("tr50gw", "c1/dev1/o/a/t")])
-    assert found == BrokerIdentity("c1", "dev1", "o", "a", "t")
+    found = broker_identity(header("c1", "dev1", "o", "a", "t") + b"{}")
+    assert found == (BrokerIdentity("c1", "dev1", "o", "a", "t"), b"{}")
 
 
 def test_a_thing_key_may_hold_slashes() -> None:
-    assert broker_identity([("tr50gw", "c1/dev1/o/a/site/7/t")]) == BrokerIdentity(
-        "c1", "dev1", "o", "a", "site/7/t"
-    )
+    found, _ = broker_identity(header("c1", "dev1", "o", "a", "site/7/t") + b"{}")
+    assert found == BrokerIdentity("c1", "dev1", "o", "a", "site/7/t")
 
 
 def test_an_anonymous_identity_has_two_fields() -> None:
-    assert broker_identity([("tr50gw", "c1/d")]) == BrokerIdentity("c1", "d")
+    assert broker_identity(header("c1", "d") + b"{}") == (BrokerIdentity("c1", "d"), b"{}")
+
+
+def test_the_payload_after_the_header_is_left_exactly_as_sent() -> None:
+    sent = b'\x00tr50gw fake/x\n{"1":\n{}}'  # a client's own look-alike stays its payload
+    assert broker_identity(header("c1", "d") + sent) == (BrokerIdentity("c1", "d"), sent)
 
 
 @pytest.mark.parametrize(
@@ -45,34 +54,34 @@ def test_an_anonymous_identity_has_two_fields() -> None:
     ids=["one", "three", "four", "no-connection", "no-client", "no-org", "no-thing"],
 )
 def test_any_other_shape_is_no_identity(value: str) -> None:
-    assert broker_identity([("tr50gw", value)]) is None
+    payload = MAGIC + value.encode() + b"\n{}"
+    assert broker_identity(payload) == (None, payload)
 
 
-def test_the_old_property_names_are_no_identity() -> None:
-    assert broker_identity([("tr50gw-conn", "c1"), ("tr50gw-client", "d")]) is None
+@pytest.mark.parametrize(
+    "payload",
+    [b"{}", b"tr50gw c1/d\n{}", MAGIC + b"c1/d", MAGIC + b"c1/\xff\n{}"],
+    ids=["none", "no-magic-byte", "no-end", "not-utf8"],
+)
+def test_a_payload_without_a_whole_header_is_no_identity(payload: bytes) -> None:
+    assert broker_identity(payload) == (None, payload)
 
 
 # -- through a real broker and gateway ------------------------------------------------------------
-def plugin_says(conn: str, client: str, *thing: str) -> Properties:
-    """The plugin's `tr50gw` property: connection and client id, then a thing's org, app and
-    key."""
-    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    properties.UserProperty = [("tr50gw", "/".join((conn, client, *thing)))]
-    return properties
-
-
 def ask_once(
     broker: Broker,
     envelope: dict[str, Any],
-    says: Callable[[str], Properties],
+    says: Callable[[str], bytes],
     client_id: str | None = None,
+    properties: Properties | None = None,
 ) -> tuple[mqtt.MQTTMessage, str]:
-    """One request on a new v5 connection subscribed to its replies, carrying the properties
-    `says(client id)`; the reply and the client id."""
+    """One request on a new v5 connection subscribed to its replies, its payload preceded by the
+    header `says(client id)`; the reply and the client id."""
     client = MqttClient(broker.port, client_id, v5=True)
     try:
         client.subscribe(f"reply/{client.client_id}/#")
-        client.publish(f"api/{client.client_id}/1", envelope, properties=says(client.client_id))
+        payload = says(client.client_id) + json.dumps(envelope).encode()
+        client.publish(f"api/{client.client_id}/1", payload, properties=properties)
         return client.receive(), client.client_id
     finally:
         client.close()
@@ -81,7 +90,7 @@ def ask_once(
 @pytest.fixture
 def plain_broker() -> Iterator[Broker]:
     """The shipped config and ACL without the plugin: here the test clients play it (with the
-    plugin loaded, their tr50gw property would be stripped, as it must be)."""
+    plugin loaded, their own header would come after the plugin's, as their payload)."""
     with Broker(plugin=False) as running:
         running.start()
         yield running
@@ -94,11 +103,11 @@ def trusting(plain_broker: Broker, start_gateway: Callable[..., GatewayThread]) 
 
 def thing_says(
     tenants: Tenants, thing: str, conn: str, app: str | None = None
-) -> Callable[[str], Properties]:
+) -> Callable[[str], bytes]:
     """What the plugin says of a request from a thing of acme authenticated at CONNECT."""
     app_id = app or tenants.apps["acme"][0]
     org = tenants.org_ids["acme"]
-    return lambda client_id: plugin_says(conn, client_id, org, app_id, thing)
+    return lambda client_id: header(conn, client_id, org, app_id, thing)
 
 
 def test_a_thing_authenticated_by_the_broker_needs_no_auth_block(
@@ -127,14 +136,14 @@ def test_a_things_reply_goes_to_its_namespace_for_the_plugin_to_deliver(
 def test_a_response_topic_asks_the_plugin_to_deliver_there(
     plain_broker: Broker, trusting: GatewayThread, tenants: Tenants
 ) -> None:
-    says = thing_says(tenants, "therm-1", "conn-6")
-
-    def with_response_topic(client_id: str) -> Properties:
-        properties = says(client_id)
-        properties.ResponseTopic = "reply/mine/7"
-        return properties
-
-    reply, client_id = ask_once(plain_broker, {"1": {"command": "diag.ping"}}, with_response_topic)
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.ResponseTopic = "reply/mine/7"
+    reply, client_id = ask_once(
+        plain_broker,
+        {"1": {"command": "diag.ping"}},
+        thing_says(tenants, "therm-1", "conn-6"),
+        properties=properties,
+    )
     assert reply.properties.UserProperty == [("tr50gw-deliver", f"{client_id}/reply/mine/7")]
 
 
@@ -166,20 +175,20 @@ def test_an_anonymous_session_is_bound_to_its_connection_not_its_client_id(
     opened, _ = ask_once(
         plain_broker,
         {"auth": {"command": "api.authenticate", "params": login}},
-        lambda client_id: plugin_says("first", client_id),
+        lambda client_id: header("first", client_id),
         namespace,
     )
     assert json.loads(opened.payload)["auth"]["success"] is True
     reply, _ = ask_once(
         plain_broker,
         {"1": {"command": "session.info"}},
-        lambda client_id: plugin_says("second", client_id),
+        lambda client_id: header("second", client_id),
         namespace,
     )
     assert json.loads(reply.payload)["1"]["errorCodes"] == [-90005]
 
 
-def test_without_broker_identity_the_properties_are_ignored(
+def test_without_broker_identity_a_header_is_removed_and_not_believed(
     plain_broker: Broker, start_gateway: Callable[..., GatewayThread], tenants: Tenants
 ) -> None:
     start_gateway(mqtt_url=plain_broker.url_for_gateway)  # not told the plugin is there
@@ -187,6 +196,19 @@ def test_without_broker_identity_the_properties_are_ignored(
         plain_broker, {"1": {"command": "session.info"}}, thing_says(tenants, "therm-1", "conn-4")
     )
     assert json.loads(reply.payload)["1"]["errorCodes"] == [-90005]
+
+
+def test_without_broker_identity_a_header_is_reported_once(
+    plain_broker: Broker,
+    start_gateway: Callable[..., GatewayThread],
+    tenants: Tenants,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    start_gateway(mqtt_url=plain_broker.url_for_gateway)
+    for conn in ("conn-7", "conn-8"):
+        ask_once(plain_broker, {"1": {"command": "diag.ping"}}, thing_says(tenants, "t", conn))
+    warnings = [r for r in caplog.records if "--mqtt-broker-identity is off" in r.getMessage()]
+    assert len(warnings) == 1
 
 
 def test_a_revoked_apps_thing_gets_no_session(

@@ -31,6 +31,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from devtools.broker import CREDENTIALS_HEADER, GATEWAY_USERNAME, Broker
 
+# The plugin's identity header starts with this (broker/README.md); written out here rather than
+# imported from the gateway, so that these tests check the contract, not the gateway's copy.
+MAGIC = b"\x00tr50gw "
+
 TIMEOUT = 5.0
 NOT_AUTHORIZED = 135  # CONNACK reason code (paho maps MQTT 3.1.1's return code 5 to it)
 
@@ -76,9 +80,16 @@ class Received:
 
     @property
     def identity(self) -> list[str]:
-        """The fields of the plugin's `tr50gw` property: connection, client id, and for a
-        thing its org, app and key (broker/README.md)."""
-        return self.user["tr50gw"].split("/", 4)
+        """The fields of the plugin's header in front of the payload: connection, client id,
+        and for a thing its org, app and key (broker/README.md)."""
+        assert self.payload.startswith(MAGIC), self.payload
+        return self.payload[len(MAGIC) : self.payload.index(b"\n")].decode().split("/", 4)
+
+    @property
+    def body(self) -> bytes:
+        """The payload after the plugin's header: what the client sent."""
+        assert self.payload.startswith(MAGIC), self.payload
+        return self.payload[self.payload.index(b"\n") + 1 :]
 
     @property
     def client(self) -> str:
@@ -108,7 +119,7 @@ class Client:
         username: str | None = None,
         password: str | None = None,
         v5: bool = False,
-        will: tuple[str, Properties] | None = None,
+        will: tuple[str, bytes] | None = None,
     ) -> None:
         self.client_id = client_id
         self.messages: queue.Queue[Received] = queue.Queue()
@@ -123,7 +134,7 @@ class Client:
         if username is not None:
             self._client.username_pw_set(username, password)
         if will is not None:
-            self._client.will_set(will[0], b"last will", qos=1, properties=will[1])
+            self._client.will_set(will[0], will[1], qos=1)
         self._client.on_connect = lambda c, u, flags, reason, p: self._connack.put(reason)
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -377,7 +388,7 @@ def test_request_reaches_the_gateway_in_the_things_namespace_with_its_identity(
     device.publish("api/0001", b'{"1":{"command":"diag.ping"}}')
     request = gateway.next_message()
     conn, *identity = request.identity
-    assert (request.topic, request.payload, identity, bool(conn)) == (
+    assert (request.topic, request.body, identity, bool(conn)) == (
         "api/therm-1/0001",
         b'{"1":{"command":"diag.ping"}}',
         ["therm-1", app.org_id, app.app_id, "therm-1"],
@@ -417,27 +428,34 @@ def test_a_thing_key_with_slashes_is_the_last_field(
     ]
 
 
-def test_properties_a_device_forges_are_stripped(
+FORGED = MAGIC + b"someone-else/boiler-9/" + b"0" * 32 + b"/" + b"1" * 32 + b"/boiler-9\n{}"
+
+
+def test_a_header_a_thing_forges_stays_part_of_its_payload(
     broker: Broker, app: App, gateway: FakeGateway, clients: list[Client]
 ) -> None:
-    device = thing(broker, clients, "therm-1", app.token, v5=True).connect()
-    forged = user_properties(
-        ("tr50gw-thing", "boiler-9"),
-        ("tr50gw-org", "0" * 32),
-        ("TR50GW-App", "1" * 32),
-        ("tr50gw-conn", "someone-else"),
-        ("tr50gw-deliver", "boiler-9"),
-        ("Tr50gw", "someone-else"),
-        ("tr50gw", "someone-else/boiler-9"),
-        ("trace", "kept"),
-    )
-    device.publish("api/0001", properties=forged)
+    device = thing(broker, clients, "therm-1", app.token).connect()
+    device.publish("api/0001", FORGED)
     request = gateway.next_message()
-    conn, *identity = request.identity
-    assert ([name for name, _ in request.pairs], identity, conn != "someone-else") == (
-        ["trace", "tr50gw"],
+    assert (request.identity[1:], request.body) == (
         ["therm-1", app.org_id, app.app_id, "therm-1"],
-        True,
+        FORGED,
+    )
+
+
+def test_a_devices_properties_reach_the_gateway_as_sent(
+    broker: Broker, app: App, gateway: FakeGateway, clients: list[Client]
+) -> None:
+    """The identity is in the payload: the plugin leaves properties alone (the gateway reads
+    none but Response Topic and Correlation Data)."""
+    device = thing(broker, clients, "therm-1", app.token, v5=True).connect()
+    properties = user_properties(("tr50gw", "whatever"), ("trace", "kept"))
+    properties.CorrelationData = b"17"
+    device.publish("api/0001", properties=properties)
+    request = gateway.next_message()
+    assert (request.pairs, request.correlation) == (
+        [("tr50gw", "whatever"), ("trace", "kept")],
+        b"17",
     )
 
 
@@ -660,17 +678,13 @@ def test_each_anonymous_connection_gets_its_own_conn_id(
     assert conn_ids[0] != conn_ids[1]
 
 
-def test_forged_properties_of_an_anonymous_v5_client_are_stripped(
+def test_a_header_an_anonymous_client_forges_stays_part_of_its_payload(
     broker: Broker, app: App, gateway: FakeGateway, clients: list[Client]
 ) -> None:
-    device = anonymous(broker, clients, "dev-1", v5=True).connect()
-    forged = user_properties(("tr50gw-thing", "therm-1"), ("tr50gw", "forged/dev-1"))
-    device.publish("api/dev-1/req", properties=forged)
+    device = anonymous(broker, clients, "dev-1").connect()
+    device.publish("api/dev-1/req", FORGED)
     request = gateway.next_message()
-    assert ([name for name, _ in request.pairs], request.identity[0] != "forged") == (
-        ["tr50gw"],
-        True,
-    )
+    assert (request.identity[1:], request.body) == (["dev-1"], FORGED)
 
 
 # -- the gateway and last wills --------------------------------------------------------------
@@ -692,9 +706,8 @@ def test_gateway_publishes_are_not_rewritten_or_stripped(
 def test_a_last_will_on_a_request_topic_never_reaches_the_gateway(
     broker: Broker, app: App, gateway: FakeGateway, clients: list[Client], kind: str
 ) -> None:
-    """A will skips MOSQ_EVT_MESSAGE, so it would arrive with the client's own tr50gw."""
-    forged = Properties(PacketTypes.WILLMESSAGE)
-    forged.UserProperty = [("tr50gw", "x/therm-2")]
+    """A will skips MOSQ_EVT_MESSAGE, so it would arrive with no header, or the client's own."""
+    forged = FORGED
     if kind == "thing":
         device = Client(
             broker,

@@ -98,7 +98,6 @@ class Message:
     packet_id: int
     response_topic: str | None
     correlation_data: bytes | None
-    user_properties: tuple[tuple[str, str], ...] = ()
 
 
 class MqttLink:
@@ -292,7 +291,6 @@ class MqttLink:
                 packet_id=message.mid,
                 response_topic=getattr(props, "ResponseTopic", None) or None,
                 correlation_data=getattr(props, "CorrelationData", None),
-                user_properties=tuple(getattr(props, "UserProperty", ())),
             )
         )
 

@@ -48,7 +48,7 @@ class MqttTransport:
         max_reply: int = 1_000_000,
         broker_identity: bool = False,
     ) -> None:
-        """`broker_identity`: trust the `tr50gw` property of the broker plugin (broker/)."""
+        """`broker_identity`: trust the identity header of the broker plugin (broker/)."""
         self._dispatcher = dispatcher
         self._broker_identity = broker_identity
         self._classic = classic
@@ -68,6 +68,7 @@ class MqttTransport:
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._redeliveries = Redeliveries()
         self._draining = False
+        self._warned_untrusted = False
 
     @property
     def connected(self) -> asyncio.Event:
@@ -121,6 +122,19 @@ class MqttTransport:
         self._tails[key] = task
         task.add_done_callback(lambda done: self._forget_tail(key, done))
 
+    def _distrust(self, topic: str) -> None:
+        """A request carries the broker plugin's header, but the gateway was not told the plugin
+        is there: the header is removed and its identity ignored (a client without the plugin
+        could have written it); said once, since it means the two are configured apart."""
+        if not self._warned_untrusted:
+            self._warned_untrusted = True
+            logger.warning(
+                "mqtt: a request on %s carries the broker plugin's identity header, but "
+                "--mqtt-broker-identity is off: identities are ignored (devices authenticated "
+                "at CONNECT get no session); turn it on when the broker loads the plugin",
+                topic,
+            )
+
     def _forget_tail(self, key: str, task: asyncio.Task[None]) -> None:
         if self._tails.get(key) is task:
             del self._tails[key]
@@ -150,12 +164,12 @@ class MqttTransport:
             self._connections.move_to_end(key)
         return connection
 
-    def _unpack(self, message: Message, route: Route) -> bytes | TR50Error:
+    def _unpack(self, payload: bytes, route: Route) -> bytes | TR50Error:
         if not route.compressed:
-            return message.payload
+            return payload
         inflater = zlib.decompressobj()
         try:
-            data = inflater.decompress(message.payload, self._max_payload + 1)
+            data = inflater.decompress(payload, self._max_payload + 1)
         except zlib.error:
             return MalformedEnvelope("malformed envelope: apiz payload is not zlib data")
         if len(data) > self._max_payload or inflater.unconsumed_tail:
@@ -179,13 +193,16 @@ class MqttTransport:
         try:
             if previous is not None:
                 await asyncio.wait([previous])
-            identity = broker_identity(message.user_properties) if self._broker_identity else None
+            identity, sent = broker_identity(message.payload)
+            if identity is not None and not self._broker_identity:
+                self._distrust(message.topic)
+                identity = None
             connection = self._connection_for(route, identity)
             if identity is not None and identity.thing is not None:
                 await self._dispatcher.authenticate_connection(
                     connection, identity.org or "", identity.app or "", identity.thing
                 )
-            payload = self._unpack(message, route)
+            payload = self._unpack(sent, route)
             if isinstance(payload, TR50Error):
                 reply = self._wire(route, await self._dispatcher.reject(connection, payload))
             else:
