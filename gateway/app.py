@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from commands import build_registry
 from commands.plugins import Plugin, discover, load_plugins
@@ -22,10 +23,12 @@ from gateway.core.ports import Provisioning
 from gateway.core.registry import Registry
 from gateway.settings import Settings
 from gateway.transports import Transport
-from gateway.transports.http import HttpTransport
+from gateway.transports.http import ROUTES, HttpTransport
+from gateway.transports.metrics import MeteredUsageSink, Metrics
 from gateway.transports.mqtt import MqttTransport
 from gateway.transports.websocket import WebSocketTransport
 from storage.duckdb import DuckDBStorage
+from storage.duckdb.writer import BatchWriter
 
 __all__ = [
     "Assembly",
@@ -59,15 +62,31 @@ def core_config(settings: Settings) -> CoreConfig:
     )
 
 
+HEALTHY_COMMIT_LAG = 30.0
+"""Seconds a record may wait for its writer's commit before `/healthz` answers 503."""
+
+
 @dataclass(frozen=True, slots=True)
 class Assembly:
-    """Everything but the transports: storage, the services the handlers see, the dispatcher."""
+    """Everything but the transports: storage, the services the handlers see, the dispatcher,
+    and the metrics every call is counted in."""
 
     settings: Settings
     storage: DuckDBStorage
     services: Services
     registry: Registry
     dispatcher: Dispatcher
+    metrics: Metrics
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy while every writer stores what it is given (`GET /healthz`); the writers
+        that do not, by table name."""
+        failing = [
+            name
+            for name, writer in self.storage.writers.items()
+            if not writer.healthy(HEALTHY_COMMIT_LAG)
+        ]
+        return (not failing, {"failing": failing} if failing else {})
 
     def close(self) -> None:
         """Commit every submitted record and close the storage (blocking)."""
@@ -92,9 +111,23 @@ def assemble(
         compact_interval=settings.compact_interval_s,
         broker_credentials=settings.broker_credentials,
     )
+    metrics = Metrics([*registry.names(), *(f"rest.{route}" for route in ROUTES)])
+    writers = storage.writers
+    metrics.labelled_gauge(
+        "tr50gw_writer_backlog",
+        "Rows submitted to a table's writer and not yet committed",
+        "table",
+        {name: _backlog_of(writer) for name, writer in writers.items()},
+    )
+    metrics.labelled_gauge(
+        "tr50gw_writer_commit_lag_seconds",
+        "How long the oldest uncommitted row of a table has waited, at most (0: none waits)",
+        "table",
+        {name: _commit_lag_of(writer) for name, writer in writers.items()},
+    )
     services = Services(
         config=core_config(settings),
-        usage=storage.usage,
+        usage=MeteredUsageSink(storage.usage, metrics),
         reader=storage.reader,
         analytics=storage.analytics,
         sessions=storage.identity,
@@ -102,7 +135,7 @@ def assemble(
         things=storage.identity,
         clock=clock,
     )
-    return Assembly(settings, storage, services, registry, Dispatcher(registry, services))
+    return Assembly(settings, storage, services, registry, Dispatcher(registry, services), metrics)
 
 
 def build_command_registry(settings: Settings) -> Registry:
@@ -130,8 +163,26 @@ def open_provisioning(
     return storage.identity, storage.close
 
 
-def build_transports(settings: Settings, dispatcher: Dispatcher) -> list[Transport]:
-    """The transports the settings turn on, in start order."""
+def _backlog_of(writer: BatchWriter[Any]) -> Callable[[], float]:
+    return lambda: writer.backlog
+
+
+def _commit_lag_of(writer: BatchWriter[Any]) -> Callable[[], float]:
+    return lambda: writer.commit_lag
+
+
+def _open_connections_of(transport: WebSocketTransport) -> Callable[[], float]:
+    return lambda: transport.open_connections
+
+
+def _link_up(transport: MqttTransport) -> Callable[[], float]:
+    return lambda: 1 if transport.connected.is_set() else 0
+
+
+def build_transports(settings: Settings, assembly: Assembly) -> list[Transport]:
+    """The transports the settings turn on, in start order; their open connections are gauges
+    of the assembly's metrics."""
+    dispatcher = assembly.dispatcher
     transports: list[Transport] = []
     target = settings.mqtt_target
     if target is not None:
@@ -161,9 +212,27 @@ def build_transports(settings: Settings, dispatcher: Dispatcher) -> list[Transpo
     if settings.http_port >= 0:
         transports.append(
             HttpTransport(
-                dispatcher, settings.ws_host, settings.http_port, max_payload=settings.max_payload
+                dispatcher,
+                settings.ws_host,
+                settings.http_port,
+                max_payload=settings.max_payload,
+                clock=assembly.services.clock,
+                health=assembly.health,
+                metrics=assembly.metrics,
             )
         )
+    gauges: dict[str, Callable[[], float]] = {}
+    for transport in transports:
+        if isinstance(transport, WebSocketTransport):
+            gauges["ws"] = _open_connections_of(transport)
+        elif isinstance(transport, MqttTransport):
+            gauges["mqtt"] = _link_up(transport)
+    assembly.metrics.labelled_gauge(
+        "tr50gw_open_connections",
+        "Connections open now: WebSocket clients; MQTT: the gateway's link to the broker (0/1)",
+        "transport",
+        gauges,
+    )
     return transports
 
 
@@ -173,7 +242,7 @@ class Gateway:
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = settings
         self.assembly = assemble(settings, clock=clock)
-        self.transports = build_transports(settings, self.assembly.dispatcher)
+        self.transports = build_transports(settings, self.assembly)
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from gateway.core import codec, redaction
@@ -114,6 +115,35 @@ class Dispatcher:
         reply = codec.encode(failure(error.code, error.message))
         self._record(ctx, "", "", "", reply.decode(), error.code, time.perf_counter_ns())
         return await self._paced(reply)
+
+    async def record_route(
+        self,
+        connection: Connection,
+        route: str,
+        request: str,
+        response: str,
+        error_code: int | None,
+        *,
+        received_at: datetime,
+        started: int,
+    ) -> Session | None:
+        """Log one call of an HTTP route that is not a TR50 envelope (`/healthz`, `/metrics`,
+        the REST facade): a usage record with service `rest` and the route's name as command, as
+        whoever the connection's session token says (nobody without one); returns that session.
+        `started` is the `time.perf_counter_ns()` of the request's arrival."""
+        session, token = await self._bound_session(connection)
+        ctx = CallContext(self._services, connection, session, token, received_at)
+        cap = self._config.log_cap
+        self._record(
+            ctx,
+            "rest",
+            route,
+            redaction.cap_text(request, cap),
+            redaction.cap_text(response, cap),
+            error_code,
+            started,
+        )
+        return session
 
     async def _resolve(self, token: object) -> Session | None:
         if not isinstance(token, str) or not token or len(token) > 512:

@@ -252,6 +252,11 @@ class WebSocketTransport:
         self._server = await serve(self._handle, self._host, self._requested_port, **self._options)
         logger.info("websocket listening on ws://%s:%s/api", self._host, self.port)
 
+    @property
+    def open_connections(self) -> int:
+        """Connections being served right now."""
+        return len(self._busy)
+
     async def _handle(self, websocket: ServerConnection) -> None:
         peer = websocket.remote_address
         connection = Connection(

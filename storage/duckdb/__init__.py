@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from storage.duckdb.analytics import UsageAggregates
 from storage.duckdb.broker import CredentialsExporter
@@ -13,6 +14,7 @@ from storage.duckdb.database import Database, DatabaseLocked
 from storage.duckdb.devices import DeviceStore
 from storage.duckdb.identity import IdentityStore
 from storage.duckdb.usage import UsageQueries, UsageWriter
+from storage.duckdb.writer import BatchWriter
 
 __all__ = ["DatabaseLocked", "DuckDBStorage"]
 
@@ -57,6 +59,11 @@ class DuckDBStorage:
             if compact_interval > 0
             else None
         )
+
+    @property
+    def writers(self) -> dict[str, BatchWriter[Any]]:
+        """Every writer thread, by the table it appends to: the usage log's and the devices'."""
+        return {self.usage.table.table: self.usage, **self.devices.writers}
 
     def close(self) -> None:
         """Stop compacting, commit every submitted record, close the file (blocking)."""

@@ -115,6 +115,18 @@ class DeviceStore:
             database, LOG_TABLE, flush_interval=flush_interval
         )
 
+    @property
+    def writers(self) -> dict[str, BatchWriter[Any]]:
+        """Each table's writer, by table name (health and metrics)."""
+        writers: list[BatchWriter[Any]] = [
+            self.properties,
+            self.locations,
+            self.alarms,
+            self.attributes,
+            self.logs,
+        ]
+        return {writer.table.table: writer for writer in writers}
+
     # -- writing -------------------------------------------------------------------------------
     def publish(self, values: list[PropertyValue]) -> int:
         return self.properties.submit_many(values)

@@ -62,6 +62,8 @@ class BatchWriter(Generic[Row]):
         self._submitted = 0
         self._committed = 0
         self._stopping = False
+        self._last_commit = time.monotonic()
+        self._failing = False  # the last batch could not be stored at all
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._thread = threading.Thread(target=self._run, name=f"{table.name}-writer", daemon=True)
         self._thread.start()
@@ -98,6 +100,19 @@ class BatchWriter(Generic[Row]):
     def backlog(self) -> int:
         """Records submitted but not yet committed."""
         return self._submitted - self._committed
+
+    @property
+    def commit_lag(self) -> float:
+        """Seconds the oldest waiting record has waited for a commit, at most: the time since
+        the last commit while records wait, else 0."""
+        if self._submitted == self._committed:
+            return 0.0
+        return time.monotonic() - self._last_commit
+
+    def healthy(self, max_lag: float) -> bool:
+        """Whether the writer is storing what it is given: its thread runs, its last batch was
+        stored, and nothing has waited longer than `max_lag` seconds."""
+        return self._thread.is_alive() and not self._failing and self.commit_lag <= max_lag
 
     async def wait_visible(self, sequence: int | None = None) -> None:
         """Wait until every record up to `sequence` (default: all submitted so far) is committed."""
@@ -141,6 +156,7 @@ class BatchWriter(Generic[Row]):
                 self._linger()
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
+            failing = False
             try:
                 self._insert(cursor, batch)
             except Exception:
@@ -151,10 +167,13 @@ class BatchWriter(Generic[Row]):
                 try:
                     self._insert(cursor, [self._sanitized(row) for row in batch])
                 except Exception:
+                    failing = True
                     self._logger.exception(
                         "failed to store %d %s records", len(batch), self.table.name
                     )
             with self._condition:
+                self._failing = failing
+                self._last_commit = time.monotonic()
                 self._committed += len(batch)
                 self._condition.notify_all()
                 ready = [w for w in self._waiters if w[0] <= self._committed]

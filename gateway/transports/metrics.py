@@ -1,0 +1,131 @@
+"""What `GET /metrics` exposes (SPEC §7), kept and rendered by prometheus_client.
+
+Every call ends as one usage record, so the metrics are counted where the records are submitted
+(`MeteredUsageSink`, which the composition root puts in front of the usage writer): calls by
+command, transport and outcome, errors by code, and a latency histogram per transport, all from
+the same figures the usage log keeps. Gauges read their value when scraped: the writer's backlog
+and commit lag, open connections per transport.
+
+Label values come from a bounded set, never from what a client sent: a command name that is not
+registered counts as `unknown` (otherwise every made-up name would be a new time series, kept for
+the life of the process), a payload that was not an envelope as `malformed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from gateway.core.ports import UsageSink
+from gateway.core.records import UsageRecord
+
+__all__ = ["LATENCY_BUCKETS", "MeteredUsageSink", "Metrics"]
+
+# Seconds: from a cached ping (~50 µs) to a listing on a large log (seconds).
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+TRANSPORTS = ("mqtt", "ws", "http")
+
+
+class Metrics:
+    """The gateway's metrics, in a registry of their own (no process-global state)."""
+
+    def __init__(self, known_commands: Collection[str]) -> None:
+        self._known = frozenset(known_commands)
+        self.registry = CollectorRegistry()
+        self._calls = Counter(
+            "tr50gw_calls",
+            "TR50 calls answered (one per usage record), by command, transport and outcome",
+            ["command", "transport", "outcome"],
+            registry=self.registry,
+        )
+        self._errors = Counter(
+            "tr50gw_call_errors",
+            "Failed calls by TR50 error code",
+            ["code", "transport"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "tr50gw_call_duration_seconds",
+            "Time to answer a call, from its envelope's arrival to its reply entry",
+            ["transport"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def command_label(self, record: UsageRecord) -> str:
+        if not record.service:
+            return "malformed"
+        name = f"{record.service}.{record.command}"
+        return name if name in self._known else "unknown"
+
+    def observe(self, record: UsageRecord) -> None:
+        transport = record.transport if record.transport in TRANSPORTS else "other"
+        outcome = "success" if record.success else "failure"
+        self._calls.labels(self.command_label(record), transport, outcome).inc()
+        if record.error_code is not None:
+            self._errors.labels(str(record.error_code), transport).inc()
+        self._latency.labels(transport).observe(record.exec_time / 1e9)
+
+    def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A value read when scraped (a writer's backlog, a count of connections)."""
+        Gauge(name, documentation, registry=self.registry).set_function(read)
+
+    def labelled_gauge(
+        self, name: str, documentation: str, label: str, reads: dict[str, Callable[[], float]]
+    ) -> None:
+        """One gauge with a series per label value, each read when scraped."""
+        gauge = Gauge(name, documentation, [label], registry=self.registry)
+        for value, read in reads.items():
+            gauge.labels(value).set_function(read)
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class MeteredUsageSink:
+    """A `UsageSink` that counts each record in `metrics` on its way to `inner`."""
+
+    def __init__(self, inner: UsageSink, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def submit(self, record: UsageRecord) -> int:
+        self._metrics.observe(record)
+        return self._inner.submit(record)
+
+    @property
+    def submitted(self) -> int:
+        return self._inner.submitted
+
+    @property
+    def backlog(self) -> int:
+        return self._inner.backlog
+
+    async def wait_visible(self, sequence: int | None = None) -> None:
+        await self._inner.wait_visible(sequence)
