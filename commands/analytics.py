@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal
@@ -11,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from commands import presenters
-from commands.params import PageParams, WindowParams, bucket_plan, scoped_filter
+from commands.params import RECORD_ID, PageParams, WindowParams, bucket_plan, scoped_filter
 from gateway.core.buckets import BucketPlan
 from gateway.core.context import CallContext
 from gateway.core.errors import InvalidParams, NotFound
@@ -22,9 +21,6 @@ __all__ = ["COMMANDS"]
 
 DEFAULT_WINDOW = timedelta(hours=24)
 Interval = Literal["year", "quarter", "month", "week", "day", "hour", "minute", "second"]
-_UUID = re.compile(
-    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
-)
 
 
 class AnalyticsParams(WindowParams):
@@ -108,7 +104,7 @@ async def endpoints(params: EndpointsParams, ctx: CallContext) -> dict[str, Any]
 
 
 async def get(params: GetParams, ctx: CallContext) -> dict[str, Any]:
-    if not _UUID.fullmatch(params.id):
+    if not RECORD_ID.fullmatch(params.id):
         raise InvalidParams("invalid params: id must be a record id (a UUID)")
     usage_filter = scoped_filter(WindowParams(showAll=params.show_all), ctx)
     record = await ctx.services.reader.get(usage_filter, params.id)

@@ -16,8 +16,11 @@ from gateway.core.errors import InvalidParams, PermissionDenied
 from gateway.core.records import UsageFilter
 
 __all__ = [
+    "EARLIEST",
+    "LATEST",
     "MAX_BUCKETED_WINDOW",
     "MAX_DURATION",
+    "RECORD_ID",
     "Duration",
     "NoParams",
     "PageParams",
@@ -41,6 +44,10 @@ _UNITS: Final = {
     "d": 86400.0,
 }
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d)", re.ASCII)
+RECORD_ID: Final = re.compile(
+    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+)
+"""A usage record's id: a UUID, with or without its dashes."""
 MAX_DURATION: Final = timedelta(days=100 * 366)
 """The longest `last` (about 100 years)."""
 
@@ -72,8 +79,8 @@ _RFC3339 = re.compile(
     re.ASCII,
 )
 # Records carry the time they were received; bucket arithmetic needs room on both sides.
-_EARLIEST = datetime(1970, 1, 1)
-_LATEST = datetime(9000, 1, 1)
+EARLIEST = datetime(1970, 1, 1)
+LATEST = datetime(9000, 1, 1)
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -91,7 +98,7 @@ def parse_timestamp(text: str) -> datetime:
                 value = value.astimezone(UTC).replace(tzinfo=None)
     except (ValueError, OverflowError):
         raise ValueError(f"bad timestamp {text[:40]!r}: {example}") from None
-    if not _EARLIEST <= value <= _LATEST:
+    if not EARLIEST <= value <= LATEST:
         raise ValueError(f"timestamp {text[:40]!r} out of range: 1970 to 9000")
     return value
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from commands import build_registry
+from commands import build_registry, rest
 from commands.plugins import Plugin, discover, load_plugins
 from gateway.core.context import CoreConfig, Services
 from gateway.core.dispatcher import Dispatcher
@@ -77,6 +78,7 @@ class Assembly:
     registry: Registry
     dispatcher: Dispatcher
     metrics: Metrics
+    routes: Registry  # the REST facade's commands (commands/rest.py)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy while every writer stores what it is given (`GET /healthz`); the writers
@@ -111,7 +113,8 @@ def assemble(
         compact_interval=settings.compact_interval_s,
         broker_credentials=settings.broker_credentials,
     )
-    metrics = Metrics([*registry.names(), *(f"rest.{route}" for route in ROUTES)])
+    routes = Registry([rest.COMMANDS])
+    metrics = Metrics([*registry.names(), *routes.names(), *(f"rest.{route}" for route in ROUTES)])
     writers = storage.writers
     metrics.labelled_gauge(
         "tr50gw_writer_backlog",
@@ -135,7 +138,15 @@ def assemble(
         things=storage.identity,
         clock=clock,
     )
-    return Assembly(settings, storage, services, registry, Dispatcher(registry, services), metrics)
+    return Assembly(
+        settings,
+        storage,
+        services,
+        registry,
+        Dispatcher(registry, services, routes),
+        metrics,
+        routes,
+    )
 
 
 def build_command_registry(settings: Settings) -> Registry:
@@ -161,6 +172,13 @@ def open_provisioning(
     with `broker_credentials`, the broker plugin's file follows every change."""
     storage = DuckDBStorage(db, utc_now, broker_credentials=broker_credentials)
     return storage.identity, storage.close
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("tr50gw")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing
+        return "0"
 
 
 def _backlog_of(writer: BatchWriter[Any]) -> Callable[[], float]:
@@ -219,6 +237,8 @@ def build_transports(settings: Settings, assembly: Assembly) -> list[Transport]:
                 clock=assembly.services.clock,
                 health=assembly.health,
                 metrics=assembly.metrics,
+                routes=(list(rest.ROUTES), assembly.routes),
+                version=_version(),
             )
         )
     gauges: dict[str, Callable[[], float]] = {}

@@ -32,8 +32,12 @@ MAX_BACKLOG = 10_000  # uncommitted usage records beyond which replies wait for 
 
 
 class Dispatcher:
-    def __init__(self, registry: Registry, services: Services) -> None:
+    def __init__(
+        self, registry: Registry, services: Services, routes: Registry | None = None
+    ) -> None:
+        """`routes`: the REST facade's commands (`rest.*`), run by `handle_route` only."""
         self._registry = registry
+        self._routes = routes if routes is not None else Registry([])
         self._services = services
         self._config = services.config
 
@@ -116,6 +120,20 @@ class Dispatcher:
         self._record(ctx, "", "", "", reply.decode(), error.code, time.perf_counter_ns())
         return await self._paced(reply)
 
+    async def handle_route(
+        self, connection: Connection, name: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Run one REST route's command (`rest.<route>`, from the routes registry) as the
+        connection's session: the TR50 outcome (`success` and `params`, or the failure), and
+        one usage record, as for any command. Never raises."""
+        received_at = self._services.clock()
+        session, token = await self._bound_session(connection)
+        ctx = CallContext(self._services, connection, session, token, received_at)
+        body = {"command": name, "params": params}
+        outcome = await self._run("rest", body, ctx, registry=self._routes)
+        await self._paced(b"")
+        return outcome
+
     async def record_route(
         self,
         connection: Connection,
@@ -163,7 +181,13 @@ class Dispatcher:
         return session, connection.session_token
 
     async def _run(
-        self, key: str, body: Any, ctx: CallContext, *, auth_entry: bool = False
+        self,
+        key: str,
+        body: Any,
+        ctx: CallContext,
+        *,
+        auth_entry: bool = False,
+        registry: Registry | None = None,
     ) -> dict[str, Any]:
         started = time.perf_counter_ns()
         service = command = ""
@@ -173,7 +197,7 @@ class Dispatcher:
                 raise MalformedEnvelope("malformed envelope: entry without a string 'command'")
             name: str = body["command"]
             service, _, command = name[:_NAME_CAP].partition(".")
-            spec = self._registry.get(name)
+            spec = (registry or self._registry).get(name)
             if spec is None:
                 raise UnknownCommand(f"unknown command: {name[:_NAME_CAP]}")
             if auth_entry and name != "api.authenticate":

@@ -73,6 +73,7 @@ class UsageFilter:
     start: datetime | None = None
     end: datetime | None = None
     failed_only: bool = False
+    succeeded_only: bool = False
     search_text: str | None = None
     remote_addr: str | None = None
     client_id: str | None = None

@@ -1,5 +1,5 @@
-"""The HTTP surface (SPEC §4, §7): `POST /api` (a TR50 envelope as the body), `GET /healthz`
-and `GET /metrics`.
+"""The HTTP surface (SPEC §4, §7): `POST /api` (a TR50 envelope as the body), the REST facade's
+routes, `GET /openapi.json`, `GET /healthz` and `GET /metrics`.
 
 aiohttp parses HTTP; this module maps a request onto a `Connection` and the dispatcher's reply
 onto a response. On `POST /api` TR50 errors travel in a 200 body, as on every other transport; a
@@ -8,9 +8,12 @@ request is its own connection: nothing binds, so a login answers a session id fo
 Bodies up to four times the payload limit are read and answered -90011 by the codec; larger ones
 are refused by aiohttp before they are buffered, and answered and logged as -90011 here.
 
-The other routes are logged too, as usage records with service `rest` and the route's name as
-command (`rest.healthz`, `rest.metrics`), so what reaches the HTTP port shows up in its own
-analytics; a `sessionId` header or `Authorization: Bearer <id>` names who called.
+A REST route runs its command (`rest.<route>`, `gateway.core.routes`) through the dispatcher
+with the path parameters and the query string as params, as the session of a `sessionId` header
+or `Authorization: Bearer <id>`; its TR50 failure becomes an HTTP status with a JSON body
+`{"error": {"code", "message"}}` (`STATUS_OF`). The other routes are logged too, as usage records
+with service `rest` and the route's name as command (`rest.healthz`, `rest.metrics`,
+`rest.openapi`), so what reaches the HTTP port shows up in its own analytics.
 """
 
 from __future__ import annotations
@@ -27,14 +30,30 @@ from aiohttp import web
 from gateway.core.context import Connection
 from gateway.core.dispatcher import Dispatcher
 from gateway.core.errors import PayloadTooLarge
+from gateway.core.registry import Registry
+from gateway.core.routes import HttpRoute
 from gateway.transports.metrics import Metrics
+from gateway.transports.openapi import openapi_document
 
-__all__ = ["ROUTES", "Health", "HttpTransport"]
+__all__ = ["ROUTES", "STATUS_OF", "Health", "HttpTransport"]
 
 logger = logging.getLogger("tr50gw.http")
 _JSON = "application/json"
-ROUTES = ("healthz", "metrics")
-"""The names of the routes logged as `rest.<name>` (besides `POST /api`'s TR50 commands)."""
+ROUTES = ("healthz", "metrics", "openapi")
+"""The names of the routes logged as `rest.<name>` that are not REST facade commands."""
+
+STATUS_OF = {
+    -90001: 404,  # unknown command: cannot happen for a route
+    -90002: 400,  # invalid params (the message names the param)
+    -90003: 403,  # permission denied (showAll without Super-Ops)
+    -90004: 401,  # authentication failed
+    -90005: 401,  # no valid session
+    -90008: 404,  # not found (another org's record is not found either)
+    -90010: 400,
+    -90011: 413,
+    -90012: 429,
+}
+"""The HTTP status of a route's TR50 failure; any other code is 500 (a bug, never bad input)."""
 
 Health = Callable[[], tuple[bool, dict[str, Any]]]
 """Whether the gateway can do its job (its writers store what they are given), and details."""
@@ -55,7 +74,10 @@ class HttpTransport:
         clock: Callable[[], datetime],
         health: Health,
         metrics: Metrics,
+        routes: tuple[list[HttpRoute], Registry] = ([], Registry([])),
+        version: str = "0",
     ) -> None:
+        """`routes`: the REST facade's routes and the registry of their commands."""
         self._dispatcher = dispatcher
         self._host = host
         self._requested_port = port
@@ -63,6 +85,8 @@ class HttpTransport:
         self._clock = clock
         self._health = health
         self._metrics = metrics
+        self._routes = routes[0]
+        self._openapi = orjson.dumps(openapi_document(routes[0], routes[1], version))
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -75,6 +99,9 @@ class HttpTransport:
         app.router.add_post("/api", self._handle)
         app.router.add_get("/healthz", self._logged("healthz", self._healthz))
         app.router.add_get("/metrics", self._logged("metrics", self._metrics_text))
+        app.router.add_get("/openapi.json", self._logged("openapi", self._openapi_json))
+        for route in self._routes:
+            app.router.add_route(route.method, route.path, self._route_handler(route))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._requested_port)
@@ -129,6 +156,33 @@ class HttpTransport:
 
         return handler
 
+    def _route_handler(self, route: HttpRoute) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            params: dict[str, Any] = dict(request.match_info)
+            for name in set(request.query):
+                values = request.query.getall(name)
+                if name in params:
+                    values = [params[name], *values]
+                # A param given twice arrives as a list: its model refuses it (-90002, logged).
+                params[name] = values[0] if len(values) == 1 else values
+            outcome = await self._dispatcher.handle_route(
+                self._connection(request), route.command, params
+            )
+            if not outcome["success"]:
+                code, message = outcome["errorCodes"][0], outcome["errorMessages"][0]
+                return _error(STATUS_OF.get(code, 500), code, message)
+            result = outcome["params"]
+            response = web.Response(body=orjson.dumps(result["body"]), content_type=_JSON)
+            for header, value in result.get("headers", {}).items():
+                response.headers[header] = str(value)
+            return response
+
+        return handler
+
+    async def _openapi_json(self) -> tuple[web.Response, str]:
+        response = web.Response(body=self._openapi, content_type=_JSON)
+        return response, orjson.dumps({"bytes": len(self._openapi)}).decode()
+
     async def _healthz(self) -> tuple[web.Response, str]:
         healthy, details = self._health()
         document = {"status": "ok" if healthy else "unhealthy", **details}
@@ -147,3 +201,8 @@ class HttpTransport:
         """Stop accepting; requests in progress finish and are answered (aiohttp's shutdown)."""
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    return web.Response(body=body, status=status, content_type=_JSON)

@@ -89,6 +89,8 @@ def where(usage_filter: UsageFilter) -> tuple[str, list[Any]]:
         values.append(usage_filter.end)
     if usage_filter.failed_only:
         clauses.append("NOT success")
+    if usage_filter.succeeded_only:
+        clauses.append("success")
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
 
 

@@ -1,0 +1,257 @@
+"""The REST facade (SPEC §7) against a real gateway over HTTP: Cloud Elements' `GET /usage` and
+`GET /usage/{id}`, its errors as HTTP statuses, `GET /openapi.json`, and every call logged."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.support import PASSWORD, GatewayThread, Tenants, ws_client
+
+
+@pytest.fixture
+def gateway(start_gateway: Callable[..., GatewayThread]) -> GatewayThread:
+    return start_gateway(http_port=0)
+
+
+def get(
+    gateway: GatewayThread, path: str, session: str | None = None, **params: Any
+) -> tuple[int, dict[str, str], Any]:
+    """Status, headers and JSON body of a GET, as `session` (a Bearer token) if given."""
+    assert gateway.gateway is not None and gateway.gateway.http_port
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    url = f"http://127.0.0.1:{gateway.gateway.http_port}{path}{query}"
+    headers = {"Authorization": f"Bearer {session}"} if session else {}
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - http only
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def login(gateway: GatewayThread, username: str) -> str:
+    with ws_client(gateway.ws_url) as client:
+        reply = client.send(
+            {
+                "auth": {
+                    "command": "api.authenticate",
+                    "params": {"username": username, "password": PASSWORD},
+                }
+            }
+        )
+    return str(reply["auth"]["params"]["sessionId"])
+
+
+def calls(gateway: GatewayThread, session: str, envelope: dict[str, Any]) -> dict[str, Any]:
+    with ws_client(gateway.ws_url) as client:
+        result: dict[str, Any] = client.send({"auth": {"sessionId": session}, **envelope})
+        return result
+
+
+def flushed(gateway: GatewayThread) -> None:
+    assert gateway.gateway is not None
+    assert gateway.gateway.assembly.storage.usage.flush()
+
+
+@pytest.fixture
+def admin(gateway: GatewayThread, tenants: Tenants) -> str:
+    """An acme org-admin's session, with a few calls of acme on record."""
+    session = login(gateway, tenants.user("acme", "org-admin"))
+    calls(gateway, session, {"1": {"command": "diag.ping"}, "2": {"command": "no.such"}})
+    flushed(gateway)
+    return session
+
+
+@pytest.fixture
+def until(admin: str) -> dict[str, str]:
+    """A window that ends now: the listings made after it (records too) stay out of it."""
+    time.sleep(0.01)
+    now = datetime.now(UTC)
+
+    def stamp(moment: datetime) -> str:
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    return {"from": stamp(now - timedelta(hours=1)), "to": stamp(now)}
+
+
+# -- GET /usage -----------------------------------------------------------------------------------
+def test_usage_lists_the_same_records_as_usage_api_list(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    window = {"start": until["from"], "end": until["to"]}
+    listed = calls(gateway, admin, {"l": {"command": "usage.api.list", "params": window}})
+    status, _, body = get(gateway, "/usage", admin, **until)
+    assert (status, [record["id"] for record in body]) == (
+        200,
+        [record["id"] for record in listed["l"]["params"]["result"]],
+    )
+
+
+def test_a_record_has_cloud_elements_fields(gateway: GatewayThread, admin: str) -> None:
+    _, _, body = get(gateway, "/usage", admin, service="diag")
+    (record,) = body
+    assert {key: record[key] for key in ("requestStatus", "elementName", "elementApi")} == {
+        "requestStatus": "SUCCESS",
+        "elementName": "diag.ping",
+        "elementApi": "ping",
+    }
+
+
+def test_status_failed_lists_failures_only(gateway: GatewayThread, admin: str) -> None:
+    _, _, body = get(gateway, "/usage", admin, status="FAILED")
+    assert {record["elementName"] for record in body} == {"no.such"}
+
+
+def test_status_success_lists_successes_only(gateway: GatewayThread, admin: str) -> None:
+    _, _, body = get(gateway, "/usage", admin, status="success")
+    assert {record["requestStatus"] for record in body} == {"SUCCESS"}
+
+
+def test_the_total_count_is_a_header(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    window = {"start": until["from"], "end": until["to"]}
+    listed = calls(gateway, admin, {"l": {"command": "usage.api.list", "params": window}})
+    _, headers, _ = get(gateway, "/usage", admin, pageSize=1, **until)
+    assert int(headers["elements-total-count"]) == listed["l"]["params"]["count"]
+
+
+def test_page_offset_and_size_page_through_the_records(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    _, _, everything = get(gateway, "/usage", admin, **until)
+    _, _, second = get(gateway, "/usage", admin, pageOffset=1, pageSize=2, **until)
+    assert [record["id"] for record in second] == [record["id"] for record in everything[1:3]]
+
+
+def test_another_orgs_records_are_not_listed(
+    gateway: GatewayThread, admin: str, tenants: Tenants
+) -> None:
+    other = login(gateway, tenants.user("globex", "org-admin"))
+    _, _, body = get(gateway, "/usage", other)
+    assert {record["accountId"] for record in body} == {"globex"}
+
+
+# -- GET /usage/{id} ------------------------------------------------------------------------------
+def test_one_record_by_id(gateway: GatewayThread, admin: str) -> None:
+    _, _, listed = get(gateway, "/usage", admin)
+    status, _, record = get(gateway, f"/usage/{listed[-1]['id']}", admin)
+    assert (status, record) == (200, listed[-1])
+
+
+def test_another_orgs_record_is_404_not_403(
+    gateway: GatewayThread, admin: str, tenants: Tenants
+) -> None:
+    _, _, listed = get(gateway, "/usage", admin)
+    other = login(gateway, tenants.user("globex", "org-admin"))
+    status, _, body = get(gateway, f"/usage/{listed[0]['id']}", other)
+    assert (status, body["error"]["code"]) == (404, -90008)
+
+
+@pytest.mark.parametrize("record_id", ["nope", "0" * 32], ids=["not-an-id", "unknown"])
+def test_an_unknown_id_is_404(gateway: GatewayThread, admin: str, record_id: str) -> None:
+    status, _, body = get(gateway, f"/usage/{record_id}", admin)
+    assert (status, body["error"]["code"]) == (404, -90008)
+
+
+# -- errors ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("session", [None, "not-a-session"], ids=["none", "invalid"])
+def test_without_a_valid_session_it_is_401(gateway: GatewayThread, session: str | None) -> None:
+    status, _, body = get(gateway, "/usage", session)
+    assert (status, body["error"]["code"]) == (401, -90005)
+
+
+def test_a_session_id_header_works_as_a_bearer_token(gateway: GatewayThread, admin: str) -> None:
+    assert gateway.gateway is not None
+    url = f"http://127.0.0.1:{gateway.gateway.http_port}/usage"
+    request = urllib.request.Request(url, headers={"sessionId": admin})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - http only
+        assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"pageSize": "ten"}, "pageSize"),
+        ({"pageSize": "0"}, "pageSize"),
+        ({"status": "MAYBE"}, "status"),
+        ({"from": "yesterday"}, "from"),
+        ({"colour": "red"}, "colour"),
+    ],
+    ids=["not-a-number", "too-small", "bad-status", "bad-time", "unknown-param"],
+)
+def test_bad_params_are_400_naming_the_param(
+    gateway: GatewayThread, admin: str, params: dict[str, str], named: str
+) -> None:
+    status, _, body = get(gateway, "/usage", admin, **params)
+    assert (status, body["error"]["code"], f"{named}:" in body["error"]["message"]) == (
+        400,
+        -90002,
+        True,
+    )
+
+
+def test_a_param_given_twice_is_400(gateway: GatewayThread, admin: str) -> None:
+    assert gateway.gateway is not None
+    url = f"http://127.0.0.1:{gateway.gateway.http_port}/usage?pageSize=1&pageSize=2"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {admin}"})
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=10)  # noqa: S310 - http only
+    assert raised.value.code == 400
+
+
+def test_show_all_without_super_ops_is_403(gateway: GatewayThread, admin: str) -> None:
+    status, _, body = get(gateway, "/usage", admin, showAll="true")
+    assert (status, body["error"]["code"]) == (403, -90003)
+
+
+# -- logged ---------------------------------------------------------------------------------------
+def test_every_route_call_is_a_usage_record(gateway: GatewayThread, admin: str) -> None:
+    get(gateway, "/usage", admin, status="FAILED")
+    get(gateway, "/usage", None)
+    flushed(gateway)
+    listed = calls(
+        gateway,
+        admin,
+        {"l": {"command": "usage.api.list", "params": {"service": "rest", "command": "usage"}}},
+    )
+    records = listed["l"]["params"]["result"]
+    assert [(r["transport"], r["success"], r["errorCode"]) for r in records] == [
+        ("http", True, None)
+    ]  # the call without a session belongs to nobody: acme's admin does not see it
+
+
+# -- /openapi.json --------------------------------------------------------------------------------
+def test_openapi_documents_every_route(gateway: GatewayThread) -> None:
+    status, _, document = get(gateway, "/openapi.json")
+    assert (status, document["openapi"], sorted(document["paths"])) == (
+        200,
+        "3.1.0",
+        ["/usage", "/usage/{id}"],
+    )
+
+
+def test_openapi_names_the_query_params_of_a_route(gateway: GatewayThread) -> None:
+    _, _, document = get(gateway, "/openapi.json")
+    names = {p["name"] for p in document["paths"]["/usage"]["get"]["parameters"]}
+    assert names == {
+        "status",
+        "from",
+        "to",
+        "searchText",
+        "pageOffset",
+        "pageSize",
+        "who",
+        "service",
+        "command",
+        "showAll",
+    }
