@@ -17,7 +17,7 @@ from gateway.core.errors import InvalidParams, NotFound
 from gateway.core.records import UsageFilter
 from gateway.core.registry import Command
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "planned_filter"]
 
 DEFAULT_WINDOW = timedelta(hours=24)
 Interval = Literal["year", "quarter", "month", "week", "day", "hour", "minute", "second"]
@@ -57,7 +57,7 @@ def _window(params: WindowParams, ctx: CallContext) -> UsageFilter:
     return scoped_filter(params, ctx)
 
 
-async def _plan(
+async def planned_filter(
     params: WindowParams, ctx: CallContext, interval: str | None, timezone: str
 ) -> tuple[UsageFilter, BucketPlan]:
     usage_filter = _window(params, ctx)
@@ -69,28 +69,28 @@ async def _plan(
 
 
 async def activity(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
-    usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
+    usage_filter, plan = await planned_filter(params, ctx, params.interval, params.timezone)
     return presenters.activity(plan, await ctx.services.analytics.activity(usage_filter, plan))
 
 
 async def times(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
-    usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
+    usage_filter, plan = await planned_filter(params, ctx, params.interval, params.timezone)
     return presenters.times(plan, await ctx.services.analytics.times(usage_filter, plan))
 
 
 async def statuses(params: AnalyticsParams, ctx: CallContext) -> dict[str, Any]:
-    usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
+    usage_filter, plan = await planned_filter(params, ctx, params.interval, params.timezone)
     return presenters.statuses(plan, await ctx.services.analytics.statuses(usage_filter, plan))
 
 
 async def breakdown(params: BreakdownParams, ctx: CallContext) -> dict[str, Any]:
-    usage_filter, plan = await _plan(params, ctx, params.interval, params.timezone)
+    usage_filter, plan = await planned_filter(params, ctx, params.interval, params.timezone)
     keyed = await ctx.services.analytics.by_key(usage_filter, plan, params.by, params.top)
     return presenters.breakdown(plan, params.by, keyed)
 
 
 async def history(params: HistoryParams, ctx: CallContext) -> dict[str, Any]:
-    usage_filter, plan = await _plan(params, ctx, params.series, params.timezone)
+    usage_filter, plan = await planned_filter(params, ctx, params.series, params.timezone)
     keyed = await ctx.services.analytics.by_key(usage_filter, plan, params.dimension, None)
     return presenters.history(plan, keyed)
 

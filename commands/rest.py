@@ -16,6 +16,16 @@ Cloud Elements' usage API (its field names, mapped to ours in the README):
   100, at most 2000), plus `who`, `service`, `command`, `showAll`: a bare array of records; the
   `elements-total-count` header holds how many matched.
 - `GET /usage/{id}`: one record, or 404.
+- `GET /usage/analytics/activity`, `.../activity/elements`, `.../times`, `.../statuses`: `from`
+  and `to` (required), `interval` (year ... second; default: chosen from the window, as
+  `usage.api.activity`), plus `who`, `service`, `command`, `showAll`: a bare array of buckets,
+  the same counts as `usage.api.activity`, `usage.api.breakdown` by service, `usage.api.times`
+  and `usage.api.statuses` (an element is a service).
+
+Tyk's endpoint analytics: `GET /api/activity/keys/endpoint/{key}/{dd}/{mm}/{yyyy}/{dd}/{mm}/{yyyy}`
+(`key`: a caller, `whoami`) and `GET /api/activity/oauthid/endpoint/{clientId}/...` (an MQTT
+client id, or any transport's `clientId`): `{"data": [...], "pages": 1}`, one item per command
+(its path) over those UTC days, the figures of `usage.api.endpoints`.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from pydantic import (
     field_validator,
 )
 
+from commands import presenters
+from commands.analytics import planned_filter
 from commands.params import (
     EARLIEST,
     LATEST,
@@ -41,10 +53,11 @@ from commands.params import (
     parse_timestamp,
     scoped_filter,
 )
+from gateway.core import buckets
 from gateway.core.buckets import format_utc
 from gateway.core.context import CallContext
-from gateway.core.errors import NotFound
-from gateway.core.records import UsageRecord
+from gateway.core.errors import InvalidParams, NotFound
+from gateway.core.records import EndpointStats, UsageFilter, UsageRecord
 from gateway.core.registry import Command
 from gateway.core.routes import HttpRoute
 
@@ -176,6 +189,183 @@ async def cloud_elements_get(params: CloudElementsRecordParams, ctx: CallContext
     return {"body": cloud_elements_record(record)}
 
 
+class CloudElementsAnalyticsParams(_Query):
+    start: RestTimestamp = Field(alias="from", description="RFC 3339")
+    end: RestTimestamp = Field(alias="to", description="RFC 3339")
+    interval: str | None = Field(
+        None,
+        description="year, quarter, month, week, day, hour, minute or second; default: from "
+        "the window",
+        json_schema_extra={"enum": list(buckets.INTERVALS)},
+    )
+    who: str | None = Field(None, min_length=1, max_length=320)
+    service: str | None = Field(None, min_length=1, max_length=200)
+    command: str | None = Field(None, min_length=1, max_length=200)
+    show_all: bool = Field(False, alias="showAll")
+
+
+async def _analytics_window(
+    params: CloudElementsAnalyticsParams, ctx: CallContext
+) -> tuple[UsageFilter, buckets.BucketPlan] | None:
+    """The scoped filter and buckets of an analytics route; None for a window that ends before
+    it starts (no buckets: an empty array)."""
+    if params.end < params.start:
+        return None
+    window = WindowParams.model_validate(
+        {"who": params.who, "service": params.service, "showAll": params.show_all}
+    ).model_copy(update={"start": params.start, "end": params.end})
+    usage_filter, plan = await planned_filter(window, ctx, params.interval, "UTC")
+    return replace(usage_filter, command=params.command), plan
+
+
+async def cloud_elements_activity(
+    params: CloudElementsAnalyticsParams, ctx: CallContext
+) -> dict[str, Any]:
+    window = await _analytics_window(params, ctx)
+    if window is None:
+        return {"body": []}
+    usage_filter, plan = window
+    counts = await ctx.services.analytics.activity(usage_filter, plan)
+    return {"body": presenters.activity(plan, counts)["result"]}
+
+
+async def cloud_elements_activity_elements(
+    params: CloudElementsAnalyticsParams, ctx: CallContext
+) -> dict[str, Any]:
+    """Calls per bucket and per element (a service, as `elementKey`), each element a property
+    of its bucket; an empty bucket carries only `timestamp` and `count`, as Cloud Elements'."""
+    window = await _analytics_window(params, ctx)
+    if window is None:
+        return {"body": []}
+    usage_filter, plan = window
+    keyed = await ctx.services.analytics.by_key(usage_filter, plan, "service", None)
+    body = []
+    for label, counts in zip(plan.labels, keyed.per_bucket, strict=True):
+        shown = {key: count for key, count in counts.items() if count}
+        # An element called "timestamp" or "count" cannot hide the bucket's own fields.
+        body.append({**shown, "timestamp": label, "count": sum(shown.values())})
+    return {"body": body}
+
+
+async def cloud_elements_times(
+    params: CloudElementsAnalyticsParams, ctx: CallContext
+) -> dict[str, Any]:
+    """Execution times in ms per bucket; `min`, `max` and `avg` only where there were calls."""
+    window = await _analytics_window(params, ctx)
+    if window is None:
+        return {"body": []}
+    usage_filter, plan = window
+    rows = presenters.times(plan, await ctx.services.analytics.times(usage_filter, plan))
+    body = [
+        {
+            key: row[key]
+            for key in ("timestamp", "count", "min", "max", "avg")
+            if row[key] is not None
+        }
+        for row in rows["result"]
+    ]
+    return {"body": body}
+
+
+async def cloud_elements_statuses(
+    params: CloudElementsAnalyticsParams, ctx: CallContext
+) -> dict[str, Any]:
+    window = await _analytics_window(params, ctx)
+    if window is None:
+        return {"body": []}
+    usage_filter, plan = window
+    rows = await ctx.services.analytics.statuses(usage_filter, plan)
+    return {"body": presenters.statuses(plan, rows)["result"]}
+
+
+class TykActivityParams(_Query):
+    """The path of Tyk's endpoint analytics: who, and two UTC days (not zero-padded)."""
+
+    key: str = Field(min_length=1, max_length=320)
+    start_day: int = Field(alias="startDay", ge=1, le=31)
+    start_month: int = Field(alias="startMonth", ge=1, le=12)
+    start_year: int = Field(alias="startYear", ge=1970, le=8999)
+    end_day: int = Field(alias="endDay", ge=1, le=31)
+    end_month: int = Field(alias="endMonth", ge=1, le=12)
+    end_year: int = Field(alias="endYear", ge=1970, le=8999)
+
+
+def _tyk_days(params: TykActivityParams) -> tuple[datetime, datetime]:
+    try:
+        start = datetime(params.start_year, params.start_month, params.start_day)
+        end = datetime(params.end_year, params.end_month, params.end_day)
+    except ValueError as error:  # 31/2/2024
+        raise InvalidParams(f"invalid params: {error}") from None
+    return start, end + timedelta(days=1) - timedelta(microseconds=1)
+
+
+def _tyk_unit(row: EndpointStats, key: str) -> dict[str, Any]:
+    """One command as a Tyk `ResultUnit`. There is no upstream behind the gateway: the handler
+    is the upstream, so `upstream_latency` repeats `latency`."""
+    average, low, high = row.avg / _MS, round(row.min / _MS), round(row.max / _MS)
+    service = row.name.partition(".")[0]
+    return {
+        "id": {
+            "day": 0,
+            "month": 0,
+            "year": 0,
+            "hour": 0,
+            "code": 0,
+            "path": row.name,
+            "key": key,
+            "alias": "",
+            "url": "",
+            "iso_country": "",
+            "api_id": service,
+            "api_name": service,
+        },
+        "hits": row.hits,
+        "success": row.success,
+        "error": row.hits - row.success,
+        "last_hit": format_utc(row.last_hit),
+        "request_time": average,
+        "latency": average,
+        "upstream_latency": average,
+        "max_latency": high,
+        "min_latency": low,
+        "max_upstream_latency": high,
+        "min_upstream_latency": low,
+    }
+
+
+async def _tyk_activity(
+    params: TykActivityParams, ctx: CallContext, *, by_client: bool
+) -> dict[str, Any]:
+    start, end = _tyk_days(params)
+    if end < start:
+        return {"body": {"data": [], "pages": 0}}
+    window = WindowParams().model_copy(update={"start": start, "end": end})
+    usage_filter = scoped_filter(window, ctx)
+    if by_client:
+        usage_filter = replace(usage_filter, client_id=params.key)
+    else:
+        usage_filter = replace(usage_filter, whoami=params.key)
+    page = await ctx.services.analytics.endpoints(usage_filter, offset=0, limit=2000)
+    data = [_tyk_unit(row, "" if by_client else params.key) for row in page.rows]
+    return {"body": {"data": data, "pages": 1 if data else 0}}
+
+
+async def tyk_key_activity(params: TykActivityParams, ctx: CallContext) -> dict[str, Any]:
+    return await _tyk_activity(params, ctx, by_client=False)
+
+
+async def tyk_client_activity(params: TykActivityParams, ctx: CallContext) -> dict[str, Any]:
+    return await _tyk_activity(params, ctx, by_client=True)
+
+
+def _buckets_summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {"buckets": len(result["body"])}
+
+
+def _units_summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {"endpoints": len(result["body"]["data"])}
+
+
 def _listing_summary(result: dict[str, Any]) -> dict[str, Any]:
     """What the usage log keeps of a listing: how many matched and were returned."""
     return {"count": result["headers"]["elements-total-count"], "returned": len(result["body"])}
@@ -192,11 +382,82 @@ COMMANDS = (
     Command(
         "rest.usage.get", CloudElementsRecordParams, cloud_elements_get, log_result=_record_summary
     ),
+    Command(
+        "rest.usage.activity",
+        CloudElementsAnalyticsParams,
+        cloud_elements_activity,
+        log_result=_buckets_summary,
+    ),
+    Command(
+        "rest.usage.activity.elements",
+        CloudElementsAnalyticsParams,
+        cloud_elements_activity_elements,
+        log_result=_buckets_summary,
+    ),
+    Command(
+        "rest.usage.times",
+        CloudElementsAnalyticsParams,
+        cloud_elements_times,
+        log_result=_buckets_summary,
+    ),
+    Command(
+        "rest.usage.statuses",
+        CloudElementsAnalyticsParams,
+        cloud_elements_statuses,
+        log_result=_buckets_summary,
+    ),
+    Command("rest.activity.keys", TykActivityParams, tyk_key_activity, log_result=_units_summary),
+    Command(
+        "rest.activity.oauthid",
+        TykActivityParams,
+        tyk_client_activity,
+        log_result=_units_summary,
+    ),
 )
+
+_TYK_DAYS = "{startDay}/{startMonth}/{startYear}/{endDay}/{endMonth}/{endYear}"
 
 ROUTES = (
     HttpRoute("GET", "/usage", "rest.usage", "Usage records (Cloud Elements' GET /usage)"),
     HttpRoute(
         "GET", "/usage/{id}", "rest.usage.get", "One usage record (Cloud Elements' GET /usage/{id})"
+    ),
+    HttpRoute(
+        "GET",
+        "/usage/analytics/activity",
+        "rest.usage.activity",
+        "Calls per interval (Cloud Elements)",
+    ),
+    HttpRoute(
+        "GET",
+        "/usage/analytics/activity/elements",
+        "rest.usage.activity.elements",
+        "Calls per interval and element, i.e. service (Cloud Elements)",
+    ),
+    HttpRoute(
+        "GET",
+        "/usage/analytics/times",
+        "rest.usage.times",
+        "Execution times per interval, ms (Cloud Elements)",
+    ),
+    HttpRoute(
+        "GET",
+        "/usage/analytics/statuses",
+        "rest.usage.statuses",
+        "Successes and failures per interval (Cloud Elements)",
+    ),
+    HttpRoute(
+        "GET",
+        "/api/activity/keys/endpoint/{key}/" + _TYK_DAYS,
+        "rest.activity.keys",
+        "A caller's calls per command over UTC days (Tyk's endpoint analytics per key)",
+        tag="activity",
+    ),
+    HttpRoute(
+        "GET",
+        "/api/activity/oauthid/endpoint/{key}/" + _TYK_DAYS,
+        "rest.activity.oauthid",
+        "A client id's calls per command over UTC days (Tyk's, per OAuth client id)",
+        tag="activity",
     ),
 )

@@ -16,6 +16,17 @@ import pytest
 
 from tests.support import PASSWORD, GatewayThread, Tenants, ws_client
 
+PATHS = [
+    "/usage",
+    "/usage/{id}",
+    "/usage/analytics/activity",
+    "/usage/analytics/activity/elements",
+    "/usage/analytics/times",
+    "/usage/analytics/statuses",
+    "/api/activity/keys/endpoint/{key}/{startDay}/{startMonth}/{startYear}/{endDay}/{endMonth}/{endYear}",
+    "/api/activity/oauthid/endpoint/{key}/{startDay}/{startMonth}/{startYear}/{endDay}/{endMonth}/{endYear}",
+]
+
 
 @pytest.fixture
 def gateway(start_gateway: Callable[..., GatewayThread]) -> GatewayThread:
@@ -236,7 +247,7 @@ def test_openapi_documents_every_route(gateway: GatewayThread) -> None:
     assert (status, document["openapi"], sorted(document["paths"])) == (
         200,
         "3.1.0",
-        ["/usage", "/usage/{id}"],
+        sorted(PATHS),
     )
 
 
@@ -255,3 +266,122 @@ def test_openapi_names_the_query_params_of_a_route(gateway: GatewayThread) -> No
         "command",
         "showAll",
     }
+
+
+# -- Cloud Elements' analytics --------------------------------------------------------------------
+def analytics(
+    gateway: GatewayThread, session: str, path: str, until: dict[str, str], **params: Any
+) -> Any:
+    status, _, body = get(gateway, f"/usage/analytics/{path}", session, **until, **params)
+    assert status == 200, body
+    return body
+
+
+def test_activity_counts_match_usage_api_activity(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    window = {"start": until["from"], "end": until["to"], "interval": "minute"}
+    tr50 = calls(gateway, admin, {"a": {"command": "usage.api.activity", "params": window}})
+    body = analytics(gateway, admin, "activity", until, interval="minute")
+    assert body == tr50["a"]["params"]["result"]
+
+
+def test_statuses_split_success_and_failure(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    body = analytics(gateway, admin, "statuses", until, interval="hour", service="diag")
+    assert [(b["count"], b["success"], b["failed"]) for b in body if b["count"]] == [(1, 1, 0)]
+
+
+def test_times_leave_out_min_max_avg_where_no_calls(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    body = analytics(gateway, admin, "times", until, interval="minute")
+    empty = [sorted(bucket) for bucket in body if bucket["count"] == 0]
+    assert empty and all(keys == ["count", "timestamp"] for keys in empty)
+
+
+def test_activity_elements_counts_each_service_in_its_bucket(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    body = analytics(gateway, admin, "activity/elements", until, interval="hour")
+    busy = [bucket for bucket in body if bucket["count"]]
+    assert [{k: v for k, v in b.items() if k != "timestamp"} for b in busy] == [
+        {"api": 1, "diag": 1, "no": 1, "count": 3}
+    ]
+
+
+def test_analytics_need_from_and_to(gateway: GatewayThread, admin: str) -> None:
+    status, _, body = get(gateway, "/usage/analytics/activity", admin)
+    assert (status, body["error"]["code"]) == (400, -90002)
+
+
+def test_a_window_that_ends_before_it_starts_has_no_buckets(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    backwards = {"from": until["to"], "to": until["from"]}
+    status, _, body = get(gateway, "/usage/analytics/statuses", admin, **backwards)
+    assert (status, body) == (200, [])
+
+
+# -- Tyk's endpoint analytics ---------------------------------------------------------------------
+def days() -> str:
+    today = datetime.now(UTC)
+    return f"{today.day}/{today.month}/{today.year}/{today.day}/{today.month}/{today.year}"
+
+
+def test_tyk_key_activity_lists_a_callers_commands(
+    gateway: GatewayThread, admin: str, tenants: Tenants
+) -> None:
+    who = tenants.user("acme", "org-admin")
+    status, _, body = get(gateway, f"/api/activity/keys/endpoint/{who}/{days()}", admin)
+    by_path = {
+        unit["id"]["path"]: (unit["hits"], unit["success"], unit["error"]) for unit in body["data"]
+    }
+    assert (status, by_path["diag.ping"], by_path["no.such"], body["pages"]) == (
+        200,
+        (1, 1, 0),
+        (1, 0, 1),
+        1,
+    )
+
+
+def test_tyk_units_have_tyks_fields(gateway: GatewayThread, admin: str, tenants: Tenants) -> None:
+    who = tenants.user("acme", "org-admin")
+    _, _, body = get(gateway, f"/api/activity/keys/endpoint/{who}/{days()}", admin)
+    assert set(body["data"][0]) == {
+        "id",
+        "hits",
+        "success",
+        "error",
+        "last_hit",
+        "request_time",
+        "latency",
+        "upstream_latency",
+        "max_latency",
+        "min_latency",
+        "max_upstream_latency",
+        "min_upstream_latency",
+    }
+
+
+def test_tyk_oauthid_activity_is_by_client_id(gateway: GatewayThread, admin: str) -> None:
+    status, _, body = get(gateway, f"/api/activity/oauthid/endpoint/nobody-here/{days()}", admin)
+    assert (status, body) == (200, {"data": [], "pages": 0})
+
+
+def test_tyk_an_impossible_day_is_400(gateway: GatewayThread, admin: str) -> None:
+    status, _, body = get(gateway, "/api/activity/keys/endpoint/x/31/2/2026/1/3/2026", admin)
+    assert (status, body["error"]["code"]) == (400, -90002)
+
+
+# -- anything else --------------------------------------------------------------------------------
+def test_an_unknown_path_is_a_json_404_and_logged(gateway: GatewayThread, admin: str) -> None:
+    status, _, body = get(gateway, "/no/such/route", admin)
+    flushed(gateway)
+    listed = calls(
+        gateway,
+        admin,
+        {"l": {"command": "usage.api.list", "params": {"service": "rest", "command": "unrouted"}}},
+    )
+    assert (status, body["error"]["code"], listed["l"]["params"]["count"]) == (404, -90008, 1)

@@ -9,9 +9,20 @@ from collections.abc import Callable, Iterator
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.support import PASSWORD, GatewayThread, Tenants, ws_client
+from tests.test_rest import PATHS
 
+# Some routes refuse what no schema can describe, with a 400 naming the limit: the analytics
+# windows longer than 100 years or of more than 10,000 buckets of the interval asked for, and
+# Tyk's days that are not in the calendar (31/2). schemathesis would call that "schema-valid data
+# rejected"; every other check still runs on them.
+EXCLUDED = {
+    f"GET {path}": [positive_data_acceptance]
+    for path in PATHS
+    if path.startswith(("/usage/analytics/", "/api/activity/"))
+}
 MAX_EXAMPLES = 40  # per route; the CI bound (a run takes a few seconds a route)
 
 
@@ -42,6 +53,26 @@ def operations(gateway: GatewayThread) -> list[schemathesis.schemas.APIOperation
     return [result.ok() for result in loaded.get_all_operations()]
 
 
+def exercise(operation: schemathesis.schemas.APIOperation, session: str) -> None:
+    """Generated requests to one operation, each checked by schemathesis (no 5xx, status and
+    body as documented, invalid input refused, ...) but for the checks `EXCLUDED` names."""
+    excluded = EXCLUDED.get(operation.label, [])
+
+    @given(case=operation.as_strategy())
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def answers_as_documented(case: schemathesis.Case) -> None:
+        case.call_and_validate(
+            headers={"Authorization": f"Bearer {session}"}, excluded_checks=excluded
+        )
+
+    answers_as_documented()
+
+
 def test_every_route_answers_generated_requests_as_documented(
     served: tuple[GatewayThread, str],
 ) -> None:
@@ -50,17 +81,6 @@ def test_every_route_answers_generated_requests_as_documented(
     gateway, session = served
     checked = []
     for operation in operations(gateway):
-
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=MAX_EXAMPLES,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        def answers_as_documented(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers={"Authorization": f"Bearer {session}"})
-
-        answers_as_documented()
+        exercise(operation, session)
         checked.append(operation.label)
-    assert sorted(checked) == ["GET /usage", "GET /usage/{id}"]
+    assert sorted(checked) == sorted(f"GET {path}" for path in PATHS)

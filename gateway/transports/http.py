@@ -39,7 +39,7 @@ __all__ = ["ROUTES", "STATUS_OF", "Health", "HttpTransport"]
 
 logger = logging.getLogger("tr50gw.http")
 _JSON = "application/json"
-ROUTES = ("healthz", "metrics", "openapi")
+ROUTES = ("healthz", "metrics", "openapi", "unrouted")
 """The names of the routes logged as `rest.<name>` that are not REST facade commands."""
 
 STATUS_OF = {
@@ -95,7 +95,7 @@ class HttpTransport:
         return self._port
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=self._max_body)
+        app = web.Application(client_max_size=self._max_body, middlewares=[self._unrouted])
         app.router.add_post("/api", self._handle)
         app.router.add_get("/healthz", self._logged("healthz", self._healthz))
         app.router.add_get("/metrics", self._logged("metrics", self._metrics_text))
@@ -155,6 +155,35 @@ class HttpTransport:
             return response
 
         return handler
+
+    @web.middleware
+    async def _unrouted(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """A path or method no route has: aiohttp's 404 or 405, with a JSON body like every
+        other error here, and logged as `rest.unrouted`."""
+        try:
+            return await handler(request)
+        except web.HTTPException as refused:
+            if refused.status not in (404, 405):
+                raise
+            code = -90008 if refused.status == 404 else -90001
+            what = "no such route" if refused.status == 404 else "method not allowed"
+            response = _error(
+                refused.status, code, f"{what}: {request.method} {request.path}"[:300]
+            )
+            if refused.status == 405 and "Allow" in refused.headers:
+                response.headers["Allow"] = refused.headers["Allow"]
+            await self._dispatcher.record_route(
+                self._connection(request),
+                "unrouted",
+                orjson.dumps({"method": request.method, "path": request.path_qs[:300]}).decode(),
+                response.text or "",
+                code,
+                received_at=self._clock(),
+                started=time.perf_counter_ns(),
+            )
+            return response
 
     def _route_handler(self, route: HttpRoute) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
