@@ -26,10 +26,18 @@ Tyk's endpoint analytics: `GET /api/activity/keys/endpoint/{key}/{dd}/{mm}/{yyyy
 (`key`: a caller, `whoami`) and `GET /api/activity/oauthid/endpoint/{clientId}/...` (an MQTT
 client id, or any transport's `clientId`): `{"data": [...], "pages": 1}`, one item per command
 (its path) over those UTC days, the figures of `usage.api.endpoints`.
+
+Adobe Analytics' usage logs: `GET /auditlogs/usage` with `startDate` and `endDate` (required),
+`login` (a caller, exact), `ip` (the address starts with it), `eventType` (1: login failed, 2:
+login successful, 34: any other call, "Api Method"), `event` (in the command's full name, any
+case), `limit` (default 10, at most 1000), `page` (from 0): Adobe's page object; an entry's
+`eventDescription` is the command's full name.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Final
@@ -64,6 +72,10 @@ from gateway.core.routes import HttpRoute
 __all__ = ["COMMANDS", "ROUTES", "cloud_elements_record"]
 
 CE_DEFAULT_WINDOW: Final = timedelta(days=7)
+_HOURS_ONLY: Final = re.compile(r"T[0-9:.]+[+-][0-9]{2}$")
+LOGIN = "api.authenticate"
+# Adobe's event types this log has (SPEC §7): the others match nothing.
+LOGIN_FAILED, LOGIN_SUCCESSFUL, API_METHOD = 1, 2, 34
 _MS: Final = 1_000_000.0
 
 
@@ -75,7 +87,10 @@ class _Query(BaseModel):
 
 def _clamped_timestamp(text: object) -> datetime:
     """An RFC 3339 timestamp, moved into 1970..9000 when outside: a query string's `from` of
-    0001-01-01 means "from the start", not an error."""
+    0001-01-01 means "from the start", not an error. An offset of hours alone (`-07`, as
+    Adobe's examples write it) is taken as `-07:00`."""
+    if isinstance(text, str) and _HOURS_ONLY.search(text):
+        text += ":00"
     try:
         return parse_timestamp(text)  # type: ignore[arg-type]
     except ValueError as error:
@@ -358,6 +373,84 @@ async def tyk_client_activity(params: TykActivityParams, ctx: CallContext) -> di
     return await _tyk_activity(params, ctx, by_client=True)
 
 
+class AdobeUsageParams(_Query):
+    start: RestTimestamp = Field(alias="startDate", description="RFC 3339 (`-07` offsets too)")
+    end: RestTimestamp = Field(alias="endDate", description="RFC 3339 (`-07` offsets too)")
+    login: str | None = Field(None, min_length=1, max_length=320, description="exact")
+    ip: str | None = Field(None, min_length=1, max_length=100, description="the address's start")
+    event_type: int | None = Field(
+        None, alias="eventType", ge=0, le=1000, description="1, 2 or 34 (others match nothing)"
+    )
+    event: str | None = Field(None, min_length=1, max_length=200, description="in the name")
+    limit: int = Field(10, ge=1, le=1000)
+    page: int = Field(0, ge=0, le=100_000)
+    show_all: bool = Field(False, alias="showAll")
+
+
+def _event_type(record: UsageRecord) -> int:
+    if f"{record.service}.{record.command}" == LOGIN:
+        return LOGIN_SUCCESSFUL if record.success else LOGIN_FAILED
+    return API_METHOD
+
+
+def adobe_entry(record: UsageRecord) -> dict[str, Any]:
+    """A usage record as an entry of Adobe's usage logs (its six fields)."""
+    return {
+        "dateCreated": format_utc(record.ts)[:-1] + "+00:00",
+        "login": record.whoami,
+        "rsid": record.org_key,
+        "ipAddress": record.remote_addr,
+        "eventType": str(_event_type(record)),
+        "eventDescription": f"{record.service}.{record.command}" if record.service else "",
+    }
+
+
+async def adobe_usage(params: AdobeUsageParams, ctx: CallContext) -> dict[str, Any]:
+    window = WindowParams.model_validate(
+        {"who": params.login, "remoteAddr": params.ip, "showAll": params.show_all}
+    )
+    usage_filter = replace(
+        scoped_filter(window, ctx), start=params.start, end=params.end, name_contains=params.event
+    )
+    if params.event_type in (LOGIN_FAILED, LOGIN_SUCCESSFUL):
+        service, _, command = LOGIN.partition(".")
+        usage_filter = replace(
+            usage_filter,
+            service=service,
+            command=command,
+            failed_only=params.event_type == LOGIN_FAILED,
+            succeeded_only=params.event_type == LOGIN_SUCCESSFUL,
+        )
+    elif params.event_type == API_METHOD:
+        usage_filter = replace(usage_filter, exclude_name=LOGIN)
+    offset = params.page * params.limit
+    count, records = 0, list[UsageRecord]()
+    known_type = params.event_type in (None, LOGIN_FAILED, LOGIN_SUCCESSFUL, API_METHOD)
+    if known_type and params.start <= params.end:  # other types match nothing
+        count, records = await ctx.services.reader.list(
+            usage_filter, offset=offset, limit=params.limit
+        )
+    pages = math.ceil(count / params.limit)
+    return {
+        "body": {
+            "content": [adobe_entry(record) for record in records],
+            "totalElements": count,
+            "totalPages": pages,
+            "number": params.page,
+            "size": params.limit,
+            "numberOfElements": len(records),
+            "firstPage": params.page == 0,
+            "lastPage": params.page >= pages - 1,
+            "sort": None,
+        }
+    }
+
+
+def _page_summary(result: dict[str, Any]) -> dict[str, Any]:
+    body = result["body"]
+    return {"count": body["totalElements"], "returned": body["numberOfElements"]}
+
+
 def _buckets_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {"buckets": len(result["body"])}
 
@@ -407,6 +500,7 @@ COMMANDS = (
         log_result=_buckets_summary,
     ),
     Command("rest.activity.keys", TykActivityParams, tyk_key_activity, log_result=_units_summary),
+    Command("rest.auditlogs.usage", AdobeUsageParams, adobe_usage, log_result=_page_summary),
     Command(
         "rest.activity.oauthid",
         TykActivityParams,
@@ -459,5 +553,12 @@ ROUTES = (
         "rest.activity.oauthid",
         "A client id's calls per command over UTC days (Tyk's, per OAuth client id)",
         tag="activity",
+    ),
+    HttpRoute(
+        "GET",
+        "/auditlogs/usage",
+        "rest.auditlogs.usage",
+        "Usage logs, logins apart (Adobe Analytics' GET /auditlogs/usage)",
+        tag="auditlogs",
     ),
 )

@@ -25,6 +25,7 @@ PATHS = [
     "/usage/analytics/statuses",
     "/api/activity/keys/endpoint/{key}/{startDay}/{startMonth}/{startYear}/{endDay}/{endMonth}/{endYear}",
     "/api/activity/oauthid/endpoint/{key}/{startDay}/{startMonth}/{startYear}/{endDay}/{endMonth}/{endYear}",
+    "/auditlogs/usage",
 ]
 
 
@@ -373,6 +374,109 @@ def test_tyk_oauthid_activity_is_by_client_id(gateway: GatewayThread, admin: str
 def test_tyk_an_impossible_day_is_400(gateway: GatewayThread, admin: str) -> None:
     status, _, body = get(gateway, "/api/activity/keys/endpoint/x/31/2/2026/1/3/2026", admin)
     assert (status, body["error"]["code"]) == (400, -90002)
+
+
+# -- Adobe's usage logs ---------------------------------------------------------------------------
+def adobe(
+    gateway: GatewayThread, session: str, until: dict[str, str], **params: Any
+) -> dict[str, Any]:
+    window = {"startDate": until["from"], "endDate": until["to"]}
+    status, _, body = get(gateway, "/auditlogs/usage", session, **window, **params)
+    assert status == 200, body
+    result: dict[str, Any] = body
+    return result
+
+
+@pytest.fixture
+def logins(gateway: GatewayThread, admin: str, tenants: Tenants) -> None:
+    """A failed login as acme's org-admin, after the fixture's successful one."""
+    with ws_client(gateway.ws_url) as client:
+        login = {"username": tenants.user("acme", "org-admin"), "password": "wrong password"}
+        client.send({"auth": {"command": "api.authenticate", "params": login}})
+    flushed(gateway)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "expected"),
+    [("1", [("1", "", "")]), ("2", [("2", "org-admin@acme.test", "acme")])],
+    ids=["login-failed", "login-successful"],
+)
+def test_event_types_1_and_2_are_failed_and_successful_logins(
+    gateway: GatewayThread,
+    admin: str,
+    logins: None,
+    tenants: Tenants,
+    event_type: str,
+    expected: list[tuple[str, str, str]],
+) -> None:
+    """A failed login opened no session: it belongs to no org, so Super-Ops sees it (showAll)."""
+    ops = login(gateway, "ops@acme.test")
+    until = {"from": "2020-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
+    body = adobe(gateway, ops, until, eventType=event_type, showAll="true", event="authenticate")
+    found = [(e["eventType"], e["login"], e["rsid"]) for e in body["content"]]
+    assert found[-1:] == expected  # the oldest: the admin fixture's login, then the failed one
+
+
+def test_event_type_34_is_every_other_call(
+    gateway: GatewayThread, admin: str, logins: None, until: dict[str, str]
+) -> None:
+    body = adobe(gateway, admin, until, eventType="34")
+    assert {(e["eventType"], e["eventDescription"]) for e in body["content"]} == {
+        ("34", "diag.ping"),
+        ("34", "no.such"),
+    }
+
+
+def test_event_matches_part_of_the_name_in_any_case(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    body = adobe(gateway, admin, until, event="PING")
+    assert [e["eventDescription"] for e in body["content"]] == ["diag.ping"]
+
+
+def test_an_adobe_page_says_where_it_is(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    body = adobe(gateway, admin, until, limit="2", page="1")
+    assert {key: body[key] for key in body if key != "content"} == {
+        "totalElements": 3,
+        "totalPages": 2,
+        "number": 1,
+        "size": 2,
+        "numberOfElements": 1,
+        "firstPage": False,
+        "lastPage": True,
+        "sort": None,
+    }
+
+
+def test_adobe_entries_have_adobes_six_fields(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    body = adobe(gateway, admin, until)
+    assert set(body["content"][0]) == {
+        "dateCreated",
+        "login",
+        "rsid",
+        "ipAddress",
+        "eventType",
+        "eventDescription",
+    }
+
+
+def test_an_hours_only_offset_is_read_as_adobe_writes_it(
+    gateway: GatewayThread, admin: str
+) -> None:
+    until = {"from": "2020-01-01T00:00:00-07", "to": "2100-01-01T00:00:00-07"}
+    assert adobe(gateway, admin, until)["totalElements"] == 3
+
+
+def test_a_limit_over_1000_is_400(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    window = {"startDate": until["from"], "endDate": until["to"]}
+    status, _, body = get(gateway, "/auditlogs/usage", admin, limit="1001", **window)
+    assert (status, "limit:" in body["error"]["message"]) == (400, True)
 
 
 # -- anything else --------------------------------------------------------------------------------

@@ -74,6 +74,8 @@ class UsageFilter:
     end: datetime | None = None
     failed_only: bool = False
     succeeded_only: bool = False
+    name_contains: str | None = None  # in `service.command`, any case
+    exclude_name: str | None = None  # not this `service.command`
     search_text: str | None = None
     remote_addr: str | None = None
     client_id: str | None = None

@@ -91,6 +91,12 @@ def where(usage_filter: UsageFilter) -> tuple[str, list[Any]]:
         clauses.append("NOT success")
     if usage_filter.succeeded_only:
         clauses.append("success")
+    if usage_filter.name_contains is not None:
+        clauses.append("contains(lower(service || '.' || command), lower(?))")
+        values.append(usage_filter.name_contains)
+    if usage_filter.exclude_name is not None:
+        clauses.append("(service || '.' || command) <> ?")
+        values.append(usage_filter.exclude_name)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
 
 
