@@ -26,7 +26,7 @@ from bench.roundtrip import progress
 
 __all__ = ["main", "render_chart", "render_table"]
 
-SUITES = ("mqtt", "ws", "ingest", "queries", "devices")
+SUITES = ("mqtt", "ws", "ingest", "queries", "devices", "export")
 
 
 # -- table ---------------------------------------------------------------------------------------
@@ -462,6 +462,10 @@ def _suite_runners(only: set[str]) -> list[tuple[str, Callable[[bool], list[Resu
             progress("note: bench/queries.py is not there yet; skipping the queries suite")
         else:
             runners.append(("queries", queries.run))
+    if "export" in only:
+        from bench import export
+
+        runners.append(("export", export.run))
     if "devices" in only:
         from bench import devices
 

@@ -16,6 +16,9 @@ Cloud Elements' usage API (its field names, mapped to ours in the README):
   100, at most 2000), plus `who`, `service`, `command`, `showAll`: a bare array of records; the
   `elements-total-count` header holds how many matched.
 - `GET /usage/{id}`: one record, or 404.
+- `GET /usage/export`: `format` (csv, json for JSON lines, parquet) and the listing's filters:
+  every matching record, streamed as a file (not one page) in the order the log holds them; the
+  call's usage record keeps the format and how many rows matched when it began.
 - `GET /usage/analytics/activity`, `.../activity/elements`, `.../times`, `.../statuses`: `from`
   and `to` (required), `interval` (year ... second; default: chosen from the window, as
   `usage.api.activity`), plus `who`, `service`, `command`, `showAll`: a bare array of buckets,
@@ -40,7 +43,7 @@ import math
 import re
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -48,7 +51,6 @@ from pydantic import (
     ConfigDict,
     Field,
     WithJsonSchema,
-    field_validator,
 )
 
 from commands import presenters
@@ -108,12 +110,22 @@ RestTimestamp = Annotated[
 ]
 
 
+def _status(value: object) -> str:
+    if not isinstance(value, str) or value.upper() not in ("SUCCESS", "FAILED"):
+        raise ValueError("must be SUCCESS or FAILED")
+    return value.upper()
+
+
+Status = Annotated[
+    str,
+    BeforeValidator(_status),
+    WithJsonSchema({"type": "string", "enum": ["SUCCESS", "FAILED"], "description": "any case"}),
+]
+"""Cloud Elements' outcome filter: SUCCESS or FAILED, in any case."""
+
+
 class CloudElementsUsageParams(_Query):
-    status: str | None = Field(
-        None,
-        description="SUCCESS or FAILED (any case)",
-        json_schema_extra={"enum": ["SUCCESS", "FAILED"]},
-    )
+    status: Status | None = None
     start: RestTimestamp | None = Field(
         None, alias="from", description="RFC 3339; default 7 days ago"
     )
@@ -126,14 +138,65 @@ class CloudElementsUsageParams(_Query):
     command: str | None = Field(None, min_length=1, max_length=200)
     show_all: bool = Field(False, alias="showAll")
 
-    @field_validator("status")
-    @classmethod
-    def _status(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if value.upper() not in ("SUCCESS", "FAILED"):
-            raise ValueError("must be SUCCESS or FAILED")
-        return value.upper()
+
+class ExportParams(_Query):
+    format: Literal["csv", "json", "parquet"] = Field(
+        description="csv, json (JSON lines) or parquet (zstd)"
+    )
+    status: Status | None = None
+    start: RestTimestamp | None = Field(None, alias="from", description="RFC 3339; default: all")
+    end: RestTimestamp | None = Field(None, alias="to", description="RFC 3339; default: now")
+    search_text: str | None = Field(None, alias="searchText", min_length=1, max_length=200)
+    who: str | None = Field(None, min_length=1, max_length=320)
+    service: str | None = Field(None, min_length=1, max_length=200)
+    command: str | None = Field(None, min_length=1, max_length=200)
+    client_id: str | None = Field(None, alias="clientId", min_length=1, max_length=300)
+    transport: Literal["mqtt", "ws", "http"] | None = None
+    show_all: bool = Field(False, alias="showAll")
+
+
+_MEDIA_TYPES: Final = {
+    "csv": ("text/csv; charset=utf-8", "csv"),
+    "json": ("application/x-ndjson", "jsonl"),
+    "parquet": ("application/vnd.apache.parquet", "parquet"),
+}
+
+
+async def export(params: ExportParams, ctx: CallContext) -> dict[str, Any]:
+    window = WindowParams.model_validate(
+        {
+            "who": params.who,
+            "service": params.service,
+            "showAll": params.show_all,
+            "searchText": params.search_text,
+            "clientId": params.client_id,
+            "transport": params.transport,
+            "hasFailure": params.status == "FAILED",
+        }
+    )
+    usage_filter = replace(
+        scoped_filter(window, ctx),
+        start=params.start,
+        end=params.end,
+        command=params.command,
+        succeeded_only=params.status == "SUCCESS",
+    )
+    count = await ctx.services.exports.count(usage_filter)
+    media_type, extension = _MEDIA_TYPES[params.format]
+    return {
+        "stream": ctx.services.exports.export(usage_filter, params.format),
+        "headers": {
+            "Content-Type": media_type,
+            "Content-Disposition": f'attachment; filename="usage.{extension}"',
+            "X-Total-Count": count,
+        },
+        "format": params.format,
+        "count": count,
+    }
+
+
+def _export_summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {"format": result["format"], "count": result["count"]}
 
 
 class CloudElementsRecordParams(_Query):
@@ -501,6 +564,7 @@ COMMANDS = (
     ),
     Command("rest.activity.keys", TykActivityParams, tyk_key_activity, log_result=_units_summary),
     Command("rest.auditlogs.usage", AdobeUsageParams, adobe_usage, log_result=_page_summary),
+    Command("rest.usage.export", ExportParams, export, log_result=_export_summary),
     Command(
         "rest.activity.oauthid",
         TykActivityParams,
@@ -513,6 +577,13 @@ _TYK_DAYS = "{startDay}/{startMonth}/{startYear}/{endDay}/{endMonth}/{endYear}"
 
 ROUTES = (
     HttpRoute("GET", "/usage", "rest.usage", "Usage records (Cloud Elements' GET /usage)"),
+    HttpRoute(
+        "GET",
+        "/usage/export",
+        "rest.usage.export",
+        "Every matching record as a CSV, JSON lines or Parquet file, streamed",
+        media_types=tuple(media_type for media_type, _ in _MEDIA_TYPES.values()),
+    ),
     HttpRoute(
         "GET", "/usage/{id}", "rest.usage.get", "One usage record (Cloud Elements' GET /usage/{id})"
     ),

@@ -133,6 +133,7 @@ def assemble(
         usage=MeteredUsageSink(storage.usage, metrics),
         reader=storage.reader,
         analytics=storage.analytics,
+        exports=storage.exports,
         sessions=storage.identity,
         devices=storage.devices,
         things=storage.identity,

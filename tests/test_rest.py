@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 import urllib.error
@@ -12,12 +14,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.support import PASSWORD, GatewayThread, Tenants, ws_client
 
 PATHS = [
     "/usage",
+    "/usage/export",
     "/usage/{id}",
     "/usage/analytics/activity",
     "/usage/analytics/activity/elements",
@@ -489,3 +493,102 @@ def test_an_unknown_path_is_a_json_404_and_logged(gateway: GatewayThread, admin:
         {"l": {"command": "usage.api.list", "params": {"service": "rest", "command": "unrouted"}}},
     )
     assert (status, body["error"]["code"], listed["l"]["params"]["count"]) == (404, -90008, 1)
+
+
+# -- GET /usage/export ----------------------------------------------------------------------------
+def export(
+    gateway: GatewayThread, session: str, **params: Any
+) -> tuple[int, dict[str, str], bytes]:
+    assert gateway.gateway is not None
+    query = urllib.parse.urlencode(params)
+    url = f"http://127.0.0.1:{gateway.gateway.http_port}/usage/export?{query}"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {session}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - http only
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def oldest_first(gateway: GatewayThread, session: str, until: dict[str, str]) -> list[str]:
+    window = {"start": until["from"], "end": until["to"]}
+    listed = calls(gateway, session, {"l": {"command": "usage.api.list", "params": window}})
+    return [record["id"] for record in reversed(listed["l"]["params"]["result"])]
+
+
+def test_a_csv_export_holds_every_matching_record_oldest_first(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    status, headers, body = export(gateway, admin, format="csv", **until)
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert (status, headers["Content-Type"], [row["id"] for row in rows]) == (
+        200,
+        "text/csv; charset=utf-8",
+        oldest_first(gateway, admin, until),
+    )
+
+
+def test_a_json_lines_export_has_the_listings_fields(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    _, _, body = export(gateway, admin, format="json", **until)
+    window = {"start": until["from"], "end": until["to"]}
+    listed = calls(gateway, admin, {"l": {"command": "usage.api.list", "params": window}})
+    lines = [json.loads(line) for line in body.decode().splitlines()]
+    assert lines == list(reversed(listed["l"]["params"]["result"]))
+
+
+def test_a_parquet_export_is_a_parquet_file_with_every_row(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    _, headers, body = export(gateway, admin, format="parquet", **until)
+    table = pq.read_table(io.BytesIO(body))
+    assert (table.num_rows, table.column("id").to_pylist()) == (
+        int(headers["X-Total-Count"]),
+        oldest_first(gateway, admin, until),
+    )
+
+
+def test_an_export_is_an_attachment(gateway: GatewayThread, admin: str) -> None:
+    _, headers, _ = export(gateway, admin, format="parquet")
+    assert headers["Content-Disposition"] == 'attachment; filename="usage.parquet"'
+
+
+def test_an_export_keeps_to_the_sessions_org(
+    gateway: GatewayThread, admin: str, tenants: Tenants
+) -> None:
+    other = login(gateway, tenants.user("globex", "org-admin"))
+    _, _, body = export(gateway, other, format="json")
+    assert {json.loads(line)["orgKey"] for line in body.decode().splitlines()} == {"globex"}
+
+
+def test_an_export_takes_the_listings_filters(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    _, _, body = export(gateway, admin, format="json", status="FAILED", **until)
+    assert [json.loads(line)["command"] for line in body.decode().splitlines()] == ["such"]
+
+
+def test_an_unknown_format_is_400(gateway: GatewayThread, admin: str) -> None:
+    status, _, body = export(gateway, admin, format="xml")
+    assert (status, json.loads(body)["error"]["code"]) == (400, -90002)
+
+
+def test_an_export_is_logged_with_its_format_and_count(
+    gateway: GatewayThread, admin: str, until: dict[str, str]
+) -> None:
+    _, headers, _ = export(gateway, admin, format="csv", **until)
+    flushed(gateway)
+    listed = calls(
+        gateway,
+        admin,
+        {
+            "l": {
+                "command": "usage.api.list",
+                "params": {"service": "rest", "command": "usage.export"},
+            }
+        },
+    )
+    (record,) = listed["l"]["params"]["result"]
+    logged = json.loads(record["response"])["rest"]["params"]
+    assert logged == {"format": "csv", "count": int(headers["X-Total-Count"])}

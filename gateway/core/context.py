@@ -12,6 +12,7 @@ from gateway.core.ports import (
     Sessions,
     Things,
     UsageAnalytics,
+    UsageExport,
     UsageReader,
     UsageSink,
 )
@@ -62,6 +63,7 @@ class Services:
     usage: UsageSink
     reader: UsageReader
     analytics: UsageAnalytics
+    exports: UsageExport
     sessions: Sessions
     devices: DeviceData
     things: Things

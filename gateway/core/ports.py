@@ -7,8 +7,9 @@ handler never waits for the writer itself.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from gateway.core.buckets import BucketPlan
 from gateway.core.records import (
@@ -38,6 +39,7 @@ __all__ = [
     "Sessions",
     "Things",
     "UsageAnalytics",
+    "UsageExport",
     "UsageReader",
     "UsageSink",
 ]
@@ -76,6 +78,20 @@ class UsageReader(Protocol):
         ...
 
     async def get(self, usage_filter: UsageFilter, record_id: str) -> UsageRecord | None: ...
+
+
+ExportFormat = Literal["csv", "json", "parquet"]
+
+
+class UsageExport(Protocol):
+    """Every record a filter matches, in the order the log holds them, encoded as a file in
+    chunks (read-your-writes): memory stays flat however many rows match."""
+
+    async def count(self, usage_filter: UsageFilter) -> int: ...
+
+    def export(self, usage_filter: UsageFilter, file_format: ExportFormat) -> AsyncIterator[bytes]:
+        """The file's bytes, chunk by chunk; the rows are read as the chunks are taken."""
+        ...
 
 
 class UsageAnalytics(Protocol):

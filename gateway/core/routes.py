@@ -23,6 +23,8 @@ class HttpRoute:
     command: str
     summary: str
     tag: str = "usage"
+    # What a 200 answers: JSON, or the media types of a file (an export).
+    media_types: tuple[str, ...] = ("application/json",)
 
     @property
     def name(self) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -185,8 +185,10 @@ class HttpTransport:
             )
             return response
 
-    def _route_handler(self, route: HttpRoute) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def handler(request: web.Request) -> web.Response:
+    def _route_handler(
+        self, route: HttpRoute
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
             params: dict[str, Any] = dict(request.match_info)
             for name in set(request.query):
                 values = request.query.getall(name)
@@ -201,6 +203,8 @@ class HttpTransport:
                 code, message = outcome["errorCodes"][0], outcome["errorMessages"][0]
                 return _error(STATUS_OF.get(code, 500), code, message)
             result = outcome["params"]
+            if "stream" in result:
+                return await _streamed(request, result["stream"], result["headers"])
             response = web.Response(body=orjson.dumps(result["body"]), content_type=_JSON)
             for header, value in result.get("headers", {}).items():
                 response.headers[header] = str(value)
@@ -235,3 +239,20 @@ class HttpTransport:
 def _error(status: int, code: int, message: str) -> web.Response:
     body = orjson.dumps({"error": {"code": code, "message": message}})
     return web.Response(body=body, status=status, content_type=_JSON)
+
+
+async def _streamed(
+    request: web.Request, chunks: AsyncIterator[bytes], headers: dict[str, Any]
+) -> web.StreamResponse:
+    """A body written chunk by chunk as the route's iterator gives it (an export): each write
+    waits for the client to take the last, so a slow reader holds the rows back, not memory."""
+    response = web.StreamResponse(headers={name: str(value) for name, value in headers.items()})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+    await response.write_eof()
+    return response

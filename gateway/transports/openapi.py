@@ -33,6 +33,12 @@ _ERROR_SCHEMA = {
 }
 
 
+_SCHEMA_OF = {
+    "application/json": {"type": ["object", "array"]},
+    "application/vnd.apache.parquet": {"type": "string", "format": "binary"},
+}
+
+
 def _parameters(route: HttpRoute, schema: dict[str, Any]) -> list[dict[str, Any]]:
     """The route's path and query parameters, from its params model's JSON schema."""
     required = set(schema.get("required", ()))
@@ -61,7 +67,10 @@ def openapi_document(routes: list[HttpRoute], registry: Registry, version: str) 
         responses: dict[str, Any] = {
             "200": {
                 "description": "OK",
-                "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
+                "content": {
+                    media_type: {"schema": _SCHEMA_OF.get(media_type, {"type": "string"})}
+                    for media_type in route.media_types
+                },
             }
         }
         for status, description in ERROR_STATUSES.items():

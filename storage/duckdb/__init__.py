@@ -12,6 +12,7 @@ from storage.duckdb.broker import CredentialsExporter
 from storage.duckdb.compaction import Compactor
 from storage.duckdb.database import Database, DatabaseLocked
 from storage.duckdb.devices import DeviceStore
+from storage.duckdb.export import UsageExporter
 from storage.duckdb.identity import IdentityStore
 from storage.duckdb.usage import UsageQueries, UsageWriter
 from storage.duckdb.writer import BatchWriter
@@ -48,6 +49,7 @@ class DuckDBStorage:
         self.usage = UsageWriter(self.database, flush_interval=flush_interval)
         self.reader = UsageQueries(self.database, self.usage)
         self.analytics = UsageAggregates(self.database, self.usage)
+        self.exports = UsageExporter(self.database, self.usage)
         self.identity = IdentityStore(
             self.database,
             clock,
