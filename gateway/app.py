@@ -16,12 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from commands import build_registry, rest
+from commands import build_registry, presenters, rest
 from commands.plugins import Plugin, discover, load_plugins
 from gateway.core.context import CoreConfig, Services
 from gateway.core.dispatcher import Dispatcher
 from gateway.core.ports import Provisioning
 from gateway.core.registry import Registry
+from gateway.core.tail import TailingUsageSink, UsageTail
 from gateway.settings import Settings
 from gateway.transports import Transport
 from gateway.transports.http import ROUTES, HttpTransport
@@ -128,9 +129,11 @@ def assemble(
         "table",
         {name: _commit_lag_of(writer) for name, writer in writers.items()},
     )
+    tail = UsageTail(presenters.usage_record)
     services = Services(
         config=core_config(settings),
-        usage=MeteredUsageSink(storage.usage, metrics),
+        usage=MeteredUsageSink(TailingUsageSink(storage.usage, tail), metrics),
+        tail=tail,
         reader=storage.reader,
         analytics=storage.analytics,
         exports=storage.exports,
@@ -310,6 +313,7 @@ class Gateway:
             for transport, outcome in zip(started, outcomes, strict=True):
                 if isinstance(outcome, Exception):
                     logger.error("stopping %s failed", transport.name, exc_info=outcome)
+            await self.assembly.services.tail.close()
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.assembly.close)
             logger.info("tr50gw stopped (%d calls logged)", self.assembly.storage.usage.submitted)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from gateway.core.errors import InvalidSession
 from gateway.core.ports import (
@@ -18,6 +19,7 @@ from gateway.core.ports import (
 )
 from gateway.core.ratelimit import FailedLogins
 from gateway.core.records import RecordIds, Session
+from gateway.core.tail import UsageTail
 
 __all__ = ["CallContext", "Connection", "CoreConfig", "Services"]
 
@@ -36,6 +38,8 @@ class Connection:
     binds_sessions: bool = False
     session_token: str | None = None
     session: Session | None = None
+    # Sends a server message on this connection (WebSocket only: the live tail's notifications).
+    push: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
     def bind(self, session: Session | None, token: str | None) -> None:
         self.session, self.session_token = session, token
@@ -64,6 +68,7 @@ class Services:
     reader: UsageReader
     analytics: UsageAnalytics
     exports: UsageExport
+    tail: UsageTail
     sessions: Sessions
     devices: DeviceData
     things: Things

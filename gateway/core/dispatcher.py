@@ -110,6 +110,10 @@ class Dispatcher:
         connection.bind(*(opened or (None, None)))
         return opened is not None
 
+    def connection_closed(self, connection: Connection) -> None:
+        """The transport's connection is gone: its live tails end (SPEC §7.2)."""
+        self._services.tail.unsubscribe(connection)
+
     async def reject(self, connection: Connection, error: TR50Error) -> bytes:
         """Answer and log a payload a transport refused before it could be dispatched (too
         large to read, not inflatable, closed with 1009...): the root failure to send, if the

@@ -19,7 +19,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -27,6 +27,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from gateway.core.codec import encode
 from gateway.core.context import Connection
 from gateway.core.dispatcher import Dispatcher
 from gateway.core.errors import MalformedEnvelope, PayloadTooLarge
@@ -252,6 +253,15 @@ class WebSocketTransport:
         self._server = await serve(self._handle, self._host, self._requested_port, **self._options)
         logger.info("websocket listening on ws://%s:%s/api", self._host, self.port)
 
+    @staticmethod
+    def _pusher(websocket: ServerConnection) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        """Sends a server message (a live tail's notification) on the connection."""
+
+        async def push(message: dict[str, Any]) -> None:
+            await websocket.send(encode(message).decode())
+
+        return push
+
     @property
     def open_connections(self) -> int:
         """Connections being served right now."""
@@ -265,6 +275,7 @@ class WebSocketTransport:
             remote_addr=str(peer[0]) if peer else "",
             binds_sessions=True,
         )
+        connection.push = self._pusher(websocket)
         self._busy[websocket] = False
         try:
             async for message in websocket:
@@ -290,6 +301,7 @@ class WebSocketTransport:
                     MalformedEnvelope("malformed envelope: text frame not UTF-8, closed with 1007"),
                 )
         finally:
+            self._dispatcher.connection_closed(connection)
             del self._busy[websocket]
             if self._draining and not self._busy:
                 self._all_closed.set()
