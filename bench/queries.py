@@ -22,6 +22,7 @@ after them.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 from bench.common import RESULTS_DIR, GatewayProcess, Result, percentile, rss_mb
+from devtools.broker import free_port
 from devtools.synthetic import (
     GENERATOR_VERSION,
     generate_file,
@@ -486,6 +488,67 @@ def _run_case(
     return _timed_row(case, timings, reply)
 
 
+REST_SLACK_MS = 2.0  # issue 12: REST GET /usage p50 within 2 ms of the same TR50 listing
+
+
+def _rest_vs_tr50(admin: Client, http_port: int, warmup: int, repetitions: int) -> Result:
+    """The org-admin's last-24-hours page of 100 as Cloud Elements' `GET /usage` (HTTP, one
+    kept-alive connection, Bearer session) and as `usage.api.list` (its WebSocket), the same
+    window and page, calls alternating; p50 of each and their difference."""
+    connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=300)
+    login = {"username": ADMIN, "password": PASSWORD}
+    connection.request(
+        "POST", "/api", json.dumps({"auth": {"command": "api.authenticate", "params": login}})
+    )
+    session = json.loads(connection.getresponse().read())["auth"]["params"]["sessionId"]
+    end = datetime.now(UTC).replace(tzinfo=None)
+    start, end_text = (end - timedelta(hours=24)).isoformat() + "Z", end.isoformat() + "Z"
+    path = f"/usage?from={start}&to={end_text}&pageSize=100"
+    headers = {"Authorization": f"Bearer {session}"}
+    tr50: list[float] = []
+    rest: list[float] = []
+    rest_rows = tr50_rows = 0
+    try:
+        for index in range(warmup + repetitions):
+            started = time.perf_counter()
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            body = json.loads(response.read())
+            elapsed = time.perf_counter() - started
+            if response.status != 200:
+                raise RuntimeError(f"GET {path}: {response.status} {body}")
+            rest_rows = len(body)
+            listed_s, listed = admin.timed(
+                "usage.api.list", {"start": start, "end": end_text, "limit": 100}
+            )
+            tr50_rows = len(listed.get("result") or ())
+            if index >= warmup:
+                rest.append(elapsed * 1000)
+                tr50.append(listed_s * 1000)
+    finally:
+        connection.close()
+    rest_p50, tr50_p50 = percentile(rest, 0.50), percentile(tr50, 0.50)
+    difference = rest_p50 - tr50_p50
+    progress(
+        f"queries: REST GET /usage p50 {rest_p50:.2f} ms vs usage.api.list {tr50_p50:.2f} ms"
+        f" (+{difference:.2f}); {rest_rows} and {tr50_rows} rows"
+    )
+    return Result(
+        "queries",
+        "REST GET /usage vs usage.api.list, last 24h, 100",
+        "gateway",
+        {
+            "p50_ms": round(rest_p50, 2),
+            "p95_ms": round(percentile(rest, 0.95), 2),
+            "tr50_p50_ms": round(tr50_p50, 2),
+            "diff_ms": round(difference, 2),
+            "count": float(rest_rows),
+        },
+        f"p50 <= TR50's + {REST_SLACK_MS:.0f} ms",
+        difference <= REST_SLACK_MS and rest_rows == tr50_rows,
+    )
+
+
 def run(quick: bool = False) -> list[Result]:
     rows = 1_000_000 if quick else 10_000_000
     label = "1M" if quick else "10M"
@@ -507,8 +570,9 @@ def run(quick: bool = False) -> list[Result]:
     idle = _idle_rss()
     results.append(Result("memory", "idle, empty file", "gateway", {"rss_mb": round(idle, 1)}))
 
-    progress(f"queries: starting the gateway on the {label} file (WebSocket only)")
-    with GatewayProcess(path) as gateway:
+    progress(f"queries: starting the gateway on the {label} file (WebSocket and HTTP)")
+    http_port = free_port()
+    with GatewayProcess(path, extra_env={"TR50GW_HTTP_PORT": str(http_port)}) as gateway:
         time.sleep(1.0)
         opened = rss_mb(gateway.pid)
         admin = Client(gateway.ws_url, ADMIN)
@@ -518,6 +582,7 @@ def run(quick: bool = False) -> list[Result]:
                 for case in cases:
                     client = ops if case.super_ops else admin
                     results.append(_run_case(client, case, warmup, repetitions))
+                results.append(_rest_vs_tr50(admin, http_port, warmup, repetitions))
             after = rss_mb(gateway.pid)
             progress(f"analytics: over last 30d, 1 warm-up + up to {analytics_repetitions} timed")
             with _RssPeak(gateway.pid).active() as analytics_sampler:
