@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,22 @@ def broker() -> Iterator[Broker]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Tenants:
+    """The orgs, users and apps, provisioned once through `tr50gw admin` (about a second: scrypt
+    for each password); each test gets a copy of the file."""
+    return provision(tmp_path_factory.mktemp("provisioned") / "usage.duckdb")
+
+
 @pytest.fixture
-def tenants(tmp_path: Path) -> Tenants:
-    return provision(tmp_path / "usage.duckdb")
+def tenants(tmp_path: Path, provisioned: Tenants) -> Tenants:
+    """A DuckDB file of this test's own, holding what `provision` creates (a copy of the
+    session's; nothing a test writes reaches another test)."""
+    db = tmp_path / "usage.duckdb"
+    shutil.copyfile(provisioned.db, db)
+    return replace(
+        provisioned, db=db, org_ids=dict(provisioned.org_ids), apps=dict(provisioned.apps)
+    )
 
 
 @pytest.fixture
