@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal
@@ -282,78 +283,69 @@ class CloudElementsAnalyticsParams(_Query):
     show_all: bool = Field(False, alias="showAll")
 
 
-async def _analytics_window(
-    params: CloudElementsAnalyticsParams, ctx: CallContext
-) -> tuple[UsageFilter, buckets.BucketPlan] | None:
-    """The scoped filter and buckets of an analytics route; None for a window that ends before
-    it starts (no buckets: an empty array)."""
-    if params.end < params.start:
-        return None
-    window = WindowParams.model_validate(
-        {"who": params.who, "service": params.service, "showAll": params.show_all}
-    ).model_copy(update={"start": params.start, "end": params.end})
-    usage_filter, plan = await planned_filter(window, ctx, params.interval, "UTC")
-    return replace(usage_filter, command=params.command), plan
+Buckets = Callable[[UsageFilter, buckets.BucketPlan, CallContext], Awaitable[list[Any]]]
 
 
-async def cloud_elements_activity(
-    params: CloudElementsAnalyticsParams, ctx: CallContext
-) -> dict[str, Any]:
-    window = await _analytics_window(params, ctx)
-    if window is None:
-        return {"body": []}
-    usage_filter, plan = window
+def _analytics(compute: Buckets) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """A Cloud Elements analytics route: the scoped filter and buckets of its window, then
+    `compute`'s bare array of buckets; a window that ends before it starts has none."""
+
+    async def handler(params: CloudElementsAnalyticsParams, ctx: CallContext) -> dict[str, Any]:
+        if params.end < params.start:
+            return {"body": []}
+        window = WindowParams.model_validate(
+            {"who": params.who, "service": params.service, "showAll": params.show_all}
+        ).model_copy(update={"start": params.start, "end": params.end})
+        usage_filter, plan = await planned_filter(window, ctx, params.interval, "UTC")
+        usage_filter = replace(usage_filter, command=params.command)
+        return {"body": await compute(usage_filter, plan, ctx)}
+
+    return handler
+
+
+async def _activity(
+    usage_filter: UsageFilter, plan: buckets.BucketPlan, ctx: CallContext
+) -> list[Any]:
     counts = await ctx.services.analytics.activity(usage_filter, plan)
-    return {"body": presenters.activity(plan, counts)["result"]}
+    result: list[Any] = presenters.activity(plan, counts)["result"]
+    return result
 
 
-async def cloud_elements_activity_elements(
-    params: CloudElementsAnalyticsParams, ctx: CallContext
-) -> dict[str, Any]:
+async def _activity_elements(
+    usage_filter: UsageFilter, plan: buckets.BucketPlan, ctx: CallContext
+) -> list[Any]:
     """Calls per bucket and per element (a service, as `elementKey`), each element a property
     of its bucket; an empty bucket carries only `timestamp` and `count`, as Cloud Elements'."""
-    window = await _analytics_window(params, ctx)
-    if window is None:
-        return {"body": []}
-    usage_filter, plan = window
     keyed = await ctx.services.analytics.by_key(usage_filter, plan, "service", None)
     body = []
     for label, counts in zip(plan.labels, keyed.per_bucket, strict=True):
         shown = {key: count for key, count in counts.items() if count}
         # An element called "timestamp" or "count" cannot hide the bucket's own fields.
         body.append({**shown, "timestamp": label, "count": sum(shown.values())})
-    return {"body": body}
+    return body
 
 
-async def cloud_elements_times(
-    params: CloudElementsAnalyticsParams, ctx: CallContext
-) -> dict[str, Any]:
+async def _times(
+    usage_filter: UsageFilter, plan: buckets.BucketPlan, ctx: CallContext
+) -> list[Any]:
     """Execution times in ms per bucket; `min`, `max` and `avg` only where there were calls."""
-    window = await _analytics_window(params, ctx)
-    if window is None:
-        return {"body": []}
-    usage_filter, plan = window
     rows = presenters.times(plan, await ctx.services.analytics.times(usage_filter, plan))
-    body = [
-        {
-            key: row[key]
-            for key in ("timestamp", "count", "min", "max", "avg")
-            if row[key] is not None
-        }
-        for row in rows["result"]
-    ]
-    return {"body": body}
+    shown = ("timestamp", "count", "min", "max", "avg")
+    return [{key: row[key] for key in shown if row[key] is not None} for row in rows["result"]]
 
 
-async def cloud_elements_statuses(
-    params: CloudElementsAnalyticsParams, ctx: CallContext
-) -> dict[str, Any]:
-    window = await _analytics_window(params, ctx)
-    if window is None:
-        return {"body": []}
-    usage_filter, plan = window
+async def _statuses(
+    usage_filter: UsageFilter, plan: buckets.BucketPlan, ctx: CallContext
+) -> list[Any]:
     rows = await ctx.services.analytics.statuses(usage_filter, plan)
-    return {"body": presenters.statuses(plan, rows)["result"]}
+    result: list[Any] = presenters.statuses(plan, rows)["result"]
+    return result
+
+
+cloud_elements_activity = _analytics(_activity)
+cloud_elements_activity_elements = _analytics(_activity_elements)
+cloud_elements_times = _analytics(_times)
+cloud_elements_statuses = _analytics(_statuses)
 
 
 class TykActivityParams(_Query):

@@ -20,13 +20,14 @@ from commands import build_registry, presenters, rest
 from commands.plugins import Plugin, discover, load_plugins
 from gateway.core.context import CoreConfig, Services
 from gateway.core.dispatcher import Dispatcher
+from gateway.core.observed import ObservedUsageSink
 from gateway.core.ports import Provisioning
 from gateway.core.registry import Registry
-from gateway.core.tail import TailingUsageSink, UsageTail
+from gateway.core.tail import UsageTail
 from gateway.settings import Settings
 from gateway.transports import Transport
 from gateway.transports.http import ROUTES, HttpTransport
-from gateway.transports.metrics import MeteredUsageSink, Metrics
+from gateway.transports.metrics import Metrics
 from gateway.transports.mqtt import MqttTransport
 from gateway.transports.websocket import WebSocketTransport
 from storage.duckdb import DuckDBStorage
@@ -132,7 +133,7 @@ def assemble(
     tail = UsageTail(presenters.usage_record)
     services = Services(
         config=core_config(settings),
-        usage=MeteredUsageSink(TailingUsageSink(storage.usage, tail), metrics),
+        usage=ObservedUsageSink(storage.usage, metrics.observe, tail.publish),
         tail=tail,
         reader=storage.reader,
         analytics=storage.analytics,

@@ -26,6 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from websockets.sync.client import ClientConnection, connect
 
+from devtools.broker import Broker
 from gateway.app import Gateway
 from gateway.cli import main as cli_main
 from gateway.settings import Settings
@@ -156,6 +157,21 @@ class GatewayThread:
         if self._loop is not None and self.gateway is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self.gateway.stop)
         self._thread.join(20)
+
+
+def trusting_gateway(tenants: Tenants, broker: Broker) -> GatewayThread:
+    """A started gateway on `tenants`' file behind `broker` as `make run` has it: trusting the
+    broker plugin (`mqtt_broker_identity`) and writing the credentials file it checks."""
+    return GatewayThread(
+        Settings(
+            db=tenants.db,
+            mqtt_url=broker.url_for_gateway,
+            ws_port=0,
+            instance_name=f"gw-{secrets.token_hex(3)}",
+            mqtt_broker_identity=True,
+            broker_credentials=broker.credentials_path,
+        )
+    ).start()
 
 
 class WsClient:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import queue
-import secrets
 import signal
 import subprocess
 import sys
@@ -24,8 +23,7 @@ import pytest
 
 from devtools.broker import REPO_ROOT, Broker
 from devtools.demo import KINDS, TOKEN_VARIABLE, thing_keys
-from gateway.settings import Settings
-from tests.support import GatewayThread, Tenants, provision, ws_client
+from tests.support import GatewayThread, Tenants, provision, trusting_gateway, ws_client
 
 CYCLES = 6
 GLITCH_EVERY = 3  # every thing sends a bad call in cycles 2 and 5
@@ -91,18 +89,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A broker, a provisioned gateway, and one finished fleet run of CYCLES cycles."""
     tenants = provision(tmp_path_factory.mktemp("demo") / "usage.duckdb")
     with Broker() as broker:
-        gateway = GatewayThread(
-            Settings(
-                db=tenants.db,
-                mqtt_url=broker.url_for_gateway,
-                ws_port=0,
-                instance_name=f"gw-{secrets.token_hex(3)}",
-                # As `make run` has it: the things authenticate in their CONNECT, which the
-                # broker plugin checks against the credentials the gateway writes.
-                mqtt_broker_identity=True,
-                broker_credentials=broker.credentials_path,
-            )
-        ).start()
+        # As `make run` has it: the things authenticate in their CONNECT, which the broker
+        # plugin checks against the credentials the gateway writes.
+        gateway = trusting_gateway(tenants, broker)
         try:
             fleet = subprocess.run(
                 fleet_command(

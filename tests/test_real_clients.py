@@ -27,8 +27,7 @@ from typing import Any
 import pytest
 
 from devtools.broker import REPO_ROOT, Broker
-from gateway.settings import Settings
-from tests.support import GatewayThread, Tenants, provision, ws_client
+from tests.support import GatewayThread, Tenants, provision, trusting_gateway, ws_client
 
 CLIENTS = REPO_ROOT / "tests" / "clients"
 ORG = "acme"
@@ -77,16 +76,7 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tenants = provision(tmp_path_factory.mktemp("real-clients") / "usage.duckdb")
     with Broker(persistence=False) as broker:
-        gateway = GatewayThread(
-            Settings(
-                db=tenants.db,
-                mqtt_url=broker.url_for_gateway,
-                ws_port=0,
-                instance_name=f"gw-{secrets.token_hex(3)}",
-                mqtt_broker_identity=True,
-                broker_credentials=broker.credentials_path,
-            )
-        ).start()
+        gateway = trusting_gateway(tenants, broker)
         try:
             yield World(broker, gateway, tenants)
         finally:

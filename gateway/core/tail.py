@@ -2,10 +2,10 @@
 
 `usage.api.subscribe` registers a subscription: a connection that can be pushed to, the
 filter (the listing's filters within the session's tenancy) and a bounded queue. Every record
-submitted to the usage log passes `UsageTail.publish` (the composition root puts a
-`TailingUsageSink` in front of the writer): it is matched against each subscription in memory
-and queued, never awaited, so a subscriber cannot slow a call down. Once a second at most, each
-subscription with something queued gets one message
+submitted to the usage log passes `UsageTail.publish` (the composition root shows it every
+record on its way to the writer, `gateway.core.observed`): it is matched against each
+subscription in memory and queued, never awaited, so a subscriber cannot slow a call down. Once
+a second at most, each subscription with something queued gets one message
 
     {"notify": {"command": "usage.api.records",
                 "params": {"subscriptionId": ..., "result": [...], "dropped": N}}}
@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from gateway.core.ports import UsageSink
 from gateway.core.records import UsageFilter, UsageRecord
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
     "QUEUE_LIMIT",
     "Push",
     "Subscription",
-    "TailingUsageSink",
     "UsageTail",
     "matches",
 ]
@@ -180,27 +178,3 @@ class UsageTail:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-class TailingUsageSink:
-    """A `UsageSink` that shows each record to the live tail on its way to `inner`."""
-
-    def __init__(self, inner: UsageSink, tail: UsageTail) -> None:
-        self._inner = inner
-        self._tail = tail
-
-    def submit(self, record: UsageRecord) -> int:
-        if len(self._tail):
-            self._tail.publish(record)
-        return self._inner.submit(record)
-
-    @property
-    def submitted(self) -> int:
-        return self._inner.submitted
-
-    @property
-    def backlog(self) -> int:
-        return self._inner.backlog
-
-    async def wait_visible(self, sequence: int | None = None) -> None:
-        await self._inner.wait_visible(sequence)

@@ -60,7 +60,9 @@ Health = Callable[[], tuple[bool, dict[str, Any]]]
 
 
 class HttpTransport:
-    """One HTTP port: `POST /api`, `GET /healthz`, `GET /metrics`."""
+    """One HTTP port: `POST /api`, the REST facade's routes, `GET /openapi.json`, `GET /healthz`
+    and `GET /metrics`. A session id comes in a `sessionId` header or as `Authorization: Bearer`
+    on every route, `POST /api` included."""
 
     name = "http"
 

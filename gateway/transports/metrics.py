@@ -1,7 +1,8 @@
 """What `GET /metrics` exposes (SPEC §7), kept and rendered by prometheus_client.
 
 Every call ends as one usage record, so the metrics are counted where the records are submitted
-(`MeteredUsageSink`, which the composition root puts in front of the usage writer): calls by
+(`Metrics.observe`, which the composition root shows every record on its way to the writer,
+`gateway.core.observed`): calls by
 command, transport and outcome, errors by code, and a latency histogram per transport, all from
 the same figures the usage log keeps. Gauges read their value when scraped: the writer's backlog
 and commit lag, open connections per transport.
@@ -24,10 +25,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-from gateway.core.ports import UsageSink
 from gateway.core.records import UsageRecord
 
-__all__ = ["LATENCY_BUCKETS", "MeteredUsageSink", "Metrics"]
+__all__ = ["LATENCY_BUCKETS", "Metrics"]
 
 # Seconds: from a cached ping (~50 µs) to a listing on a large log (seconds).
 LATENCY_BUCKETS = (
@@ -106,26 +106,3 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-class MeteredUsageSink:
-    """A `UsageSink` that counts each record in `metrics` on its way to `inner`."""
-
-    def __init__(self, inner: UsageSink, metrics: Metrics) -> None:
-        self._inner = inner
-        self._metrics = metrics
-
-    def submit(self, record: UsageRecord) -> int:
-        self._metrics.observe(record)
-        return self._inner.submit(record)
-
-    @property
-    def submitted(self) -> int:
-        return self._inner.submitted
-
-    @property
-    def backlog(self) -> int:
-        return self._inner.backlog
-
-    async def wait_visible(self, sequence: int | None = None) -> None:
-        await self._inner.wait_visible(sequence)
