@@ -165,7 +165,8 @@ def _as_dev_user(dev_password: str, name: str, params: dict[str, Any]) -> str:
 
 def banner(broker: Broker, ws_port: int, http_port: int, dev_password: str, demo: bool) -> str:
     ws_url = f"ws://127.0.0.1:{ws_port}/api"
-    http_url = f"http://127.0.0.1:{http_port}/api"
+    rest_url = f"http://127.0.0.1:{http_port}"
+    http_url = f"{rest_url}/api"
     envelope = _as_dev_user(dev_password, "usage.api.list", {"limit": 5})
     if demo:
         fleet = f"""  Demo fleet {", ".join(thing_keys(DEMO_THINGS))}: MQTT things of org {DEV_ORG}
@@ -188,6 +189,9 @@ tr50gw development gateway
   MQTT/WS    {broker.websockets_url}  (MQTT over WebSocket, same broker and rules)
   WebSocket  {ws_url}
   HTTP       POST {http_url}  (a sessionId header stands in for an auth block)
+  REST       {rest_url}/usage, /usage/export?format=csv, /auditlogs/usage, ...
+             (Authorization: Bearer <sessionId>; all of them in {rest_url}/openapi.json)
+  Health     {rest_url}/healthz   Metrics {rest_url}/metrics
   Dev user   {DEV_USER} / {dev_password}  (Super-Ops, org {DEV_ORG}; kept in .run/credentials.json)
 {fleet}
 Try:

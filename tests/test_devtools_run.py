@@ -38,3 +38,13 @@ def test_the_banner_says_what_became_of_the_fleet(tmp_path: Path, demo: bool, sh
 def test_the_banner_without_fleet_offers_no_fleet_command(tmp_path: Path) -> None:
     broker = Broker(tmp_path, port=1883)
     assert "usage.api.endpoints" not in banner(broker, 8765, 8080, "dev-password", demo=False)
+
+
+def test_the_banner_shows_where_the_rest_api_and_metrics_are(tmp_path: Path) -> None:
+    broker = Broker(tmp_path, port=1883)
+    shown = banner(broker, 8765, 8080, "dev-password", demo=False)
+    assert [url in shown for url in ("8080/openapi.json", "8080/healthz", "8080/metrics")] == [
+        True,
+        True,
+        True,
+    ]
