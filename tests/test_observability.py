@@ -165,8 +165,22 @@ def test_each_route_call_is_a_usage_record(gateway: GatewayThread, route: str) -
     assert (transport, success, json.loads(request)) == (
         "http",
         True,
-        {"method": "GET", "path": f"/{route}?probe=1"},
+        {"method": "GET", "path": f"/{route}", "query": {"probe": "1"}},
     )
+
+
+@pytest.mark.parametrize("route", ["healthz", "no/such/route"])
+def test_a_secret_in_a_query_string_stays_out_of_the_log(
+    gateway: GatewayThread, route: str
+) -> None:
+    get(gateway, f"/{route}?token=s3cr3t-value&sessionId=s3cr3t-too")
+    flushed(gateway)
+    assert gateway.gateway is not None
+    cursor = gateway.gateway.assembly.storage.database.cursor()
+    ((found,),) = cursor.execute(
+        "SELECT count(*) FROM usage_log WHERE contains(request, 's3cr3t')"
+    ).fetchall()
+    assert found == 0
 
 
 def test_route_calls_are_counted_in_the_metrics_too(gateway: GatewayThread) -> None:

@@ -142,17 +142,18 @@ class Dispatcher:
         self,
         connection: Connection,
         route: str,
-        request: str,
+        request: dict[str, Any],
         response: str,
         error_code: int | None,
         *,
         received_at: datetime,
         started: int,
-    ) -> Session | None:
-        """Log one call of an HTTP route that is not a TR50 envelope (`/healthz`, `/metrics`,
-        the REST facade): a usage record with service `rest` and the route's name as command, as
-        whoever the connection's session token says (nobody without one); returns that session.
-        `started` is the `time.perf_counter_ns()` of the request's arrival."""
+    ) -> None:
+        """Log one call of an HTTP route that is not a command (`/healthz`, `/metrics`,
+        `/openapi.json`, an unknown path): a usage record with service `rest` and the route's
+        name as command, as whoever the connection's session token says (nobody without one).
+        `request` (method, path, query) is masked as an envelope is: a `?token=...` stays out of
+        the log. `started` is the `time.perf_counter_ns()` of the request's arrival."""
         session, token = await self._bound_session(connection)
         ctx = CallContext(self._services, connection, session, token, received_at)
         cap = self._config.log_cap
@@ -160,12 +161,11 @@ class Dispatcher:
             ctx,
             "rest",
             route,
-            redaction.cap_text(request, cap),
+            redaction.cap_text(_logged_json(request), cap),
             redaction.cap_text(response, cap),
             error_code,
             started,
         )
-        return session
 
     async def _resolve(self, token: object) -> Session | None:
         if not isinstance(token, str) or not token or len(token) > 512:

@@ -148,7 +148,7 @@ class HttpTransport:
             await self._dispatcher.record_route(
                 self._connection(request),
                 route,
-                orjson.dumps({"method": request.method, "path": request.path_qs}).decode(),
+                _request_line(request),
                 summary,
                 None,  # answered as it should be, 503 included: the status is in the summary
                 received_at=received_at,
@@ -179,7 +179,7 @@ class HttpTransport:
             await self._dispatcher.record_route(
                 self._connection(request),
                 "unrouted",
-                orjson.dumps({"method": request.method, "path": request.path_qs[:300]}).decode(),
+                _request_line(request),
                 response.text or "",
                 code,
                 received_at=self._clock(),
@@ -258,3 +258,16 @@ async def _streamed(
         await chunks.aclose()  # type: ignore[attr-defined]
     await response.write_eof()
     return response
+
+
+def _request_line(request: web.Request) -> dict[str, Any]:
+    """What the usage log keeps of a request that is not a command: its method, path and
+    query (as an object, so that the dispatcher masks a secret-looking parameter)."""
+    query: dict[str, Any] = {}
+    for name in request.query:
+        values = request.query.getall(name)
+        query[name] = values[0] if len(values) == 1 else values
+    line: dict[str, Any] = {"method": request.method, "path": request.path[:1000]}
+    if query:
+        line["query"] = query
+    return line
