@@ -14,10 +14,10 @@ from commands.params import RECORD_ID, PageParams, WindowParams, bucket_plan, sc
 from gateway.core.buckets import BucketPlan
 from gateway.core.context import CallContext
 from gateway.core.errors import InvalidParams, NotFound
-from gateway.core.records import UsageFilter
+from gateway.core.records import UsageFilter, UsageRecord
 from gateway.core.registry import Command
 
-__all__ = ["COMMANDS", "planned_filter"]
+__all__ = ["COMMANDS", "find_record", "planned_filter"]
 
 DEFAULT_WINDOW = timedelta(hours=24)
 Interval = Literal["year", "quarter", "month", "week", "day", "hour", "minute", "second"]
@@ -103,14 +103,20 @@ async def endpoints(params: EndpointsParams, ctx: CallContext) -> dict[str, Any]
     return presenters.endpoints(page, params.limit)
 
 
+async def find_record(ctx: CallContext, record_id: str, *, show_all: bool) -> UsageRecord:
+    """The record with that id the session may see (NotFound otherwise: another org's record
+    is not found either); the id must be a UUID."""
+    usage_filter = scoped_filter(WindowParams(showAll=show_all), ctx)
+    record = await ctx.services.reader.get(usage_filter, record_id)
+    if record is None:
+        raise NotFound("not found: no usage record with that id")
+    return record
+
+
 async def get(params: GetParams, ctx: CallContext) -> dict[str, Any]:
     if not RECORD_ID.fullmatch(params.id):
         raise InvalidParams("invalid params: id must be a record id (a UUID)")
-    usage_filter = scoped_filter(WindowParams(showAll=params.show_all), ctx)
-    record = await ctx.services.reader.get(usage_filter, params.id)
-    if record is None:
-        raise NotFound("not found: no usage record with that id")
-    return presenters.usage_record(record)
+    return presenters.usage_record(await find_record(ctx, params.id, show_all=params.show_all))
 
 
 def _buckets_summary(result: dict[str, Any]) -> dict[str, Any]:

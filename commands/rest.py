@@ -55,7 +55,7 @@ from pydantic import (
 )
 
 from commands import presenters
-from commands.analytics import planned_filter
+from commands.analytics import find_record, planned_filter
 from commands.params import (
     EARLIEST,
     LATEST,
@@ -163,24 +163,39 @@ _MEDIA_TYPES: Final = {
 }
 
 
-async def export(params: ExportParams, ctx: CallContext) -> dict[str, Any]:
-    window = WindowParams.model_validate(
-        {
-            "who": params.who,
-            "service": params.service,
-            "showAll": params.show_all,
-            "searchText": params.search_text,
-            "clientId": params.client_id,
-            "transport": params.transport,
-            "hasFailure": params.status == "FAILED",
-        }
+def _listing_filter(
+    ctx: CallContext,
+    *,
+    status: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    command: str | None,
+    **window: Any,
+) -> UsageFilter:
+    """The scoped filter of a REST listing: the TR50 window filters (`window`, by their wire
+    names), Cloud Elements' `status`, the window as given (`to` before `from` matches
+    nothing, rather than an error), and `command` alone as a command of any service."""
+    scoped = scoped_filter(
+        WindowParams.model_validate({**window, "hasFailure": status == "FAILED"}), ctx
     )
-    usage_filter = replace(
-        scoped_filter(window, ctx),
+    return replace(
+        scoped, start=start, end=end, command=command, succeeded_only=status == "SUCCESS"
+    )
+
+
+async def export(params: ExportParams, ctx: CallContext) -> dict[str, Any]:
+    usage_filter = _listing_filter(
+        ctx,
+        status=params.status,
         start=params.start,
         end=params.end,
         command=params.command,
-        succeeded_only=params.status == "SUCCESS",
+        who=params.who,
+        service=params.service,
+        showAll=params.show_all,
+        searchText=params.search_text,
+        clientId=params.client_id,
+        transport=params.transport,
     )
     count = await ctx.services.exports.count(usage_filter)
     media_type, extension = _MEDIA_TYPES[params.format]
@@ -205,6 +220,12 @@ class CloudElementsRecordParams(_Query):
     show_all: bool = Field(False, alias="showAll")
 
 
+def _with_offset(moment: datetime) -> str:
+    """RFC 3339 with milliseconds and `+00:00` rather than `Z`, as Cloud Elements and Adobe
+    write their times."""
+    return format_utc(moment)[:-1] + "+00:00"
+
+
 def cloud_elements_record(record: UsageRecord) -> dict[str, Any]:
     """A usage record in Cloud Elements' shape (their `GET /usage` list item)."""
     name = f"{record.service}.{record.command}" if record.service else ""
@@ -215,7 +236,7 @@ def cloud_elements_record(record: UsageRecord) -> dict[str, Any]:
         "elementKey": record.service,
         "accountId": record.org_key,
         "instanceName": record.client_id,
-        "usageDate": format_utc(record.ts)[:-1] + "+00:00",
+        "usageDate": _with_offset(record.ts),
         "userId": record.whoami,
         "processTime": record.exec_time / _MS,
         "requestURI": f"{record.transport}:{name}" if name else record.transport,
@@ -231,23 +252,16 @@ async def cloud_elements_usage(
 ) -> dict[str, Any]:
     end = params.end if params.end is not None else ctx.services.clock()
     start = params.start if params.start is not None else end - CE_DEFAULT_WINDOW
-    window = WindowParams.model_validate(
-        {
-            "who": params.who,
-            "service": params.service,
-            "showAll": params.show_all,
-            "searchText": params.search_text,
-            "hasFailure": params.status == "FAILED",
-        }
-    )
-    # `to` before `from` matches nothing (an empty page, not an error: Cloud Elements' clients
-    # page windows), and `command` alone is a command of any service.
-    usage_filter = replace(
-        scoped_filter(window, ctx),
+    usage_filter = _listing_filter(
+        ctx,
+        status=params.status,
         start=start,
         end=end,
         command=params.command,
-        succeeded_only=params.status == "SUCCESS",
+        who=params.who,
+        service=params.service,
+        showAll=params.show_all,
+        searchText=params.search_text,
     )
     count, records = await ctx.services.reader.list(
         usage_filter, offset=params.page_offset, limit=params.page_size
@@ -259,12 +273,10 @@ async def cloud_elements_usage(
 
 
 async def cloud_elements_get(params: CloudElementsRecordParams, ctx: CallContext) -> dict[str, Any]:
+    # In a path, an id that is no UUID names no record: 404, not 400.
     if not RECORD_ID.fullmatch(params.id):
         raise NotFound("not found: no usage record with that id")
-    usage_filter = scoped_filter(WindowParams(showAll=params.show_all), ctx)
-    record = await ctx.services.reader.get(usage_filter, params.id)
-    if record is None:
-        raise NotFound("not found: no usage record with that id")
+    record = await find_record(ctx, params.id, show_all=params.show_all)
     return {"body": cloud_elements_record(record)}
 
 
@@ -451,7 +463,7 @@ def _event_type(record: UsageRecord) -> int:
 def adobe_entry(record: UsageRecord) -> dict[str, Any]:
     """A usage record as an entry of Adobe's usage logs (its six fields)."""
     return {
-        "dateCreated": format_utc(record.ts)[:-1] + "+00:00",
+        "dateCreated": _with_offset(record.ts),
         "login": record.whoami,
         "rsid": record.org_key,
         "ipAddress": record.remote_addr,

@@ -159,19 +159,29 @@ class GatewayThread:
         self._thread.join(20)
 
 
-def trusting_gateway(tenants: Tenants, broker: Broker) -> GatewayThread:
-    """A started gateway on `tenants`' file behind `broker` as `make run` has it: trusting the
-    broker plugin (`mqtt_broker_identity`) and writing the credentials file it checks."""
-    return GatewayThread(
-        Settings(
-            db=tenants.db,
-            mqtt_url=broker.url_for_gateway,
-            ws_port=0,
-            instance_name=f"gw-{secrets.token_hex(3)}",
-            mqtt_broker_identity=True,
-            broker_credentials=broker.credentials_path,
-        )
-    ).start()
+@contextlib.contextmanager
+def trusting_stack(
+    folder: Path, *, persistence: bool = True
+) -> Iterator[tuple[Tenants, Broker, GatewayThread]]:
+    """A provisioned file in `folder`, a broker with the plugin, and a gateway behind it as
+    `make run` has them: trusting the plugin (`mqtt_broker_identity`) and writing the
+    credentials file it checks. Stopped on leaving."""
+    tenants = provision(folder / "usage.duckdb")
+    with Broker(persistence=persistence) as broker:
+        gateway = GatewayThread(
+            Settings(
+                db=tenants.db,
+                mqtt_url=broker.url_for_gateway,
+                ws_port=0,
+                instance_name=f"gw-{secrets.token_hex(3)}",
+                mqtt_broker_identity=True,
+                broker_credentials=broker.credentials_path,
+            )
+        ).start()
+        try:
+            yield tenants, broker, gateway
+        finally:
+            gateway.stop()
 
 
 class WsClient:

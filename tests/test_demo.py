@@ -23,7 +23,7 @@ import pytest
 
 from devtools.broker import REPO_ROOT, Broker
 from devtools.demo import KINDS, TOKEN_VARIABLE, thing_keys
-from tests.support import GatewayThread, Tenants, provision, trusting_gateway, ws_client
+from tests.support import GatewayThread, Tenants, trusting_stack, ws_client
 
 CYCLES = 6
 GLITCH_EVERY = 3  # every thing sends a bad call in cycles 2 and 5
@@ -87,26 +87,21 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A broker, a provisioned gateway, and one finished fleet run of CYCLES cycles."""
-    tenants = provision(tmp_path_factory.mktemp("demo") / "usage.duckdb")
-    with Broker() as broker:
-        # As `make run` has it: the things authenticate in their CONNECT, which the broker
-        # plugin checks against the credentials the gateway writes.
-        gateway = trusting_gateway(tenants, broker)
-        try:
-            fleet = subprocess.run(
-                fleet_command(
-                    broker, tenants, "--cycles", str(CYCLES), "--glitch-every", str(GLITCH_EVERY)
-                ),
-                cwd=REPO_ROOT,
-                env=fleet_env(tenants),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=FLEET_TIMEOUT,
-            )
-            yield World(broker, gateway, tenants, fleet)
-        finally:
-            gateway.stop()
+    # As `make run` has it: the things authenticate in their CONNECT, which the broker plugin
+    # checks against the credentials the gateway writes.
+    with trusting_stack(tmp_path_factory.mktemp("demo")) as (tenants, broker, gateway):
+        fleet = subprocess.run(
+            fleet_command(
+                broker, tenants, "--cycles", str(CYCLES), "--glitch-every", str(GLITCH_EVERY)
+            ),
+            cwd=REPO_ROOT,
+            env=fleet_env(tenants),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=FLEET_TIMEOUT,
+        )
+        yield World(broker, gateway, tenants, fleet)
 
 
 def test_the_fleet_runs_its_cycles_and_exits_0(world: World) -> None:

@@ -17,7 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from devtools.broker import REPO_ROOT, Broker
-from tests.support import PASSWORD, GatewayThread, Tenants, provision, trusting_gateway, ws_client
+from tests.support import PASSWORD, GatewayThread, Tenants, trusting_stack, ws_client
 
 SUBPROTOCOLS = ["mqtt", "mqttv3.1"]
 USER = "user@acme.test"
@@ -32,13 +32,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    tenants = provision(tmp_path_factory.mktemp("mqtt-ws") / "usage.duckdb")
-    with Broker(persistence=False) as broker:
-        gateway = trusting_gateway(tenants, broker)
-        try:
-            yield World(broker, gateway, tenants)
-        finally:
-            gateway.stop()
+    folder = tmp_path_factory.mktemp("mqtt-ws")
+    with trusting_stack(folder, persistence=False) as (tenants, broker, gateway):
+        yield World(broker, gateway, tenants)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from devtools.broker import REPO_ROOT, Broker
-from tests.support import GatewayThread, Tenants, provision, trusting_gateway, ws_client
+from tests.support import GatewayThread, Tenants, trusting_stack, ws_client
 
 CLIENTS = REPO_ROOT / "tests" / "clients"
 ORG = "acme"
@@ -74,13 +74,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    tenants = provision(tmp_path_factory.mktemp("real-clients") / "usage.duckdb")
-    with Broker(persistence=False) as broker:
-        gateway = trusting_gateway(tenants, broker)
-        try:
-            yield World(broker, gateway, tenants)
-        finally:
-            gateway.stop()
+    folder = tmp_path_factory.mktemp("real-clients")
+    with trusting_stack(folder, persistence=False) as (tenants, broker, gateway):
+        yield World(broker, gateway, tenants)
 
 
 def report_of(process: subprocess.CompletedProcess[str]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ class DuckDBStorage:
         self.usage = UsageWriter(self.database, flush_interval=flush_interval)
         self.reader = UsageQueries(self.database, self.usage)
         self.analytics = UsageAggregates(self.database, self.usage)
-        self.exports = UsageExporter(self.database, self.usage)
+        self.exports = UsageExporter(self.database, self.usage, self.reader)
         self.identity = IdentityStore(
             self.database,
             clock,

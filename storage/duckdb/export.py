@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from gateway.core.ports import ExportFormat
 from gateway.core.records import UsageFilter
 from storage.duckdb.database import Database, reading
-from storage.duckdb.usage import UsageWriter, where
+from storage.duckdb.usage import UsageQueries, UsageWriter, where
 
 __all__ = ["BATCH_ROWS", "UsageExporter"]
 
@@ -145,23 +145,14 @@ _ENCODERS: Final[dict[str, Callable[[pa.Schema], _Encoder]]] = {
 class UsageExporter:
     """The `UsageExport` port over the usage log's table."""
 
-    def __init__(self, database: Database, writer: UsageWriter) -> None:
+    def __init__(self, database: Database, writer: UsageWriter, queries: UsageQueries) -> None:
         self._database = database
         self._writer = writer
+        self._queries = queries
 
     async def count(self, usage_filter: UsageFilter) -> int:
-        await self._writer.wait_visible()
-        where_sql, values = where(usage_filter)
-
-        def count_rows() -> int:
-            row = (
-                self._database.cursor()
-                .execute("SELECT count(*) FROM usage_log" + where_sql, values)  # noqa: S608
-                .fetchone()
-            )
-            return int(row[0]) if row else 0
-
-        return await reading(count_rows)
+        """The listing's own count of what the filter matches."""
+        return await self._queries.count(usage_filter)
 
     async def export(
         self, usage_filter: UsageFilter, file_format: ExportFormat

@@ -100,6 +100,13 @@ def where(usage_filter: UsageFilter) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
 
 
+def _count(cursor: Any, where_sql: str, values: list[Any]) -> int:
+    """The rows of usage_log that `where(...)`'s clause and values match."""
+    sql = "SELECT count(*) FROM usage_log" + where_sql  # noqa: S608 - placeholders only
+    counted = cursor.execute(sql, values).fetchone()
+    return int(counted[0]) if counted else 0
+
+
 SELECT_RECORDS = """
 SELECT CAST(id AS VARCHAR), ts, exec_time, processed_by, org_id, org_key, whoami, service,
        command, success, error_code, transport, client_id, remote_addr, request, response
@@ -129,6 +136,15 @@ class UsageQueries:
         self._database = database
         self._writer = writer
 
+    def count_sync(self, usage_filter: UsageFilter) -> int:
+        """How many records the filter matches."""
+        where_sql, values = where(usage_filter)
+        return _count(self._database.cursor(), where_sql, values)
+
+    async def count(self, usage_filter: UsageFilter) -> int:
+        await self._writer.wait_visible()
+        return await reading(self.count_sync, usage_filter)
+
     def list_sync(
         self, usage_filter: UsageFilter, *, offset: int, limit: int
     ) -> tuple[int, list[UsageRecord]]:
@@ -148,12 +164,7 @@ class UsageQueries:
         where_sql, values = where(usage_filter)
         glue = " AND " if where_sql else " WHERE "
         cursor = self._database.cursor()
-        counted = cursor.execute(
-            "SELECT count(*) FROM usage_log" + where_sql,  # noqa: S608
-            values,
-        ).fetchone()
-        assert counted is not None
-        count = int(counted[0])
+        count = _count(cursor, where_sql, values)
         if count <= offset:
             return count, []
         lower = self._horizon(cursor, usage_filter, where_sql + glue, values, offset + limit, count)
