@@ -88,8 +88,9 @@ $(PLUGIN): $(PLUGIN_SRC)
 	gcc $(PLUGIN_CFLAGS) -o $@.tmp $< -lcrypto
 	@mv -f $@.tmp $@
 
-# MQTT.js, a device client the tests run unchanged (tests/test_real_clients.py): package.json pins
-# it, package-lock.json everything under it, and `npm ci` installs exactly that. Node.js and npm
+# The console's front-end packages (uPlot, served from node_modules by the gateway) and MQTT.js, a
+# device client the tests run unchanged (tests/test_real_clients.py): package.json pins them,
+# package-lock.json everything under them, and `npm ci` installs exactly that. Node.js and npm
 # come from apt when missing (Debian's nodejs 18 is enough; a nodejs that brings its own npm, as
 # NodeSource's does, is left alone). Re-run only when the lock file changes.
 NODE_STAMP := node_modules/.installed
@@ -109,7 +110,7 @@ $(NODE_STAMP): package.json package-lock.json
 
 # `DEMO=0 make run` (or `make run DEMO=0`) starts no demo fleet (devtools/demo.py).
 DEMO ?= 1
-run: venv mosquitto broker-plugin
+run: venv mosquitto broker-plugin node_modules
 	DEMO='$(DEMO)' $(VPY) -m devtools.run
 
 test: venv mosquitto broker-plugin node_modules

@@ -152,6 +152,9 @@ class ExportParams(_Query):
     service: str | None = Field(None, min_length=1, max_length=200)
     command: str | None = Field(None, min_length=1, max_length=200)
     client_id: str | None = Field(None, alias="clientId", min_length=1, max_length=300)
+    remote_addr: str | None = Field(
+        None, alias="remoteAddr", min_length=1, max_length=100, description="the address's start"
+    )
     transport: Literal["mqtt", "ws", "http"] | None = None
     show_all: bool = Field(False, alias="showAll")
 
@@ -195,6 +198,7 @@ async def export(params: ExportParams, ctx: CallContext) -> dict[str, Any]:
         showAll=params.show_all,
         searchText=params.search_text,
         clientId=params.client_id,
+        remoteAddr=params.remote_addr,
         transport=params.transport,
     )
     count = await ctx.services.exports.count(usage_filter)

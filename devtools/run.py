@@ -184,6 +184,7 @@ def banner(broker: Broker, ws_port: int, http_port: int, dev_password: str, demo
         stops = "the gateway and the broker"
     return f"""
 tr50gw development gateway
+  Console    {rest_url}/  (open it in a browser; log in as the dev user below)
   MQTT       {broker.host}:{broker.port}  (isolated mode: client <id> publishes to api/<id>,
                                  reads reply/<id>; broker log .run/mosquitto/mosquitto.log)
   MQTT/WS    {broker.websockets_url}  (MQTT over WebSocket, same broker and rules)

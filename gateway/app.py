@@ -26,6 +26,7 @@ from gateway.core.registry import Registry
 from gateway.core.tail import UsageTail
 from gateway.settings import Settings
 from gateway.transports import Transport
+from gateway.transports.console import ConsoleAssets
 from gateway.transports.http import ROUTES, HttpTransport
 from gateway.transports.metrics import Metrics
 from gateway.transports.mqtt import MqttTransport
@@ -221,31 +222,36 @@ def build_transports(settings: Settings, assembly: Assembly) -> list[Transport]:
                 broker_identity=settings.mqtt_broker_identity,
             )
         )
+    # The console (served on the HTTP port) and the WebSocket port it talks to know each
+    # other's port once both listen: each asks the other's transport when it needs it.
+    websocket: WebSocketTransport | None = None
+    http: HttpTransport | None = None
     if settings.ws_port >= 0:
-        transports.append(
-            WebSocketTransport(
-                dispatcher,
-                settings.ws_host,
-                settings.ws_port,
-                max_payload=settings.max_payload,
-                allowed_origins=settings.ws_allowed_origins,
-                max_connections=settings.ws_max_connections,
-            )
+        websocket = WebSocketTransport(
+            dispatcher,
+            settings.ws_host,
+            settings.ws_port,
+            max_payload=settings.max_payload,
+            allowed_origins=settings.ws_allowed_origins,
+            max_connections=settings.ws_max_connections,
+            console_port=lambda: http.port if http is not None else None,
         )
+        transports.append(websocket)
     if settings.http_port >= 0:
-        transports.append(
-            HttpTransport(
-                dispatcher,
-                settings.ws_host,
-                settings.http_port,
-                max_payload=settings.max_payload,
-                clock=assembly.services.clock,
-                health=assembly.health,
-                metrics=assembly.metrics,
-                routes=(list(rest.ROUTES), assembly.routes),
-                version=_version(),
-            )
+        http = HttpTransport(
+            dispatcher,
+            settings.ws_host,
+            settings.http_port,
+            max_payload=settings.max_payload,
+            clock=assembly.services.clock,
+            health=assembly.health,
+            metrics=assembly.metrics,
+            routes=(list(rest.ROUTES), assembly.routes),
+            version=_version(),
+            console=ConsoleAssets() if settings.console else None,
+            websocket_port=lambda: websocket.port if websocket is not None else None,
         )
+        transports.append(http)
     gauges: dict[str, Callable[[], float]] = {}
     for transport in transports:
         if isinstance(transport, WebSocketTransport):

@@ -132,6 +132,10 @@ class Settings(BaseSettings):
         description="add the commands of installed packages' tr50gw.commands entry points; "
         "--no-plugins: built-in commands only",
     )
+    console: bool = Field(
+        True,
+        description="serve the web console at GET / on the HTTP port; --no-console: none",
+    )
 
     @classmethod
     def settings_customise_sources(

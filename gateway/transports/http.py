@@ -8,6 +8,10 @@ request is its own connection: nothing binds, so a login answers a session id fo
 Bodies up to four times the payload limit are read and answered -90011 by the codec; larger ones
 are refused by aiohttp before they are buffered, and answered and logged as -90011 here.
 
+`GET /` is the web console (`gateway.transports.console`): its files and `GET
+/console/config.json`, which tells it where the WebSocket port is; they are logged as
+`rest.console`.
+
 A REST route runs its command (`rest.<route>`, `gateway.core.routes`) through the dispatcher
 with the path parameters and the query string as params, as the session of a `sessionId` header
 or `Authorization: Bearer <id>`; its TR50 failure becomes an HTTP status with a JSON body
@@ -32,6 +36,7 @@ from gateway.core.dispatcher import Dispatcher
 from gateway.core.errors import PayloadTooLarge
 from gateway.core.registry import Registry
 from gateway.core.routes import HttpRoute
+from gateway.transports.console import ConsoleAssets
 from gateway.transports.metrics import Metrics
 from gateway.transports.openapi import openapi_document
 
@@ -39,7 +44,7 @@ __all__ = ["ROUTES", "STATUS_OF", "Health", "HttpTransport"]
 
 logger = logging.getLogger("tr50gw.http")
 _JSON = "application/json"
-ROUTES = ("healthz", "metrics", "openapi", "unrouted")
+ROUTES = ("healthz", "metrics", "openapi", "console", "unrouted")
 """The names of the routes logged as `rest.<name>` that are not REST facade commands."""
 
 STATUS_OF = {
@@ -78,8 +83,12 @@ class HttpTransport:
         metrics: Metrics,
         routes: tuple[list[HttpRoute], Registry] = ([], Registry([])),
         version: str = "0",
+        console: ConsoleAssets | None = None,
+        websocket_port: Callable[[], int | None] = lambda: None,
     ) -> None:
-        """`routes`: the REST facade's routes and the registry of their commands."""
+        """`routes`: the REST facade's routes and the registry of their commands; `console`:
+        the web console's files (none: no console); `websocket_port`: where the console finds
+        the WebSocket transport once it listens (None: it has none and uses `POST /api`)."""
         self._dispatcher = dispatcher
         self._host = host
         self._requested_port = port
@@ -89,6 +98,9 @@ class HttpTransport:
         self._metrics = metrics
         self._routes = routes[0]
         self._openapi = orjson.dumps(openapi_document(routes[0], routes[1], version))
+        self._version = version
+        self._console = console
+        self._websocket_port = websocket_port
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -102,6 +114,9 @@ class HttpTransport:
         app.router.add_get("/healthz", self._logged("healthz", self._healthz))
         app.router.add_get("/metrics", self._logged("metrics", self._metrics_text))
         app.router.add_get("/openapi.json", self._logged("openapi", self._openapi_json))
+        if self._console is not None:
+            app.router.add_get("/", self._logged("console", self._console_file))
+            app.router.add_get("/console/{name:.+}", self._logged("console", self._console_file))
         for route in self._routes:
             app.router.add_route(route.method, route.path, self._route_handler(route))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -137,14 +152,14 @@ class HttpTransport:
         return web.Response(body=reply, content_type=_JSON)
 
     def _logged(
-        self, route: str, respond: Callable[[], Awaitable[tuple[web.Response, str]]]
+        self, route: str, respond: Callable[[web.Request], Awaitable[tuple[web.Response, str]]]
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         """A route whose every call becomes a usage record `rest.<route>`: the request line as
         its request, the summary `respond` gives as its response."""
 
         async def handler(request: web.Request) -> web.Response:
             received_at, started = self._clock(), time.perf_counter_ns()
-            response, summary = await respond()
+            response, summary = await respond(request)
             await self._dispatcher.record_route(
                 self._connection(request),
                 route,
@@ -214,11 +229,39 @@ class HttpTransport:
 
         return handler
 
-    async def _openapi_json(self) -> tuple[web.Response, str]:
+    async def _console_file(self, request: web.Request) -> tuple[web.Response, str]:
+        """A console file from memory (`/` is `index.html`), revalidated by its ETag and gzipped
+        when the browser accepts it; `config.json` says where the WebSocket transport listens."""
+        assert self._console is not None  # the route exists only with a console
+        name = request.match_info.get("name", "index.html")
+        if name == "config.json":
+            port = self._websocket_port()
+            config = {
+                "version": self._version,
+                "websocket": None if port is None else {"port": port, "path": "/api"},
+            }
+            body = orjson.dumps(config)
+            response = web.Response(body=body, content_type=_JSON)
+            response.headers["Cache-Control"] = "no-store"
+            return response, body.decode()
+        asset = self._console.get(name)
+        if asset is None:
+            response = _error(404, -90008, f"no such console file: {name}"[:300])
+            return response, response.text or ""
+        headers = {"ETag": asset.etag, "Cache-Control": "no-cache"}
+        summary = orjson.dumps({"file": name, "bytes": len(asset.body)}).decode()
+        if asset.etag in request.headers.get("If-None-Match", ""):
+            return web.Response(status=304, headers=headers), summary
+        response = web.Response(body=asset.body, headers=headers)
+        response.headers["Content-Type"] = asset.content_type
+        response.enable_compression()  # gzip or deflate, as Accept-Encoding asks; else none
+        return response, summary
+
+    async def _openapi_json(self, request: web.Request) -> tuple[web.Response, str]:
         response = web.Response(body=self._openapi, content_type=_JSON)
         return response, orjson.dumps({"bytes": len(self._openapi)}).decode()
 
-    async def _healthz(self) -> tuple[web.Response, str]:
+    async def _healthz(self, request: web.Request) -> tuple[web.Response, str]:
         healthy, details = self._health()
         document = {"status": "ok" if healthy else "unhealthy", **details}
         body = orjson.dumps(document)
@@ -226,7 +269,7 @@ class HttpTransport:
             body.decode()
         )
 
-    async def _metrics_text(self) -> tuple[web.Response, str]:
+    async def _metrics_text(self, request: web.Request) -> tuple[web.Response, str]:
         text, content_type = self._metrics.render()
         response = web.Response(body=text)
         response.headers["Content-Type"] = content_type

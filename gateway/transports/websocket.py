@@ -5,7 +5,8 @@ are read and answered -90011 (and logged); beyond that the library closes the co
 1009 before the message is buffered, and the gateway logs that as a -90011 call too.
 
 Every handshake passes `_Admission` first: a path other than /api is refused 404, an Origin not
-on the allow-list 403, one connection too many 503. Memory per connection is bounded both ways:
+on the allow-list (and not the gateway's own console: the handshake's host on the HTTP port)
+403, one connection too many 503. Memory per connection is bounded both ways:
 at most `max_queue` frames wait to be handled before the gateway stops reading; a reply waits in
 `send` while more than `write_limit` bytes are unsent, and the gateway stops reading meanwhile
 (`GatewayConnection`). A client that sends and never reads therefore fills only socket buffers.
@@ -22,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -127,8 +129,14 @@ class _Admission:
     handshake then fails (bad headers, client gone, open timeout), so nothing leaks places.
     """
 
-    def __init__(self, allowed_origins: Iterable[str], max_connections: int | None) -> None:
+    def __init__(
+        self,
+        allowed_origins: Iterable[str],
+        max_connections: int | None,
+        console_port: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self._origins = frozenset(_normalized_origin(origin) for origin in allowed_origins)
+        self._console_port = console_port
         self._max_connections = max_connections
         self.open_connections = 0
         self._limit_refusals = 0
@@ -149,11 +157,29 @@ class _Admission:
             refused = f"{len(values)} Origin headers"
         else:
             origin = values[0] if values else NO_ORIGIN
-            if _normalized_origin(origin) in self._origins:
+            if _normalized_origin(origin) in self._origins or self._is_console(origin, request):
                 return True
             refused = f"Origin {origin[:_ORIGIN_LOG_CAP]!r}" if origin else "no Origin header"
         logger.warning("websocket handshake from %s refused (403): %s", _peer(connection), refused)
         return False
+
+    def _is_console(self, origin: str, request: Request) -> bool:
+        """Whether `origin` is the gateway's own console: the host this handshake was sent to
+        (its Host header), on the HTTP port that serves the console, over http or https."""
+        port = self._console_port()
+        if port is None or not origin:
+            return False
+        try:
+            parsed, host = urlsplit(origin), urlsplit("//" + request.headers.get("Host", ""))
+            return (
+                parsed.scheme in ("http", "https")
+                and parsed.hostname is not None
+                and parsed.hostname == host.hostname
+                and parsed.port == port
+                and not parsed.path
+            )
+        except ValueError:  # a port that is no number, a malformed IPv6 address
+            return False
 
     def _take_place(self, connection: ServerConnection, limit: int) -> Response | None:
         if not isinstance(connection, GatewayConnection):
@@ -195,13 +221,15 @@ def server_options(
     *,
     allowed_origins: Iterable[str] = (),
     max_connections: int | None = None,
+    console_port: Callable[[], int | None] = lambda: None,
 ) -> dict[str, Any]:
     """The server's settings, shared with the benchmark's bare echo server to compare fairly.
 
-    `allowed_origins` empty admits any Origin; `max_connections` None sets no limit.
+    `allowed_origins` empty admits any Origin; `max_connections` None sets no limit;
+    `console_port` is the HTTP port of the gateway's console, whose origin is always admitted.
     """
     return {
-        "process_request": _Admission(allowed_origins, max_connections),
+        "process_request": _Admission(allowed_origins, max_connections, console_port),
         "create_connection": GatewayConnection,
         "max_size": max_payload * 4,
         "max_queue": 16,
@@ -229,12 +257,16 @@ class WebSocketTransport:
         allowed_origins: Iterable[str] = (),
         max_connections: int | None = None,
         drain_grace: float = 10.0,
+        console_port: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._dispatcher = dispatcher
         self._host = host
         self._requested_port = port
         self._options = server_options(
-            max_payload, allowed_origins=allowed_origins, max_connections=max_connections
+            max_payload,
+            allowed_origins=allowed_origins,
+            max_connections=max_connections,
+            console_port=console_port,
         )
         self._drain_grace = drain_grace
         self._connection_ids = itertools.count(1)
