@@ -3,7 +3,7 @@
 
 import { OFFLINE, Tr50Client, Tr50Error } from "./tr50.js";
 import {
-  browserZone, durationMs, epochToInput, formatInstant, knownZones, zonedToEpoch,
+  browserZone, currentName, durationMs, epochToInput, formatInstant, knownZones, zonedToEpoch,
 } from "./time.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -25,7 +25,7 @@ const state = {
   custom: null, // {start, end} in ms, when the range is custom (or zoomed)
   zooms: [], // earlier ranges, for "Undo zoom"
   window: null, // {start, end} in ms of what is shown
-  zone: localStorage.getItem("tr50gw.zone") || browserZone(),
+  zone: currentName(localStorage.getItem("tr50gw.zone") || browserZone()),
   interval: "",
   showAll: false,
   filters: {},

@@ -66,10 +66,28 @@ export function durationMs(text) {
 }
 
 export function browserZone() {
-  return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  return currentName(Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC");
 }
 
+// ICU (so Chromium) still lists some zones by their old names; people look for the new ones.
+const RENAMED = {
+  "Asia/Calcutta": "Asia/Kolkata",
+  "Asia/Katmandu": "Asia/Kathmandu",
+  "Asia/Rangoon": "Asia/Yangon",
+  "Asia/Saigon": "Asia/Ho_Chi_Minh",
+  "Atlantic/Faeroe": "Atlantic/Faroe",
+  "Europe/Kiev": "Europe/Kyiv",
+  "America/Godthab": "America/Nuuk",
+  "Pacific/Enderbury": "Pacific/Kanton",
+};
+
 export function knownZones() {
-  const zones = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
+  const listed = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
+  const zones = [...new Set(listed.map((zone) => RENAMED[zone] ?? zone))].sort();
   return zones.includes("UTC") ? zones : ["UTC", ...zones];
+}
+
+// A zone name as the picker lists it (a stored old name becomes its new one).
+export function currentName(zone) {
+  return RENAMED[zone] ?? zone;
 }
