@@ -32,15 +32,18 @@ PLUGIN_CFLAGS := -Wall -Wextra -Werror -O2 -fPIC -shared
 PLUGIN_HEADERS := /usr/include/mosquitto_broker.h:mosquitto-dev \
 	/usr/include/mosquitto.h:libmosquitto-dev /usr/include/openssl/evp.h:libssl-dev
 
-.PHONY: help venv mosquitto broker-plugin node_modules run test lint bench fuzz soak clean distclean
+.PHONY: help venv mosquitto broker-plugin node_modules chromium run test screenshots lint bench \
+	fuzz soak clean distclean
 
 help:
 	@echo "make venv       create .venv and install the project with its test extras"
 	@echo "make mosquitto  install mosquitto and mosquitto-clients from apt if missing"
 	@echo "make broker-plugin  build broker/build/tr50gw_auth.so (apt: gcc, mosquitto-dev if missing)"
-	@echo "make node_modules  npm ci: MQTT.js for the real-client tests (apt: nodejs, npm if missing)"
+	@echo "make node_modules  npm ci: uPlot (console), MQTT.js (tests) (apt: nodejs, npm if missing)"
+	@echo "make chromium   install Debian's Chromium (browser tests of the console) if missing"
 	@echo "make run        start a local broker, the gateway and a demo fleet (DEMO=0: no fleet)"
 	@echo "make test       run the whole test suite (real Mosquitto on free ports)"
+	@echo "make screenshots  the console's browser tests, saving their screenshots to docs/console"
 	@echo "make lint       ruff check, ruff format --check, lint-imports (layer contracts), mypy"
 	@echo "make bench      run the benchmarks"
 	@echo "make fuzz       >= 100,000 random inputs through the codec and dispatcher (FUZZ_ARGS=...)"
@@ -108,13 +111,25 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
+# Debian's own Chromium for the console's browser tests (tests/test_console.py): Playwright for
+# Python drives it through `executable_path` (Playwright's browser download is not needed).
+chromium:
+	@if ! command -v chromium >/dev/null; then \
+		echo "installing chromium"; \
+		$(call apt_install,chromium fonts-dejavu-core); \
+	fi
+
 # `DEMO=0 make run` (or `make run DEMO=0`) starts no demo fleet (devtools/demo.py).
 DEMO ?= 1
 run: venv mosquitto broker-plugin node_modules
 	DEMO='$(DEMO)' $(VPY) -m devtools.run
 
-test: venv mosquitto broker-plugin node_modules
+test: venv mosquitto broker-plugin node_modules chromium
 	$(VPY) -m pytest -q
+
+SCREENSHOTS := docs/console
+screenshots: venv node_modules chromium
+	TR50GW_SCREENSHOTS=$(SCREENSHOTS) $(VPY) -m pytest -q tests/test_console.py
 
 lint: venv
 	$(VENV)/bin/ruff check .
