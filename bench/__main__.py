@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only mqtt,ws,ingest,queries,devices]` (what `make bench` runs).
+"""`python -m bench [--quick] [--only SUITE,...]` (what `make bench` runs; suites: SUITES).
 
 Runs the suites one after the other (round trips over MQTT and WebSocket, sustained ingest, queries
 on 10M records, device data: property.batch ingest and property reads on 10M values), prints one
@@ -26,7 +26,7 @@ from bench.roundtrip import progress
 
 __all__ = ["main", "render_chart", "render_table"]
 
-SUITES = ("mqtt", "ws", "ingest", "queries", "devices", "export")
+SUITES = ("mqtt", "ws", "ingest", "queries", "devices", "export", "console")
 
 
 # -- table ---------------------------------------------------------------------------------------
@@ -470,6 +470,10 @@ def _suite_runners(only: set[str]) -> list[tuple[str, Callable[[bool], list[Resu
         from bench import devices
 
         runners.append(("devices", devices.run))
+    if "console" in only:
+        from bench import console
+
+        runners.append(("console", console.run))
     return runners
 
 

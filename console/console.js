@@ -52,6 +52,8 @@ async function start() {
   state.client = new Tr50Client(config, { onNotify: tailReceived, onLink: linkChanged });
   fillZones();
   wire();
+  // On a phone the filters start folded: the charts come first.
+  if (matchMedia("(max-width: 640px)").matches) $("#filters-box").open = false;
   const sessionId = sessionStorage.getItem("tr50gw.session");
   if (sessionId && (await resume(sessionId))) return;
   showLogin();
@@ -257,6 +259,8 @@ function applyFilters() {
   }
   if (form.get("hasFailure")) filters.hasFailure = true;
   state.filters = filters;
+  const active = Object.keys(filters).length;
+  $("#filters-summary").textContent = active ? `${active} active` : "";
   state.offset = 0;
   refresh();
   restartTail();
@@ -388,6 +392,10 @@ function banner(text, error = false) {
   element.classList.toggle("error", error);
 }
 
+function plural(count, noun) {
+  return `${count.toLocaleString()} ${noun}${count === 1 ? "" : "s"}`;
+}
+
 function describe(failure) {
   if (!(failure instanceof Tr50Error)) return String(failure?.message ?? failure);
   if (failure.code === OFFLINE) return `Cannot reach the gateway (${failure.message}).`;
@@ -459,7 +467,7 @@ function renderCalls(reply) {
   const total = totals.reduce((a, b) => a + b, 0);
   const failures = failed.reduce((a, b) => a + b, 0);
   $("#calls-total").textContent = total
-    ? `${total.toLocaleString()} calls, ${failures.toLocaleString()} failed (${((100 * failures) / total).toFixed(1)}%) · per ${reply.interval}`
+    ? `${plural(total, "call")}, ${failures.toLocaleString()} failed (${((100 * failures) / total).toFixed(1)}%) · per ${reply.interval}`
     : `per ${reply.interval}`;
   state.snapshot.calls = {
     interval: reply.interval, timezone: reply.timezone, window: windowParams(), params: chartParams(),
@@ -588,7 +596,7 @@ async function loadLog(generation) {
   body.textContent = "";
   for (const record of records) body.append(logRow(record));
   const first = reply.count ? state.offset + 1 : 0;
-  $("#log-count").textContent = `${reply.count.toLocaleString()} calls`;
+  $("#log-count").textContent = plural(reply.count, "call");
   $("#page-info").textContent = `${first.toLocaleString()}–${(state.offset + records.length).toLocaleString()} of ${reply.count.toLocaleString()}`;
   $("#page-newer").disabled = state.offset === 0;
   $("#page-older").disabled = state.offset + records.length >= reply.count;
@@ -699,10 +707,21 @@ function tailReceived(notify) {
   const records = params.result ?? [];
   tail.received += records.length;
   tail.dropped += params.dropped ?? 0;
+  updateTailStatus();
+  if (state.offset > 0) {
+    // New calls belong on the first page: go there (it lists them), then add on top.
+    state.offset = 0;
+    loadLog(state.generation);
+    return;
+  }
   const body = $("#log tbody");
   for (const record of records) body.prepend(logRow(record, true)); // newest on top
   while (body.rows.length > TAIL_KEEP) body.deleteRow(-1);
   if (records.length) setState("log-card", "ready", "");
+}
+
+function updateTailStatus() {
+  const tail = state.tail;
   $("#tail-status").textContent = `Live: ${tail.received.toLocaleString()} new`
     + (tail.dropped ? `, ${tail.dropped.toLocaleString()} dropped (too many to show)` : "");
 }
