@@ -143,7 +143,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(VPY) -m pip install --disable-pip-version-check -e '.[test,bench]'
 	@touch $@
 
-bench: venv mosquitto broker-plugin $(BENCH_STAMP)
+bench: venv mosquitto broker-plugin node_modules chromium $(BENCH_STAMP)
 	$(VPY) -m bench $(BENCH_ARGS)
 
 fuzz: venv
