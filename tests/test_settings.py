@@ -43,6 +43,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "ws_max_connections": ("7", 7),
     "durable_replies": ("true", True),
     "plugins": ("false", False),
+    "console": ("false", False),
 }
 LIST_FLAGS = {"ws_allowed_origins": "--ws-allowed-origin"}
 
