@@ -16,13 +16,16 @@ def builtin_tables() -> list[tuple[Command, ...]]:
         alarm,
         analytics,
         api,
+        app,
         attribute,
         diag,
         location,
         log,
+        org,
         session,
         thing,
         usage,
+        user,
     )
     from commands import property as property_service
 
@@ -39,6 +42,9 @@ def builtin_tables() -> list[tuple[Command, ...]]:
         attribute.COMMANDS,
         log.COMMANDS,
         thing.COMMANDS,
+        org.COMMANDS,
+        user.COMMANDS,
+        app.COMMANDS,
     ]
 
 

@@ -574,7 +574,8 @@ def generate_usage(
     with _inserting(database) as cursor:
         for org_id, org_key, name in org_rows:
             cursor.execute(
-                "INSERT INTO orgs VALUES (?, ?, ?, ?) ON CONFLICT (org_id) DO NOTHING",
+                "INSERT INTO orgs (org_id, org_key, name, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (org_id) DO NOTHING",
                 [org_id, org_key, name, start],
             )
         _insert_chunks(cursor, _INSERT_SQL, parameters, rows, chunk_rows, progress)
@@ -751,15 +752,18 @@ def generate_properties(
     }  # fmt: skip
     with _inserting(database) as cursor:
         cursor.execute(
-            "INSERT INTO orgs VALUES (?, ?, ?, ?) ON CONFLICT (org_id) DO NOTHING",
+            "INSERT INTO orgs (org_id, org_key, name, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (org_id) DO NOTHING",
             [org_id, org_key, org_name, start],
         )
         cursor.execute(  # its token is thrown away: no thing can log in with it
-            "INSERT INTO applications VALUES (?, ?, ?, ?, ?) ON CONFLICT (app_id) DO NOTHING",
+            "INSERT INTO applications (app_id, org_id, name, token_hash, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (app_id) DO NOTHING",
             [app_id, org_id, "synthetic fleet", token_digest(secrets.token_urlsafe(32)), start],
         )
         cursor.execute(
-            "INSERT INTO things SELECT $org_id, 'thing-' || lpad(i::VARCHAR, $width, '0'), "
+            "INSERT INTO things (org_id, thing_key, app_id, created_at)"
+            " SELECT $org_id, 'thing-' || lpad(i::VARCHAR, $width, '0'), "
             "$app_id, $start FROM range($things) t(i) ON CONFLICT DO NOTHING",
             {"org_id": org_id, "width": key_width, "app_id": app_id, "start": start,
              "things": things},

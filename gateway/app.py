@@ -142,6 +142,7 @@ def assemble(
         sessions=storage.identity,
         devices=storage.devices,
         things=storage.identity,
+        admin=storage.admin,
         clock=clock,
     )
     return Assembly(

@@ -248,7 +248,8 @@ async def test_device_reads_answer_the_same_after_compaction(
     ]  # fmt: skip
     for thing in range(8):  # the things exist, so a user may read them
         harness.database.cursor().execute(
-            "INSERT INTO things VALUES (?, ?, 'seed', ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO things (org_id, thing_key, app_id, created_at) VALUES (?, ?, 'seed', ?)"
+            " ON CONFLICT DO NOTHING",
             [orgs[0].org_id, f"thing-{thing}", DAY0],
         )
 

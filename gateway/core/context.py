@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.core.errors import InvalidSession
 from gateway.core.ports import (
+    Administration,
     DeviceData,
     Sessions,
     Things,
@@ -72,6 +73,7 @@ class Services:
     sessions: Sessions
     devices: DeviceData
     things: Things
+    admin: Administration
     clock: Callable[[], datetime]
     record_ids: RecordIds = field(default_factory=RecordIds)
     # api.authenticate's brute-force guard: failed logins per username and per client, kept in

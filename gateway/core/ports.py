@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 from gateway.core.buckets import BucketPlan
 from gateway.core.records import (
     AlarmValue,
+    AppInfo,
     AttributeValue,
     EndpointPage,
     KeyedCounts,
@@ -21,6 +22,7 @@ from gateway.core.records import (
     LogEntry,
     LogQuery,
     Org,
+    OrgInfo,
     PropertyValue,
     Session,
     StatusCounts,
@@ -29,11 +31,16 @@ from gateway.core.records import (
     TimeStats,
     UsageFilter,
     UsageRecord,
+    UserChanges,
+    UserInfo,
 )
 
 __all__ = [
+    "Administration",
     "AlreadyExists",
     "DeviceData",
+    "LastSuperOps",
+    "Missing",
     "Provisioning",
     "ProvisioningError",
     "Sessions",
@@ -271,9 +278,89 @@ class Provisioning(Protocol):
     def org_by_key(self, org_key: str) -> Org | None: ...
 
 
+class Administration(Protocol):
+    """Orgs, users, applications and things, managed while the gateway runs (SPEC §10).
+
+    Each change is one transaction (a failure leaves nothing half-done) and takes effect at the
+    next call of whoever it touches: a deleted, disabled or re-passworded user's sessions end, a
+    role change reaches its live sessions, a deleted or rotated app's sessions end. Raises
+    `AlreadyExists`, `LastSuperOps` or `ProvisioningError`.
+    """
+
+    async def orgs(self, org_id: str | None, offset: int, limit: int) -> tuple[int, list[OrgInfo]]:
+        """Every org (`org_id` None) or only that one, by key; the count of all."""
+        ...
+
+    async def org(
+        self, *, org_id: str | None = None, org_key: str | None = None
+    ) -> OrgInfo | None: ...
+
+    async def create_org(self, org_key: str, name: str, description: str) -> OrgInfo: ...
+
+    async def update_org(self, org_id: str, name: str | None, description: str | None) -> None: ...
+
+    async def users(
+        self, org_id: str | None, offset: int, limit: int, sort: str
+    ) -> tuple[int, list[UserInfo]]:
+        """An org's users (every org's with `org_id` None), `sort` a column name with `+`/`-`."""
+        ...
+
+    async def user(self, email: str) -> UserInfo | None: ...
+
+    async def create_user(
+        self, email: str, org_id: str, password: str, role: str, first_name: str, last_name: str
+    ) -> UserInfo: ...
+
+    async def update_user(
+        self, email: str, changes: UserChanges, keep_session: str | None = None
+    ) -> UserInfo:
+        """`keep_session`: the hash of a session that a password change leaves open (the one of
+        a user changing its own password)."""
+        ...
+
+    async def delete_user(self, email: str) -> None: ...
+
+    async def check_password(self, email: str, password: str) -> bool: ...
+
+    async def apps(
+        self, org_id: str | None, offset: int, limit: int
+    ) -> tuple[int, list[AppInfo]]: ...
+
+    async def app(self, app_id: str) -> AppInfo | None: ...
+
+    async def create_app(self, org_id: str, name: str, description: str) -> tuple[AppInfo, str]:
+        """The app and its token, shown this once (stored as a digest)."""
+        ...
+
+    async def update_app(self, app_id: str, name: str | None, description: str | None) -> None: ...
+
+    async def rotate_app_token(self, app_id: str) -> str:
+        """A new token (the old one opens nothing any more; its sessions end)."""
+        ...
+
+    async def delete_app(self, app_id: str) -> None: ...
+
+    async def update_thing(
+        self, org_id: str, thing_key: str, name: str | None, tags: list[str] | None
+    ) -> None: ...
+
+    async def delete_thing(self, org_id: str, thing_key: str) -> None:
+        """The thing, its device data (values, current values, log entries) and its sessions;
+        its usage records stay (they are the audit trail)."""
+        ...
+
+
 class ProvisioningError(ValueError):
     """A provisioning request that cannot be carried out (unknown org, bad role...)."""
 
 
 class AlreadyExists(ProvisioningError):
     """The org, user or application exists already."""
+
+
+class Missing(ProvisioningError):
+    """The org, user, application or thing is not there (any more)."""
+
+
+class LastSuperOps(ProvisioningError):
+    """The change would leave no enabled Super-Ops user."""

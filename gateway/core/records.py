@@ -307,13 +307,66 @@ class LogQuery:
 @dataclass(frozen=True, slots=True)
 class ThingSummary:
     """A thing as `thing.list` shows it: `last_seen` is when the thing itself last called the
-    gateway (None: never since it was registered)."""
+    gateway (None: never since it was registered); `name` None: never named (the key stands
+    in)."""
 
     org_id: str
     thing_key: str
     app_id: str
     created_at: datetime
     last_seen: datetime | None
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+# -- administration (SPEC §10) ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class OrgInfo:
+    org_id: str
+    org_key: str
+    name: str
+    description: str
+    created_at: datetime
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    email: str
+    org_id: str
+    org_key: str
+    role: str
+    first_name: str
+    last_name: str
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime | None
+    last_login: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppInfo:
+    """An application as the admin commands show it: never its token (stored as a digest)."""
+
+    app_id: str
+    org_id: str
+    org_key: str
+    name: str
+    description: str
+    created_at: datetime
+    updated_at: datetime | None
+    token_rotated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserChanges:
+    """What `user.update` changes (None: left as it is)."""
+
+    role: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    disabled: bool | None = None
+    password: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

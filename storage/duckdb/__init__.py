@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from storage.duckdb.administration import AdminStore
 from storage.duckdb.analytics import UsageAggregates
 from storage.duckdb.broker import CredentialsExporter
 from storage.duckdb.compaction import Compactor
@@ -56,11 +57,22 @@ class DuckDBStorage:
             on_change=self.credentials.changed if self.credentials is not None else None,
         )
         self.devices = DeviceStore(self.database, flush_interval=flush_interval)
+        self.admin = AdminStore(
+            self.database,
+            self.identity,
+            clock,
+            flush_devices=self._flush_devices,
+            on_change=self.credentials.changed if self.credentials is not None else None,
+        )
         self.compactor = (
             Compactor(self.database, clock, interval=compact_interval)
             if compact_interval > 0
             else None
         )
+
+    def _flush_devices(self) -> None:
+        for writer in self.devices.writers.values():
+            writer.flush()
 
     @property
     def writers(self) -> dict[str, BatchWriter[Any]]:

@@ -81,6 +81,24 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
+# Columns added after the tables were first shipped: a file made by an earlier version gains them
+# when it is opened (every INSERT names its columns, so none depends on their order).
+MIGRATIONS = """
+ALTER TABLE orgs ADD COLUMN IF NOT EXISTS description VARCHAR DEFAULT '';
+ALTER TABLE orgs ADD COLUMN IF NOT EXISTS updated_at TIMESTAMP;
+ALTER TABLE users ADD COLUMN IF NOT EXISTS first_name VARCHAR DEFAULT '';
+ALTER TABLE users ADD COLUMN IF NOT EXISTS last_name VARCHAR DEFAULT '';
+ALTER TABLE users ADD COLUMN IF NOT EXISTS disabled BOOLEAN DEFAULT false;
+ALTER TABLE users ADD COLUMN IF NOT EXISTS updated_at TIMESTAMP;
+ALTER TABLE users ADD COLUMN IF NOT EXISTS last_login TIMESTAMP;
+ALTER TABLE applications ADD COLUMN IF NOT EXISTS description VARCHAR DEFAULT '';
+ALTER TABLE applications ADD COLUMN IF NOT EXISTS updated_at TIMESTAMP;
+ALTER TABLE applications ADD COLUMN IF NOT EXISTS token_rotated_at TIMESTAMP;
+ALTER TABLE things ADD COLUMN IF NOT EXISTS name VARCHAR;
+ALTER TABLE things ADD COLUMN IF NOT EXISTS tags VARCHAR[] DEFAULT [];
+ALTER TABLE things ADD COLUMN IF NOT EXISTS updated_at TIMESTAMP;
+"""
+
 
 # Device data: each table's columns once. A table named in CURRENT_SERIES also has a
 # `<name>_current` twin, the same columns with the series as primary key, which the writer keeps
@@ -222,7 +240,7 @@ class Database:
                     f"{path} is in use by another process (is another tr50gw running?)"
                 ) from None
             raise
-        self._connection.execute(SCHEMA + _device_schema())
+        self._connection.execute(SCHEMA + _device_schema() + MIGRATIONS)
         self._local = threading.local()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -89,7 +90,7 @@ class IdentityStore:
         if cursor.execute("SELECT 1 FROM orgs WHERE org_key = ?", [org_key]).fetchone():
             raise AlreadyExists(f"org {org_key!r} already exists")
         cursor.execute(
-            "INSERT INTO orgs VALUES (?, ?, ?, ?)",
+            "INSERT INTO orgs (org_id, org_key, name, created_at) VALUES (?, ?, ?, ?)",
             [org.org_id, org.org_key, org.name, self._clock()],
         )
         return org
@@ -118,7 +119,8 @@ class IdentityStore:
         if cursor.execute("SELECT 1 FROM users WHERE email = ?", [email]).fetchone():
             raise AlreadyExists(f"user {email!r} already exists")
         cursor.execute(
-            "INSERT INTO users VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO users (email, org_id, role, password_hash, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
             [email, org.org_id, role, hash_password(password), self._clock()],
         )
         return org
@@ -129,7 +131,8 @@ class IdentityStore:
         app_id = uuid.uuid4().hex
         app_token = secrets.token_urlsafe(32)
         self._database.cursor().execute(
-            "INSERT INTO applications VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO applications (app_id, org_id, name, token_hash, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
             [app_id, org.org_id, name, token_digest(app_token), self._clock()],
         )
         self._changed()
@@ -162,7 +165,8 @@ class IdentityStore:
     ) -> None:
         """Register the thing on first use (and tell whoever follows things)."""
         inserted = cursor.execute(
-            "INSERT INTO things VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO things (org_id, thing_key, app_id, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             [org_id, thing_key, app_id, self._clock()],
         ).fetchone()
         if inserted is not None and inserted[0]:
@@ -170,22 +174,87 @@ class IdentityStore:
 
     # -- authentication ----------------------------------------------------------------------
     def _user_session_sync(self, email: str, password: str, ttl: int) -> tuple[Session, str] | None:
-        row = (
-            self._database.cursor()
-            .execute(
-                "SELECT u.password_hash, u.role, o.org_id, o.org_key FROM users u "
-                "JOIN orgs o ON o.org_id = u.org_id WHERE u.email = ?",
-                [email],
-            )
-            .fetchone()
-        )
+        cursor = self._database.cursor()
+        row = cursor.execute(
+            "SELECT u.password_hash, u.role, o.org_id, o.org_key, u.disabled FROM users u "
+            "JOIN orgs o ON o.org_id = u.org_id WHERE u.email = ?",
+            [email],
+        ).fetchone()
         if row is None:
             verify_password(password, self._dummy_hash)  # same cost whether or not the user exists
             return None
-        password_hash, role, org_id, org_key = row
-        if not verify_password(password, password_hash):
+        password_hash, role, org_id, org_key, disabled = row
+        # A disabled user's password is checked all the same: its answer costs what any other
+        # failed login does, and says nothing more (-90004).
+        if not verify_password(password, password_hash) or disabled:
             return None
+        with contextlib.suppress(duckdb.TransactionException):  # a concurrent login may win
+            cursor.execute(
+                "UPDATE users SET last_login = ? WHERE email = ?", [self._clock(), email]
+            )
         return self._new_session_sync(org_id, org_key, "user", email, role, "", ttl)
+
+    def password_matches(self, email: str, password: str) -> bool:
+        """Whether `password` is `email`'s (a user changing its own password proves it)."""
+        row = (
+            self._database.cursor()
+            .execute("SELECT password_hash FROM users WHERE email = ?", [email])
+            .fetchone()
+        )
+        return verify_password(password, row[0] if row else self._dummy_hash) and row is not None
+
+    def affect_sessions(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        *,
+        kind: str,
+        subject: str | None = None,
+        app_id: str | None = None,
+        org_id: str | None = None,
+        end: bool = False,
+        role: str | None = None,
+        keep: str | None = None,
+    ) -> Callable[[], None]:
+        """End (`end`) or re-role (`role`) the sessions of a user (`subject`), of an app's things
+        (`app_id`) or of one thing (`subject`, `org_id`), except the one hashed `keep`: in the
+        stored table through `cursor` (inside the caller's transaction), and, by the function
+        returned (to call once it committed), in the live sessions of this process."""
+        where = ["kind = ?", "NOT ended"]
+        values: list[object] = [kind]
+        for column, value in (("subject", subject), ("app_id", app_id), ("org_id", org_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                values.append(value)
+        if keep is not None:
+            where.append("token_hash <> ?")
+            values.append(keep)
+        if end:
+            sql = "UPDATE sessions SET ended = true WHERE " + " AND ".join(where)  # noqa: S608
+            cursor.execute(sql, values)
+        elif role is not None:
+            sql = "UPDATE sessions SET role = ? WHERE " + " AND ".join(where)  # noqa: S608
+            cursor.execute(sql, [role, *values])
+
+        def matches(session: Session) -> bool:
+            return (
+                session.kind == kind
+                and subject in (None, session.subject)
+                and app_id in (None, session.app_id)
+                and org_id in (None, session.org_id)
+                and session.token_hash != keep
+            )
+
+        def apply() -> None:
+            for session in list(self._sessions.values()):
+                if not matches(session):
+                    continue
+                if end:
+                    session.ended = True
+                    self._sessions.pop(session.token_hash, None)
+                elif role is not None:
+                    session.role = role
+
+        return apply
 
     def _thing_session_sync(
         self, app_id: str, app_token: str, thing_key: str, ttl: int
@@ -353,15 +422,14 @@ class IdentityStore:
         for thing in stored:
             live = seen.get(thing.thing_key)
             if live is not None and (thing.last_seen is None or live > thing.last_seen):
-                thing = ThingSummary(
-                    thing.org_id, thing.thing_key, thing.app_id, thing.created_at, live
-                )
+                thing = dataclasses.replace(thing, last_seen=live)
             summaries.append(thing)
         return summaries
 
     def _things_sync(self, org_id: str, keys: list[str] | None) -> list[ThingSummary]:
         sql = (
-            "SELECT t.org_id, t.thing_key, t.app_id, t.created_at, s.last_seen FROM things t"
+            "SELECT t.org_id, t.thing_key, t.app_id, t.created_at, s.last_seen, t.name,"
+            " t.tags FROM things t"
             " LEFT JOIN (SELECT subject, max(last_accessed) AS last_seen FROM sessions"
             "  WHERE org_id = ? AND kind = 'thing' GROUP BY subject) s ON s.subject = t.thing_key"
             " WHERE t.org_id = ?"
@@ -371,4 +439,7 @@ class IdentityStore:
             sql += " AND list_contains(?, t.thing_key)"
             values.append(keys)
         rows = self._database.cursor().execute(sql, values).fetchall()
-        return [ThingSummary(*row) for row in rows]
+        return [
+            ThingSummary(org_id, key, app_id, created, seen, name, tuple(tags))
+            for org_id, key, app_id, created, seen, name, tags in rows
+        ]
