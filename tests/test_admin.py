@@ -66,7 +66,11 @@ async def new_org(fleet: Fleet, org: str) -> dict[str, Any]:
 
 
 async def new_user(fleet: Fleet, org: str) -> dict[str, Any]:
-    return {"emailAddress": f"{fresh('n')}@{org}.test", "password": "a long password", "orgKey": org}
+    return {
+        "emailAddress": f"{fresh('n')}@{org}.test",
+        "password": "a long password",
+        "orgKey": org,
+    }
 
 
 async def list_in(fleet: Fleet, org: str) -> dict[str, Any]:
