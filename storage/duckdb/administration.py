@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +33,8 @@ from storage.duckdb.identity import ROLES, IdentityStore, hash_password, token_d
 __all__ = ["USER_SORTS", "AdminStore"]
 
 T = TypeVar("T")
+
+CONFLICT_RETRIES: Final = 5
 
 USER_SORTS: Final = {
     "emailAddress": "u.email",
@@ -76,17 +79,31 @@ class AdminStore:
     # -- plumbing -------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction on this thread's cursor: committed, or rolled back whole. A key
+        taken meanwhile by a concurrent change (the unique index refuses it) is `AlreadyExists`."""
         cursor = self._database.cursor()
         cursor.execute("BEGIN TRANSACTION")
         try:
             yield cursor
-        except BaseException:
-            cursor.execute("ROLLBACK")
+            cursor.execute("COMMIT")
+        except BaseException as error:
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has ended it already
+                cursor.execute("ROLLBACK")
+            if isinstance(error, duckdb.ConstraintException):
+                raise AlreadyExists("it already exists") from None
             raise
-        cursor.execute("COMMIT")
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.to_thread(function, *args)
+        """`function` on a worker thread; a write-write conflict with a concurrent change (DuckDB
+        aborts the later transaction) runs it again, up to CONFLICT_RETRIES times."""
+        for attempt in itertools.count(1):
+            try:
+                return await asyncio.to_thread(function, *args)
+            except duckdb.TransactionException:
+                if attempt >= CONFLICT_RETRIES:
+                    raise
+                await asyncio.sleep(0.005 * attempt)
+        raise AssertionError("unreachable")
 
     def _changed(self) -> None:
         if self._on_change is not None:
