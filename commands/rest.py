@@ -32,7 +32,8 @@ client id, or any transport's `clientId`): `{"data": [...], "pages": 1}`, one it
 
 Adobe Analytics' usage logs: `GET /auditlogs/usage` with `startDate` and `endDate` (required),
 `login` (a caller, exact), `ip` (the address starts with it), `eventType` (1: login failed, 2:
-login successful, 34: any other call, "Api Method"), `event` (in the command's full name, any
+login successful, 3: an administration command, "Admin Action", 34: any other call, "Api
+Method"), `event` (in the command's full name, any
 case), `limit` (default 10, at most 1000), `page` (from 0): Adobe's page object; an entry's
 `eventDescription` is the command's full name.
 """
@@ -54,7 +55,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from commands import presenters
+from commands import app, org, presenters, thing, user
 from commands.analytics import find_record, planned_filter
 from commands.params import (
     EARLIEST,
@@ -78,7 +79,15 @@ CE_DEFAULT_WINDOW: Final = timedelta(days=7)
 _HOURS_ONLY: Final = re.compile(r"T[0-9:.]+[+-][0-9]{2}$")
 LOGIN = "api.authenticate"
 # Adobe's event types this log has (SPEC §7): the others match nothing.
-LOGIN_FAILED, LOGIN_SUCCESSFUL, API_METHOD = 1, 2, 34
+LOGIN_FAILED, LOGIN_SUCCESSFUL, ADMIN_ACTION, API_METHOD = 1, 2, 3, 34
+ADMIN_COMMANDS: Final = tuple(
+    sorted(
+        command.name
+        for command in (*org.COMMANDS, *user.COMMANDS, *app.COMMANDS, *thing.COMMANDS)
+        if not command.name.startswith("thing.") or command.name in ("thing.update", "thing.delete")
+    )
+)
+"""The administration commands (SPEC §10): Adobe's event type 3, "Admin Action"."""
 _MS: Final = 1_000_000.0
 
 
@@ -450,7 +459,7 @@ class AdobeUsageParams(_Query):
     login: str | None = Field(None, min_length=1, max_length=320, description="exact")
     ip: str | None = Field(None, min_length=1, max_length=100, description="the address's start")
     event_type: int | None = Field(
-        None, alias="eventType", ge=0, le=1000, description="1, 2 or 34 (others match nothing)"
+        None, alias="eventType", ge=0, le=1000, description="1, 2, 3 or 34 (others match nothing)"
     )
     event: str | None = Field(None, min_length=1, max_length=200, description="in the name")
     limit: int = Field(10, ge=1, le=1000)
@@ -459,9 +468,10 @@ class AdobeUsageParams(_Query):
 
 
 def _event_type(record: UsageRecord) -> int:
-    if f"{record.service}.{record.command}" == LOGIN:
+    name = f"{record.service}.{record.command}"
+    if name == LOGIN:
         return LOGIN_SUCCESSFUL if record.success else LOGIN_FAILED
-    return API_METHOD
+    return ADMIN_ACTION if name in ADMIN_COMMANDS else API_METHOD
 
 
 def adobe_entry(record: UsageRecord) -> dict[str, Any]:
@@ -493,10 +503,18 @@ async def adobe_usage(params: AdobeUsageParams, ctx: CallContext) -> dict[str, A
             succeeded_only=params.event_type == LOGIN_SUCCESSFUL,
         )
     elif params.event_type == API_METHOD:
-        usage_filter = replace(usage_filter, exclude_name=LOGIN)
+        usage_filter = replace(usage_filter, exclude_names=(LOGIN, *ADMIN_COMMANDS))
+    elif params.event_type == ADMIN_ACTION:
+        usage_filter = replace(usage_filter, names=ADMIN_COMMANDS)
     offset = params.page * params.limit
     count, records = 0, list[UsageRecord]()
-    known_type = params.event_type in (None, LOGIN_FAILED, LOGIN_SUCCESSFUL, API_METHOD)
+    known_type = params.event_type in (
+        None,
+        LOGIN_FAILED,
+        LOGIN_SUCCESSFUL,
+        ADMIN_ACTION,
+        API_METHOD,
+    )
     if known_type and params.start <= params.end:  # other types match nothing
         count, records = await ctx.services.reader.list(
             usage_filter, offset=offset, limit=params.limit

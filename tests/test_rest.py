@@ -431,6 +431,28 @@ def test_event_type_34_is_every_other_call(
     }
 
 
+def test_event_type_3_is_every_administration_call(
+    gateway: GatewayThread, admin: str, tenants: Tenants
+) -> None:
+    calls(
+        gateway,
+        admin,
+        {
+            "1": {"command": "user.list"},
+            "2": {"command": "app.create", "params": {"name": "audited"}},
+            "3": {"command": "user.update", "params": {"emailAddress": "nobody@acme.test"}},
+        },
+    )
+    flushed(gateway)
+    until = {"from": "2020-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
+    body = adobe(gateway, admin, until, eventType="3")
+    assert [(e["eventType"], e["eventDescription"]) for e in body["content"]] == [
+        ("3", "user.update"),  # failed (no such user), an admin action all the same
+        ("3", "app.create"),
+        ("3", "user.list"),
+    ]
+
+
 def test_event_matches_part_of_the_name_in_any_case(
     gateway: GatewayThread, admin: str, until: dict[str, str]
 ) -> None:

@@ -81,7 +81,8 @@ filters = st.builds(
     client_id=st.none() | st.sampled_from(WORDS),
     transport=st.none() | st.sampled_from(["mqtt", "ws", "http"]),
     name_contains=OPTIONAL,
-    exclude_name=st.none() | st.sampled_from(["a.b", "ab.a", ".%", "x y.b"]),
+    names=st.none() | st.lists(st.sampled_from(["a.b", "ab.a", ".%", "x y.b", "a."])).map(tuple),
+    exclude_names=st.lists(st.sampled_from(["a.b", "ab.a", ".%", "x y.b"])).map(tuple),
 )
 
 

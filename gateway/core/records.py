@@ -75,7 +75,8 @@ class UsageFilter:
     failed_only: bool = False
     succeeded_only: bool = False
     name_contains: str | None = None  # in `service.command`, any case
-    exclude_name: str | None = None  # not this `service.command`
+    names: tuple[str, ...] | None = None  # only these `service.command`s
+    exclude_names: tuple[str, ...] = ()  # none of these `service.command`s
     search_text: str | None = None
     remote_addr: str | None = None
     client_id: str | None = None

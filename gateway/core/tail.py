@@ -80,7 +80,9 @@ def matches(usage_filter: UsageFilter, record: UsageRecord) -> bool:
     name = f"{record.service}.{record.command}"
     if f.name_contains is not None and f.name_contains.lower() not in name.lower():
         return False
-    return f.exclude_name is None or name != f.exclude_name
+    if f.names is not None and name not in f.names:
+        return False
+    return name not in f.exclude_names
 
 
 @dataclass(eq=False)

@@ -94,9 +94,12 @@ def where(usage_filter: UsageFilter) -> tuple[str, list[Any]]:
     if usage_filter.name_contains is not None:
         clauses.append("contains(lower(service || '.' || command), lower(?))")
         values.append(usage_filter.name_contains)
-    if usage_filter.exclude_name is not None:
-        clauses.append("(service || '.' || command) <> ?")
-        values.append(usage_filter.exclude_name)
+    if usage_filter.names is not None:
+        clauses.append("list_contains(?, service || '.' || command)")
+        values.append(list(usage_filter.names))
+    if usage_filter.exclude_names:
+        clauses.append("NOT list_contains(?, service || '.' || command)")
+        values.append(list(usage_filter.exclude_names))
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
 
 
