@@ -31,6 +31,7 @@ __all__ = [
     "Role",
     "admin_session",
     "in_org",
+    "listed_org",
     "refusals",
     "stamp",
     "user_session",
@@ -89,6 +90,21 @@ async def in_org(ctx: CallContext, session: Session, org_key: str | None) -> Org
     if org is None or not sees(session, org.org_id):
         raise NotFound(f"not found: no org {org_key!r}" if org_key else "not found: no org")
     return org
+
+
+async def listed_org(ctx: CallContext, show_all: bool, org_key: str | None) -> str | None:
+    """The org a listing covers (None: every org): the session's own; `orgKey`'s (another is
+    -90008 for all but Super-Ops); every org with `showAll` (Super-Ops, else -90003)."""
+    session = admin_session(ctx)
+    if show_all and org_key is not None:
+        raise InvalidParams("invalid params: give showAll or orgKey, not both")
+    if show_all:
+        if not session.has_super_ops:
+            raise PermissionDenied("permission denied: showAll needs Super-Ops")
+        return None
+    if org_key is None:
+        return session.org_id
+    return (await in_org(ctx, session, org_key)).org_id
 
 
 @contextlib.contextmanager

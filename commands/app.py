@@ -19,11 +19,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from commands.admin import NAME, admin_session, in_org, refusals, sees, stamp, user_session
+from commands.admin import (
+    NAME,
+    admin_session,
+    in_org,
+    listed_org,
+    refusals,
+    sees,
+    stamp,
+    user_session,
+)
 from commands.params import Paging
 from commands.presenters import listing_summary
 from gateway.core.context import CallContext
-from gateway.core.errors import NotFound, PermissionDenied
+from gateway.core.errors import NotFound
 from gateway.core.records import AppInfo
 from gateway.core.registry import Command
 
@@ -40,6 +49,7 @@ class CreateParams(BaseModel):
 
 class ListParams(Paging):
     show_all: bool = Field(False, alias="showAll")
+    org_key: str | None = Field(None, alias="orgKey", min_length=1, max_length=64)
 
 
 class AppParam(BaseModel):
@@ -86,10 +96,7 @@ async def create(params: CreateParams, ctx: CallContext) -> dict[str, Any]:
 
 
 async def list_apps(params: ListParams, ctx: CallContext) -> dict[str, Any]:
-    session = admin_session(ctx)
-    if params.show_all and not session.has_super_ops:
-        raise PermissionDenied("permission denied: showAll needs Super-Ops")
-    org_id = None if params.show_all else session.org_id
+    org_id = await listed_org(ctx, params.show_all, params.org_key)
     count, apps = await ctx.services.admin.apps(org_id, params.offset, params.limit)
     return {"count": count, "result": [shown(app) for app in apps] or None}
 

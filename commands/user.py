@@ -41,6 +41,7 @@ from commands.admin import (
     Role,
     admin_session,
     in_org,
+    listed_org,
     refusals,
     sees,
     stamp,
@@ -86,6 +87,7 @@ class CreateParams(BaseModel):
 class ListParams(Paging):
     sort: str = Field("+emailAddress", pattern=_SORTS)
     show_all: bool = Field(False, alias="showAll")
+    org_key: str | None = Field(None, alias="orgKey", min_length=1, max_length=64)
 
 
 class FindParams(BaseModel):
@@ -161,10 +163,7 @@ async def create(params: CreateParams, ctx: CallContext) -> None:
 
 
 async def list_users(params: ListParams, ctx: CallContext) -> dict[str, Any]:
-    session = admin_session(ctx)
-    if params.show_all and not session.has_super_ops:
-        raise PermissionDenied("permission denied: showAll needs Super-Ops")
-    org_id = None if params.show_all else session.org_id
+    org_id = await listed_org(ctx, params.show_all, params.org_key)
     count, users = await ctx.services.admin.users(org_id, params.offset, params.limit, params.sort)
     return {"count": count, "fields": list(FIELDS), "result": [shown(u) for u in users] or None}
 

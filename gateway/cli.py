@@ -8,12 +8,11 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from gateway import __version__
+from gateway import __version__, admin
 
 __all__ = ["main"]
 
@@ -49,49 +48,6 @@ def _call_parser(sub: Any) -> None:
     call.add_argument("envelope", help="the TR50 JSON envelope, or - to read it from stdin")
 
 
-def _admin_parser(sub: Any) -> None:
-    admin = sub.add_parser("admin", help="provision orgs, users and applications (gateway stopped)")
-    actions = admin.add_subparsers(dest="action", required=True)
-
-    def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--db",
-            type=Path,
-            default=Path("data/usage.duckdb"),
-            help="DuckDB file (default ./data/usage.duckdb)",
-        )
-        parser.add_argument("--json", action="store_true", help="print one JSON object")
-        parser.add_argument(
-            "--broker-credentials",
-            type=Path,
-            default=None,
-            help="the broker plugin's credentials file to rewrite (as `serve` has it; also "
-            "TR50GW_BROKER_CREDENTIALS)",
-        )
-
-    org = actions.add_parser("org-create", help="create an organization")
-    org.add_argument("key", help="short unique org key")
-    org.add_argument("--name")
-    common(org)
-    user = actions.add_parser("user-create", help="create a user")
-    user.add_argument("email")
-    user.add_argument("--org", required=True, help="org key")
-    user.add_argument("--password", required=True)
-    user.add_argument("--role", default="user", choices=["user", "org-admin", "super-ops"])
-    common(user)
-    app = actions.add_parser("app-create", help="create an application; prints appId and appToken")
-    app.add_argument("--org", required=True, help="org key")
-    app.add_argument("--name", required=True)
-    common(app)
-    revoke = actions.add_parser(
-        "app-revoke",
-        help="delete an application: its token opens no session and no broker connection "
-        "any more, its sessions end, its connected devices are disconnected",
-    )
-    revoke.add_argument("app_id", metavar="APP_ID")
-    common(revoke)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tr50gw", description="TR50 gateway with a DuckDB usage log"
@@ -100,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
     _serve_parser(sub)
     _call_parser(sub)
-    _admin_parser(sub)
+    admin.add_parser(sub)
     return parser
 
 
@@ -197,54 +153,10 @@ def _call(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- admin ---------------------------------------------------------------------------------------
-def _admin(args: argparse.Namespace) -> int:
-    from gateway.app import open_provisioning
-    from gateway.core.ports import AlreadyExists, ProvisioningError
-    from storage.duckdb import DatabaseLocked
-
-    credentials = args.broker_credentials or os.environ.get("TR50GW_BROKER_CREDENTIALS") or None
-    try:
-        opened = open_provisioning(args.db, Path(credentials) if credentials else None)
-    except DatabaseLocked as error:
-        print(f"tr50gw admin: {error}; stop the gateway first", file=sys.stderr)
-        return EXIT_FAILED
-    identity, close = opened
-    try:
-        if args.action == "org-create":
-            org = identity.create_org(args.key, args.name)
-            result: dict[str, Any] = {"orgId": org.org_id, "orgKey": org.org_key, "name": org.name}
-        elif args.action == "user-create":
-            org = identity.create_user(args.email, args.org, args.password, args.role)
-            result = {"email": args.email, "orgKey": org.org_key, "role": args.role}
-        elif args.action == "app-create":
-            app_id, app_token = identity.create_app(args.org, args.name)
-            result = {"appId": app_id, "appToken": app_token}
-        elif identity.revoke_app(args.app_id):
-            result = {"appId": args.app_id, "revoked": True}
-        else:
-            print(f"tr50gw admin: no application {args.app_id!r}", file=sys.stderr)
-            return EXIT_NOT_FOUND
-    except AlreadyExists as error:
-        print(f"tr50gw admin: {error}", file=sys.stderr)
-        return EXIT_EXISTS
-    except ProvisioningError as error:
-        print(f"tr50gw admin: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    finally:
-        close()
-    if args.json:
-        print(orjson.dumps(result).decode())
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value}")
-    return EXIT_OK
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.cmd == "serve":
         return _serve(args)
     if args.cmd == "call":
         return _call(args)
-    return _admin(args)
+    return admin.run(args)
