@@ -276,7 +276,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--gateway",
         default=os.environ.get("TR50GW_GATEWAY") or None,
         help="call this running gateway's HTTP port (e.g. http://127.0.0.1:8080; also "
-        f"TR50GW_GATEWAY); by default only when the database is in use, at {DEFAULT_GATEWAY}",
+        "TR50GW_GATEWAY); by default only when the database is in use, at TR50GW_HTTP_PORT "
+        f"(else {DEFAULT_GATEWAY})",
     )
     parser.add_argument("--user", help="log in to the gateway as (also TR50GW_ADMIN_USER)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -313,12 +314,24 @@ def _local_or_remote(args: argparse.Namespace, command: str, params: dict[str, A
     try:
         return _local(args, command, params)
     except DatabaseLocked:
+        url = _running_gateway()
         print(
-            f"tr50gw admin: {args.db} is in use by a running gateway: calling it at "
-            f"{DEFAULT_GATEWAY} (--gateway to say where)",
+            f"tr50gw admin: {args.db} is in use by a running gateway: calling it at {url} "
+            "(--gateway to say where)",
             file=sys.stderr,
         )
-        return _remote(args, DEFAULT_GATEWAY, command, params)
+        return _remote(args, url, command, params)
+
+
+def _running_gateway() -> str:
+    """Where a gateway started with this environment listens for HTTP: `TR50GW_WS_HOST` and
+    `TR50GW_HTTP_PORT` as `tr50gw serve` reads them, else `make run`'s port."""
+    port = os.environ.get("TR50GW_HTTP_PORT", "")
+    if not port.isdigit() or int(port) <= 0:
+        return DEFAULT_GATEWAY
+    host = os.environ.get("TR50GW_WS_HOST") or "127.0.0.1"
+    wildcard = host in ("0.0.0.0", "::")  # noqa: S104 - a bind address read, not bound to
+    return f"http://{'127.0.0.1' if wildcard else host}:{port}"
 
 
 def _outcome(reply: Any, key: str) -> Any:
