@@ -112,6 +112,7 @@ struct connection {
 	bool is_thing; /* authenticated here with an app token */
 	char org_id[HEX_ID_LEN + 1];
 	char app_id[HEX_ID_LEN + 1];
+	unsigned char token_digest[DIGEST_LEN]; /* of the token it connected with */
 	struct connection *next_by_client; /* chain in connections.by_client */
 	struct connection *next_by_id; /* chain in connections.by_id */
 };
@@ -375,10 +376,15 @@ static const struct app *credentials_find_app(const struct credentials *credenti
 	return found;
 }
 
-static bool credentials_has_app(const struct credentials *credentials, const char *app_id)
+/* Whether the app still exists with the token a thing connected with (not deleted, not
+ * given a new token since). */
+static bool credentials_still_valid(const struct credentials *credentials, const char *app_id,
+		const unsigned char *token_digest)
 {
 	for(size_t i = 0; i < credentials->app_count; i++) {
-		if(strcmp(credentials->apps[i].app_id, app_id) == 0) return true;
+		if(strcmp(credentials->apps[i].app_id, app_id) == 0) {
+			return CRYPTO_memcmp(credentials->apps[i].token_digest, token_digest, DIGEST_LEN) == 0;
+		}
 	}
 	return false;
 }
@@ -526,7 +532,8 @@ static struct file_stamp stamp_of(const struct stat *status)
 	return stamp;
 }
 
-/* Disconnect every connected thing whose app is no longer in the credentials (revoked). */
+/* Disconnect every connected thing whose app is no longer in the credentials (deleted), or
+ * holds another token now (rotated). */
 static void disconnect_revoked_things(struct plugin *plugin)
 {
 	char **client_ids = NULL;
@@ -538,7 +545,8 @@ static void disconnect_revoked_things(struct plugin *plugin)
 		for(struct connection *connection = plugin->connections.by_client[i]; connection != NULL;
 				connection = connection->next_by_client) {
 			if(!connection->is_thing
-					|| credentials_has_app(&plugin->credentials, connection->app_id)) {
+					|| credentials_still_valid(
+							&plugin->credentials, connection->app_id, connection->token_digest)) {
 				continue;
 			}
 			if(grow_array((void **)&client_ids, count, sizeof(char *)) == 0) {
@@ -670,6 +678,7 @@ static int remember_connection(struct plugin *plugin, struct mosquitto *client,
 		connection->is_thing = true;
 		memcpy(connection->org_id, app->org_id, sizeof(connection->org_id));
 		memcpy(connection->app_id, app->app_id, sizeof(connection->app_id));
+		memcpy(connection->token_digest, app->token_digest, DIGEST_LEN);
 	}
 	/* Written once here: each message only copies it. */
 	connection->header = connection_header(connection, &connection->header_len);

@@ -177,7 +177,10 @@ ACTIONS: Final[dict[str, Action]] = {
         lambda a: {"id": a.app_id},
         "delete an application: its token opens no session and no broker connection any "
         "more, its sessions end",
-        compat=lambda a, r: {"appId": a.app_id, "deleted": True},
+        compat=lambda a, r: {
+            "appId": a.app_id,
+            "revoked" if a.action == "app-revoke" else "deleted": True,
+        },
     ),
     "thing-update": Action(
         "thing.update",

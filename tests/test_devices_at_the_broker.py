@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -132,6 +133,30 @@ def test_a_v5_response_topic_and_correlation_data_are_honoured(
 def test_a_wrong_token_is_refused_at_connect(broker: Broker, served: GatewayThread) -> None:
     with pytest.raises(ConnectionRefusedError):
         MqttClient(broker.port, "therm-x", username="therm-x", password="not-a-token")
+
+
+def test_a_rotated_token_disconnects_its_devices_and_opens_nothing(
+    broker: Broker, served: GatewayThread, devices: Callable[..., MqttClient], tenants: Tenants
+) -> None:
+    """`app.token.rotate` over TR50: the gateway rewrites the credentials file, the plugin
+    disconnects the things that connected with the old token and refuses it at CONNECT; the
+    new token connects."""
+    device = devices("rotating-1")
+    kicked = threading.Event()
+    device.client.on_disconnect = lambda *args: kicked.set()
+    app_id, old_token = tenants.apps["acme"]
+    with ws_client(served.ws_url) as admin:
+        admin.login(tenants.user("acme", "org-admin"))
+        rotated = admin.send({"1": {"command": "app.token.rotate", "params": {"id": app_id}}})
+    new_token = rotated["1"]["params"]["token"]
+    disconnected = kicked.wait(10)
+    device.client.loop_stop()  # no reconnect attempts meanwhile
+    with pytest.raises(ConnectionRefusedError):
+        MqttClient(broker.port, "rotating-2", username="rotating-2", password=old_token)
+    renewed = MqttClient(broker.port, "rotating-3", username="rotating-3", password=new_token)
+    reply = renewed.call({"1": {"command": "diag.ping"}})
+    renewed.close()
+    assert (disconnected, reply) == (True, {"1": {"success": True}})
 
 
 def test_mosquitto_rr_with_thing_credentials(
