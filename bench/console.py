@@ -34,7 +34,7 @@ __all__ = ["FIRST_LOAD_TARGET_KB", "run"]
 FIRST_LOAD_TARGET_KB = 300.0
 RUNS = 7
 SETTLED = (
-    "[...document.querySelectorAll('.card[data-state]')]"
+    "[...document.querySelectorAll('#usage-view .card[data-state]')]"
     ".every(card => card.dataset.state !== 'loading')"
 )
 

@@ -1,6 +1,7 @@
 // The tr50gw console: log in, then every panel is one or more TR50 usage commands over the same
 // window, filters and time zone. No framework: the DOM in index.html, filled from the replies.
 
+import { enterAdmin, initAdmin, reloadAdmin } from "./admin.js";
 import { OFFLINE, Tr50Client, Tr50Error } from "./tr50.js";
 import {
   browserZone, currentName, durationMs, epochToInput, formatInstant, knownZones, zonedToEpoch,
@@ -52,6 +53,7 @@ async function start() {
   state.client = new Tr50Client(config, { onNotify: tailReceived, onLink: linkChanged });
   fillZones();
   wire();
+  initAdmin({ client: state.client, state, describe, sessionEnded });
   // On a phone the filters start folded: the charts come first.
   if (matchMedia("(max-width: 640px)").matches) $("#filters-box").open = false;
   const sessionId = sessionStorage.getItem("tr50gw.session");
@@ -114,9 +116,24 @@ function enter() {
   $("#app-view").hidden = false;
   $("#whoami").textContent = `${info.whoAmI ?? info.userName ?? info.thingKey} · ${info.orgKey ?? ""}`;
   $("#show-all-label").hidden = !info.hasSuperOps;
+  $("#admin-tab").hidden = !info.hasOrgAdmin;
   state.showAll = false;
   $("#show-all").checked = false;
-  refresh();
+  showView("usage");
+}
+
+// The two pages: usage (charts, endpoints, log) and admin (org-admins and Super-Ops).
+function showView(name) {
+  for (const button of document.querySelectorAll(".views button")) {
+    if (button.dataset.view === name) button.setAttribute("aria-current", "page");
+    else button.removeAttribute("aria-current");
+  }
+  $("#usage-view").hidden = name !== "usage";
+  $("#admin-view").hidden = name !== "admin";
+  $(".range").hidden = name !== "usage";
+  $("#refresh").hidden = name !== "usage";
+  if (name === "admin") enterAdmin();
+  else refresh();
 }
 
 async function logout() {
@@ -195,9 +212,16 @@ function wire() {
   $("#show-all").addEventListener("change", (event) => {
     state.showAll = event.target.checked;
     state.offset = 0;
+    if (!$("#admin-view").hidden) {
+      reloadAdmin();
+      return;
+    }
     refresh();
     restartTail();
   });
+  for (const button of document.querySelectorAll(".views button")) {
+    button.addEventListener("click", () => showView(button.dataset.view));
+  }
   $("#filters").addEventListener("submit", (event) => {
     event.preventDefault();
     applyFilters();

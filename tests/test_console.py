@@ -142,7 +142,7 @@ def log_in(page: Page, username: str, password: str = PASSWORD) -> None:
 def settled(page: Page) -> None:
     """Every panel has its answer (ready, empty or error): none is loading."""
     page.wait_for_function(
-        "[...document.querySelectorAll('.card[data-state]')]"
+        "[...document.querySelectorAll('#usage-view .card[data-state]')]"
         ".every(card => card.dataset.state !== 'loading')"
     )
 
