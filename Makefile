@@ -129,7 +129,7 @@ test: venv mosquitto broker-plugin node_modules chromium
 
 SCREENSHOTS := docs/console
 screenshots: venv node_modules chromium
-	TR50GW_SCREENSHOTS=$(SCREENSHOTS) $(VPY) -m pytest -q tests/test_console.py
+	TR50GW_SCREENSHOTS=$(SCREENSHOTS) $(VPY) -m pytest -q tests/test_console.py tests/test_console_admin.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -187,8 +187,9 @@ def allow_things(broker: Broker) -> str:
 
 
 def count_usage_rows(db: Path) -> int:
-    """Rows in the usage log, read from the file once the gateway has exited."""
-    return int(read_file(db, "SELECT count(*) FROM usage_log")[0][0])
+    """Rows the gateway logged, read from the file once it has exited (not the provisioning's:
+    `tr50gw admin` ran it without a gateway, transport `cli`)."""
+    return int(read_file(db, "SELECT count(*) FROM usage_log WHERE transport <> 'cli'")[0][0])
 
 
 class EchoProcess:

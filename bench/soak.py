@@ -735,14 +735,15 @@ def _log_keys(db: Path) -> dict[str, int]:
     """Envelope key -> number of usage records, from the file once the gateway has exited.
 
     `request` is the command as `{"<key>": {...}}`, written compactly, so the key is the first
-    string of it.
+    string of it. The provisioning's own records (`tr50gw admin` ran it without a gateway,
+    transport `cli`) are not the load's.
     """
     import duckdb
 
     with duckdb.connect(str(db), read_only=True) as connection:
         rows = connection.execute(
             """SELECT regexp_extract(request, '^\\{"([^"\\\\]*)"', 1) AS key, count(*)
-               FROM usage_log GROUP BY key"""
+               FROM usage_log WHERE transport <> 'cli' GROUP BY key"""
         ).fetchall()
     return {str(key): int(count) for key, count in rows}
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import getpass
 import json
 import os
@@ -392,7 +393,11 @@ def _local(args: argparse.Namespace, command: str, params: dict[str, Any]) -> An
     connection.bind(caller, None)
     envelope = json.dumps({"1": {"command": command, "params": params}})
     try:
-        reply = asyncio.run(assembly.dispatcher.handle(envelope, connection))
+        # A thread of its own: the caller may be on an event loop already (tools, tests).
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            reply = pool.submit(
+                asyncio.run, assembly.dispatcher.handle(envelope, connection)
+            ).result()
     finally:
         assembly.close()
     return _outcome(json.loads(reply), "1")
@@ -454,7 +459,7 @@ def _show(result: Any, action: Action, *, as_json: bool) -> None:
 
 
 def _cell(value: Any) -> str:
-    if value is None:
+    if value is None or value == "":
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"

@@ -81,12 +81,13 @@ async def test_list_shape(fleet: Fleet) -> None:
     listed = await fleet.ok("user@globex", "thing.list")
     assert listed == {
         "count": 1,
-        "fields": ["key", "name", "orgId", "createdOn", "lastSeen"],
+        "fields": ["key", "name", "orgId", "tags", "createdOn", "lastSeen"],
         "result": [
             {
                 "key": "pump-9",
                 "name": "pump-9",
                 "orgId": listed["result"][0]["orgId"],
+                "tags": [],
                 "createdOn": "2024-03-01T12:00:00.000Z",
                 "lastSeen": "2024-03-01T12:00:00.000Z",
             }
