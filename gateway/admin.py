@@ -369,6 +369,7 @@ def _local(args: argparse.Namespace, command: str, params: dict[str, Any]) -> An
         ws_port=-1,
         http_port=-1,
         compact_interval_s=0,
+        retention_days=0,  # the gateway's business, not a CLI call's
         instance_name=f"admin-cli@{socket.gethostname()}",
         broker_credentials=Path(credentials) if credentials else None,
     )

@@ -114,6 +114,9 @@ def assemble(
         memory_limit=settings.db_memory_limit,
         flush_interval=settings.flush_interval_ms / 1000,
         compact_interval=settings.compact_interval_s,
+        retention_days=settings.retention_days,
+        archive_dir=settings.archive_dir,
+        retention_interval=settings.retention_interval_s,
         broker_credentials=settings.broker_credentials,
     )
     routes = Registry([rest.COMMANDS])

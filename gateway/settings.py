@@ -83,6 +83,21 @@ class Settings(BaseSettings):
         ge=0,
         description="how often finished days are re-sorted by org and caller; 0 = never",
     )
+    retention_days: int = Field(
+        90,
+        ge=0,
+        le=100_000,
+        description="whole UTC days older than this leave the usage log (archived first with "
+        "--archive-dir); 0 = keep everything",
+    )
+    archive_dir: Path | None = Field(
+        None,
+        description="where retired days go as Parquet (DIR/usage/day=YYYY-MM-DD/part-N.parquet); "
+        "none = retired days are deleted",
+    )
+    retention_interval_s: int = Field(
+        3600, ge=1, description="how often retention runs (it also runs at start)"
+    )
     db_memory_limit: str = Field(
         "256MB",
         pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$",

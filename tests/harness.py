@@ -42,6 +42,7 @@ class Harness:
             "ws_port": -1,
             "instance_name": "unit",
             "compact_interval_s": 0,  # tests compact explicitly
+            "retention_days": 0,  # and apply retention explicitly
         }
         values.update(settings)
         self.settings = Settings(**values)

@@ -44,6 +44,9 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "durable_replies": ("true", True),
     "plugins": ("false", False),
     "console": ("false", False),
+    "retention_days": ("30", 30),
+    "archive_dir": ("/tmp/archive", Path("/tmp/archive")),
+    "retention_interval_s": ("60", 60),
 }
 LIST_FLAGS = {"ws_allowed_origins": "--ws-allowed-origin"}
 

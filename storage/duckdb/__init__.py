@@ -15,6 +15,7 @@ from storage.duckdb.database import Database, DatabaseLocked
 from storage.duckdb.devices import DeviceStore
 from storage.duckdb.export import UsageExporter
 from storage.duckdb.identity import IdentityStore
+from storage.duckdb.retention import Retention
 from storage.duckdb.usage import UsageQueries, UsageWriter
 from storage.duckdb.writer import BatchWriter
 
@@ -38,6 +39,9 @@ class DuckDBStorage:
         flush_interval: float = 0.05,
         compact_interval: float = 0,
         broker_credentials: Path | None = None,
+        retention_days: int = 0,
+        archive_dir: Path | None = None,
+        retention_interval: float = 3600.0,
     ) -> None:
         """With `broker_credentials`, the broker plugin's credentials file (broker/README.md)
         is written there at once and rewritten whenever an app or a thing is added."""
@@ -50,7 +54,10 @@ class DuckDBStorage:
         self.usage = UsageWriter(self.database, flush_interval=flush_interval)
         self.reader = UsageQueries(self.database, self.usage)
         self.analytics = UsageAggregates(self.database, self.usage)
-        self.exports = UsageExporter(self.database, self.usage, self.reader)
+        self.archive_dir = archive_dir.absolute() if archive_dir is not None else None
+        self.exports = UsageExporter(
+            self.database, self.usage, self.reader, archive=self.archive_dir is not None
+        )
         self.identity = IdentityStore(
             self.database,
             clock,
@@ -65,8 +72,21 @@ class DuckDBStorage:
             on_change=self.credentials.changed if self.credentials is not None else None,
         )
         self.compactor = (
-            Compactor(self.database, clock, interval=compact_interval)
+            Compactor(
+                self.database, clock, interval=compact_interval, retention_days=retention_days
+            )
             if compact_interval > 0
+            else None
+        )
+        self.retention = (
+            Retention(
+                self.database,
+                clock,
+                retention_days=retention_days,
+                archive_dir=self.archive_dir,
+                interval=retention_interval,
+            )
+            if retention_days > 0
             else None
         )
 
@@ -82,6 +102,8 @@ class DuckDBStorage:
     def close(self) -> None:
         """Stop compacting, commit every submitted record, close the file (blocking)."""
         try:
+            if self.retention is not None:
+                self.retention.close()
             if self.compactor is not None:
                 self.compactor.close()
             if self.credentials is not None:

@@ -174,9 +174,11 @@ def compact_due(
     stop: threading.Event | None = None,
     progress: Callable[[str, date, int], None] | None = None,
     tables: tuple[SortedTable, ...] = SORTED_TABLES,
+    not_before: date | None = None,
 ) -> int:
     """Compact due days of each table, oldest first, until done or a checkpoint is refused
-    (busy readers); returns how many days were compacted."""
+    (busy readers); returns how many days were compacted. Usage days before `not_before` are
+    left alone: retention is about to take them (retention.py)."""
     cursor = database.new_cursor()
     compacted = 0
     try:
@@ -184,6 +186,8 @@ def compact_due(
             for day in due_days(cursor, now, grace, table):
                 if stop is not None and stop.is_set():
                     return compacted
+                if table is USAGE and not_before is not None and day < not_before:
+                    continue
                 rows = compact_day(cursor, day, now, table=table)
                 compacted += 1
                 if progress is not None:
@@ -199,11 +203,17 @@ class Compactor:
     """Compacts due days every `interval` seconds on its own thread until `close`."""
 
     def __init__(
-        self, database: Database, clock: Callable[[], datetime], *, interval: float = 600.0
+        self,
+        database: Database,
+        clock: Callable[[], datetime],
+        *,
+        interval: float = 600.0,
+        retention_days: int = 0,
     ) -> None:
         self._database = database
         self._clock = clock
         self._interval = interval
+        self._retention_days = retention_days
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="usage-compactor", daemon=True)
         self._thread.start()
@@ -211,7 +221,15 @@ class Compactor:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                compact_due(self._database, self._clock(), stop=self._stop, progress=_log_day)
+                now = self._clock()
+                kept_from = (
+                    (now - timedelta(days=self._retention_days)).date()
+                    if self._retention_days > 0
+                    else None
+                )
+                compact_due(
+                    self._database, now, stop=self._stop, progress=_log_day, not_before=kept_from
+                )
             except Exception:
                 logger.exception("day compaction failed; retrying in %.0f s", self._interval)
             self._stop.wait(self._interval)

@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS usage_compaction (
     records BIGINT NOT NULL,
     compacted_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS usage_archive (
+    day DATE NOT NULL,
+    part INTEGER NOT NULL,
+    records BIGINT NOT NULL,
+    path VARCHAR,
+    retired_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (day, part)
+);
 CREATE TABLE IF NOT EXISTS orgs (
     org_id VARCHAR PRIMARY KEY,
     org_key VARCHAR NOT NULL UNIQUE,

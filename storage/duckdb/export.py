@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from gateway.core.ports import ExportFormat
 from gateway.core.records import UsageFilter
 from storage.duckdb.database import Database, reading
+from storage.duckdb.retention import archived_parts
 from storage.duckdb.usage import UsageQueries, UsageWriter, where
 
 __all__ = ["BATCH_ROWS", "UsageExporter"]
@@ -55,12 +56,19 @@ _COLUMNS: Final = (
 _RFC3339: Final = "strftime(ts, '%Y-%m-%dT%H:%M:%S.%g') || 'Z'"
 
 
-def _select(file_format: ExportFormat) -> str:
+_WITH_ARCHIVE: Final = (
+    "(SELECT * REPLACE (CAST(id AS VARCHAR) AS id) FROM usage_log"
+    " UNION ALL BY NAME SELECT * FROM read_parquet(?))"
+)
+"""The log and the archive's parts (a list parameter: retention.archived_parts) as one table."""
+
+
+def _select(file_format: ExportFormat, source: str = "usage_log") -> str:
     columns = [
         f'{_RFC3339 if name == "ts" and file_format != "parquet" else expression} AS "{name}"'
         for expression, name in _COLUMNS
     ]
-    return "SELECT " + ", ".join(columns) + " FROM usage_log"  # noqa: S608 - names only
+    return "SELECT " + ", ".join(columns) + " FROM " + source  # noqa: S608 - names only
 
 
 class _Chunks(io.RawIOBase):
@@ -143,23 +151,52 @@ _ENCODERS: Final[dict[str, Callable[[pa.Schema], _Encoder]]] = {
 
 
 class UsageExporter:
-    """The `UsageExport` port over the usage log's table."""
+    """The `UsageExport` port over the usage log's table and, with `archive`, the days
+    retention moved to the archive (retention.py): an export holds every matching record
+    wherever it is now."""
 
-    def __init__(self, database: Database, writer: UsageWriter, queries: UsageQueries) -> None:
+    def __init__(
+        self,
+        database: Database,
+        writer: UsageWriter,
+        queries: UsageQueries,
+        *,
+        archive: bool = False,
+    ) -> None:
         self._database = database
         self._writer = writer
         self._queries = queries
+        self._archive = archive
+
+    def _parts(self, usage_filter: UsageFilter) -> list[str]:
+        if not self._archive:
+            return []
+        return archived_parts(self._database.cursor(), usage_filter.start, usage_filter.end)
 
     async def count(self, usage_filter: UsageFilter) -> int:
-        """The listing's own count of what the filter matches."""
-        return await self._queries.count(usage_filter)
+        """The listing's own count of what the filter matches, plus the archive's."""
+        in_log = await self._queries.count(usage_filter)
+        parts = await reading(self._parts, usage_filter)
+        if not parts:
+            return in_log
+        where_sql, values = where(usage_filter)
+        sql = "SELECT count(*) FROM read_parquet(?)" + where_sql  # noqa: S608 - placeholders
+        row = await reading(
+            lambda: self._database.cursor().execute(sql, [parts, *values]).fetchone()
+        )
+        return in_log + int(row[0] if row else 0)
 
     async def export(
         self, usage_filter: UsageFilter, file_format: ExportFormat
     ) -> AsyncIterator[bytes]:
         await self._writer.wait_visible()
         where_sql, values = where(usage_filter)
-        sql = _select(file_format) + where_sql
+        parts = await reading(self._parts, usage_filter)
+        if parts:
+            sql = _select(file_format, _WITH_ARCHIVE) + where_sql
+            values = [parts, *values]
+        else:
+            sql = _select(file_format) + where_sql
         cursor = self._database.new_cursor()
         try:
             reader = await reading(lambda: cursor.execute(sql, values).to_arrow_reader(BATCH_ROWS))
