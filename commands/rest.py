@@ -155,7 +155,9 @@ class ExportParams(_Query):
     )
     status: Status | None = None
     start: RestTimestamp | None = Field(None, alias="from", description="RFC 3339; default: all")
-    end: RestTimestamp | None = Field(None, alias="to", description="RFC 3339; default: now")
+    end: RestTimestamp | None = Field(
+        None, alias="to", description="RFC 3339; default: just before this call"
+    )
     search_text: str | None = Field(None, alias="searchText", min_length=1, max_length=200)
     who: str | None = Field(None, min_length=1, max_length=320)
     service: str | None = Field(None, min_length=1, max_length=200)
@@ -196,11 +198,14 @@ def _listing_filter(
 
 
 async def export(params: ExportParams, ctx: CallContext) -> dict[str, Any]:
+    # No `to`: everything before this call (its own record, and later ones, stay out), so the
+    # file holds exactly the X-Total-Count records counted now.
+    end = params.end if params.end is not None else ctx.received_at - timedelta(microseconds=1)
     usage_filter = _listing_filter(
         ctx,
         status=params.status,
         start=params.start,
-        end=params.end,
+        end=end,
         command=params.command,
         who=params.who,
         service=params.service,

@@ -27,9 +27,11 @@ import os
 import socket
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -206,6 +208,25 @@ def add_parser(sub: Any) -> None:
         epilog="exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()),
     )
     actions = admin.add_subparsers(dest="action", required=True)
+    export = actions.add_parser(
+        "export",
+        help="write a window of the usage log (and its archive) to a file, every org's "
+        "records, with a progress bar",
+    )
+    export.add_argument(
+        "--from", dest="start", required=True, help="RFC 3339, e.g. 2026-11-01T00:00:00Z"
+    )
+    export.add_argument("--to", dest="end", help="RFC 3339 (default: now)")
+    export.add_argument("--format", default="parquet", choices=["parquet", "csv", "json"])
+    export.add_argument("--out", type=Path, required=True, help="the file to write")
+    export.add_argument(
+        "--archive-dir",
+        type=Path,
+        default=os.environ.get("TR50GW_ARCHIVE_DIR") or None,
+        help="the gateway's --archive-dir, to include retired days when the CLI opens the "
+        "file itself (also TR50GW_ARCHIVE_DIR)",
+    )
+    _common(export)
     for name in [*ACTIONS, *ALIASES]:
         target = ALIASES.get(name, name)
         parser = actions.add_parser(name, help=ACTIONS[target].help)
@@ -296,6 +317,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 # -- running ------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
+    if args.action == "export":
+        try:
+            return _export(args)
+        except AdminError as error:
+            print(f"tr50gw admin: {error}", file=sys.stderr)
+            return error.code
     action = ACTIONS[ALIASES.get(args.action, args.action)]
     try:
         params = action.params(args)
@@ -404,9 +431,16 @@ def _local(args: argparse.Namespace, command: str, params: dict[str, Any]) -> An
     return _outcome(json.loads(reply), "1")
 
 
-def _remote(args: argparse.Namespace, url: str, command: str, params: dict[str, Any]) -> Any:
+def _remote(
+    args: argparse.Namespace,
+    url: str,
+    command: str,
+    params: dict[str, Any],
+    *,
+    keep_session: bool = False,
+) -> Any:
     """One envelope to a running gateway's `POST /api`: the login (or a session) and the
-    command."""
+    command; with `keep_session`, the session id instead of the command's result."""
     session = os.environ.get("TR50GW_SESSION_ID")
     if session:
         auth: dict[str, Any] = {"sessionId": session}
@@ -437,8 +471,10 @@ def _remote(args: argparse.Namespace, url: str, command: str, params: dict[str, 
     except (urllib.error.URLError, OSError, ValueError) as error:
         raise AdminError(EXIT_FAILED, f"cannot reach the gateway at {url}: {error}") from None
     if "command" in auth:
-        _outcome(reply, "auth")  # a failed login: exit 6 with its message
-    return _outcome(reply, "1")
+        opened = _outcome(reply, "auth")  # a failed login: exit 6 with its message
+        session = opened["sessionId"] if isinstance(opened, dict) else session
+    result = _outcome(reply, "1")
+    return session if keep_session else result
 
 
 # -- showing ------------------------------------------------------------------------------------
@@ -478,3 +514,119 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+# -- export -------------------------------------------------------------------------------------
+def _instant(text: str | None, name: str) -> datetime | None:
+    """RFC 3339 -> naive UTC (as stored); None stays None."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise AdminError(EXIT_USAGE, f"--{name}: not an RFC 3339 time: {text!r}") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Every record of [--from, --to] to --out, through a `.part` file renamed at the end: from
+    a running gateway's `GET /usage/export` (log and archive), or from the file itself."""
+    start, end = _instant(args.start, "from"), _instant(args.end, "to")
+    partial = args.out.with_name(args.out.name + ".part")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.gateway:
+        count = _export_remote(args, args.gateway, partial)
+    else:
+        from storage.duckdb import DatabaseLocked
+
+        try:
+            count = _export_local(args, start, end, partial)
+        except DatabaseLocked:
+            url = _running_gateway()
+            print(f"tr50gw admin: {args.db} is in use: exporting through {url}", file=sys.stderr)
+            count = _export_remote(args, url, partial)
+    partial.replace(args.out)
+    size = args.out.stat().st_size
+    summary = {"records": count, "bytes": size, "out": str(args.out), "format": args.format}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"wrote {count:,} records ({size / 1e6:.1f} MB, {args.format}) to {args.out}")
+    return EXIT_OK
+
+
+def _bar(records: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        desc=f"exporting {records:,} records",
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        disable=None,  # shown on a terminal only
+    )
+
+
+def _export_local(
+    args: argparse.Namespace, start: datetime | None, end: datetime | None, partial: Path
+) -> int:
+    from gateway.app import assemble
+    from gateway.core.records import UsageFilter
+    from gateway.settings import Settings
+
+    settings = Settings(
+        db=args.db,
+        mqtt_url="none",
+        ws_port=-1,
+        http_port=-1,
+        compact_interval_s=0,
+        retention_days=0,
+        archive_dir=args.archive_dir,
+    )
+    assembly = assemble(settings)  # DatabaseLocked when a gateway has the file
+    exports = assembly.storage.exports
+    wanted = UsageFilter(start=start, end=end)
+
+    async def write() -> int:
+        records = await exports.count(wanted)
+        # The CLI's own loop on a thread of its own: a blocking write holds up nothing else.
+        with _bar(records) as bar, open(partial, "wb") as out:  # noqa: ASYNC230
+            async for chunk in exports.export(wanted, args.format):
+                out.write(chunk)
+                bar.update(len(chunk))
+        return records
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, write()).result()
+    finally:
+        assembly.close()
+
+
+def _export_remote(args: argparse.Namespace, url: str, partial: Path) -> int:
+    login = _remote(args, url, "session.info", {}, keep_session=True)
+    query = urllib.parse.urlencode(
+        {"format": args.format, "from": args.start, "showAll": "true"}
+        | ({"to": args.end} if args.end else {})
+    )
+    request = urllib.request.Request(  # noqa: S310 - http(s) only, checked by _remote
+        f"{url.rstrip('/')}/usage/export?{query}",
+        headers={"Authorization": f"Bearer {login}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:  # noqa: S310
+            records = int(response.headers.get("X-Total-Count", "0"))
+            with _bar(records) as bar, open(partial, "wb") as out:
+                while chunk := response.read(256 * 1024):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as error:
+        body = error.read()[:300].decode(errors="replace")
+        code = {400: EXIT_USAGE, 401: EXIT_AUTH, 403: EXIT_DENIED}.get(error.code, EXIT_FAILED)
+        raise AdminError(code, f"export refused: HTTP {error.code} {body}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise AdminError(EXIT_FAILED, f"cannot reach the gateway at {url}: {error}") from None
+    return records
