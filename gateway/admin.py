@@ -24,6 +24,7 @@ import concurrent.futures
 import getpass
 import json
 import os
+import shutil
 import socket
 import sys
 import urllib.error
@@ -560,8 +561,11 @@ def _export(args: argparse.Namespace) -> int:
 def _bar(records: int) -> Any:
     from tqdm import tqdm
 
+    # A terminal that reports no size (some ptys say 0 columns) would get an empty bar.
+    columns = shutil.get_terminal_size((80, 24)).columns or 80
     return tqdm(
         desc=f"exporting {records:,} records",
+        ncols=columns,
         unit="B",
         unit_scale=True,
         unit_divisor=1024,
