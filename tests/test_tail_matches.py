@@ -51,11 +51,15 @@ def _records() -> list[UsageRecord]:
     return records
 
 
+RECORDS = _records()
+EXCLUDABLE_IDS = [record.id for record in RECORDS[::17]] + ["00000000-0000-7000-8000-000000000000"]
+
+
 @pytest.fixture(scope="module")
 def stored() -> Iterator[tuple[DuckDBStorage, list[UsageRecord]]]:
     with tempfile.TemporaryDirectory() as folder:
         storage = DuckDBStorage(Path(folder) / "m.duckdb", lambda: BASE + timedelta(days=1))
-        records = _records()
+        records = RECORDS
         for record in records:
             storage.usage.submit(record)
         assert storage.usage.flush()
@@ -83,6 +87,7 @@ filters = st.builds(
     name_contains=OPTIONAL,
     names=st.none() | st.lists(st.sampled_from(["a.b", "ab.a", ".%", "x y.b", "a."])).map(tuple),
     exclude_names=st.lists(st.sampled_from(["a.b", "ab.a", ".%", "x y.b"])).map(tuple),
+    exclude_ids=st.lists(st.sampled_from(EXCLUDABLE_IDS)).map(tuple),
 )
 
 

@@ -77,6 +77,7 @@ class UsageFilter:
     name_contains: str | None = None  # in `service.command`, any case
     names: tuple[str, ...] | None = None  # only these `service.command`s
     exclude_names: tuple[str, ...] = ()  # none of these `service.command`s
+    exclude_ids: tuple[str, ...] = ()  # none of these records (a reader's merged tail)
     search_text: str | None = None
     remote_addr: str | None = None
     client_id: str | None = None

@@ -82,7 +82,7 @@ def matches(usage_filter: UsageFilter, record: UsageRecord) -> bool:
         return False
     if f.names is not None and name not in f.names:
         return False
-    return name not in f.exclude_names
+    return name not in f.exclude_names and record.id not in f.exclude_ids
 
 
 @dataclass(eq=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,22 @@ from gateway.core.errors import QueryOutOfMemory
 __all__ = ["CURRENT_SERIES", "DEVICE_TABLES", "Database", "DatabaseLocked", "reading"]
 
 T = TypeVar("T")
+
+
+# DuckDB's Python client looks for pandas at every execute with parameters (is a parameter a
+# DataFrame?); without pandas installed each look is a failed import that searches sys.path: 5
+# per query, 27% of a listing's time (measured: 3.6 -> 2.6 ms). This finder, first on the meta
+# path and installed only when pandas is absent, answers "no pandas" at once, with the same
+# ModuleNotFoundError the search would end in (pyarrow's check reads it as such too).
+class _AbsentPandas:
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+if importlib.util.find_spec("pandas") is None:
+    sys.meta_path.insert(0, _AbsentPandas())
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage_log (

@@ -9,13 +9,14 @@ record submitted before it is committed, which is how a record becomes visible t
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
 from gateway.core.records import UsageFilter, UsageRecord
+from gateway.core.tail import matches
 from storage.duckdb.database import Database, reading
 from storage.duckdb.writer import BatchWriter, TableSpec
 
@@ -51,6 +52,9 @@ USAGE_TABLE = TableSpec(
     + ", ".join(f.name for f in fields(UsageRecord) if f.name != "id")
     + " FROM batch",
 )
+
+MERGE_DEPTH = 5000
+"""A listing whose page ends within this many records merges the writer's uncommitted ones."""
 
 # How far back from a listing's end the first scan also counts; the page is ranked within the
 # smallest horizon that holds it.
@@ -100,6 +104,9 @@ def where(usage_filter: UsageFilter) -> tuple[str, list[Any]]:
     if usage_filter.exclude_names:
         clauses.append("NOT list_contains(?, service || '.' || command)")
         values.append(list(usage_filter.exclude_names))
+    if usage_filter.exclude_ids:
+        clauses.append("NOT list_contains(CAST(? AS UUID[]), id)")
+        values.append(list(usage_filter.exclude_ids))
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
 
 
@@ -222,8 +229,20 @@ class UsageQueries:
     async def list(
         self, usage_filter: UsageFilter, *, offset: int, limit: int
     ) -> tuple[int, list[UsageRecord]]:
-        await self._writer.wait_visible()
-        return await reading(self.list_sync, usage_filter, offset=offset, limit=limit)
+        """Every record submitted before the call, none waiting for a commit: the writer's
+        uncommitted records that match are merged with the stored ones (those ids excluded from
+        the SQL, so a record committed meanwhile counts once). A page deeper than MERGE_DEPTH
+        waits for the commit instead (the merge would read every row above it)."""
+        if offset + limit > MERGE_DEPTH:
+            await self._writer.wait_visible()
+            return await reading(self.list_sync, usage_filter, offset=offset, limit=limit)
+        tail = [r for r in self._writer.uncommitted() if matches(usage_filter, r)]
+        if not tail:
+            return await reading(self.list_sync, usage_filter, offset=offset, limit=limit)
+        stored = replace(usage_filter, exclude_ids=tuple(record.id for record in tail))
+        count, rows = await reading(self.list_sync, stored, offset=0, limit=offset + limit)
+        merged = sorted([*rows, *tail], key=lambda record: (record.ts, record.id), reverse=True)
+        return count + len(tail), merged[offset : offset + limit]
 
     def get_sync(self, usage_filter: UsageFilter, record_id: str) -> UsageRecord | None:
         where_sql, values = where(usage_filter)
@@ -238,5 +257,8 @@ class UsageQueries:
         return None if row is None else UsageRecord(*row)
 
     async def get(self, usage_filter: UsageFilter, record_id: str) -> UsageRecord | None:
-        await self._writer.wait_visible()
+        """The record, from the writer's uncommitted ones or the stored ones: no waiting."""
+        for record in self._writer.uncommitted():
+            if record.id == record_id:
+                return record if matches(usage_filter, record) else None
         return await reading(self.get_sync, usage_filter, record_id)

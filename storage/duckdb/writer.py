@@ -58,6 +58,8 @@ class BatchWriter(Generic[Row]):
         self._max_batch = max_batch
         self._flush_interval = flush_interval
         self._pending: list[Row] = []
+        self._in_flight: list[Row] = []  # the batch being stored now
+        self._flushing = 0  # threads blocked in flush()
         self._condition = threading.Condition()
         self._submitted = 0
         self._committed = 0
@@ -114,6 +116,13 @@ class BatchWriter(Generic[Row]):
         stored, and nothing has waited longer than `max_lag` seconds."""
         return self._thread.is_alive() and not self._failing and self.commit_lag <= max_lag
 
+    def uncommitted(self) -> list[Row]:
+        """The rows submitted and not yet committed, oldest first (a copy, taken at once): with
+        what is committed, every row submitted so far. Readers merge them rather than wait for
+        the commit (storage/duckdb/usage.py)."""
+        with self._condition:
+            return [*self._in_flight, *self._pending]
+
     async def wait_visible(self, sequence: int | None = None) -> None:
         """Wait until every record up to `sequence` (default: all submitted so far) is committed."""
         loop = asyncio.get_running_loop()
@@ -132,11 +141,16 @@ class BatchWriter(Generic[Row]):
         deadline = time.monotonic() + timeout
         with self._condition:
             target = self._submitted
-            while self._committed < target:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._condition.wait(remaining)
+            self._flushing += 1  # a lingering writer commits now
+            self._condition.notify_all()
+            try:
+                while self._committed < target:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._condition.wait(remaining)
+            finally:
+                self._flushing -= 1
         return True
 
     def close(self) -> None:
@@ -156,6 +170,7 @@ class BatchWriter(Generic[Row]):
                 self._linger()
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
+                self._in_flight = batch
             failing = False
             try:
                 self._insert(cursor, batch)
@@ -175,6 +190,7 @@ class BatchWriter(Generic[Row]):
                 self._failing = failing
                 self._last_commit = time.monotonic()
                 self._committed += len(batch)
+                self._in_flight = []
                 self._condition.notify_all()
                 ready = [w for w in self._waiters if w[0] <= self._committed]
                 self._waiters = [w for w in self._waiters if w[0] > self._committed]
@@ -185,7 +201,12 @@ class BatchWriter(Generic[Row]):
     def _linger(self) -> None:
         """Let the batch grow for up to one flush interval (called holding the condition)."""
         deadline = time.monotonic() + self._flush_interval
-        while not (self._stopping or self._waiters or len(self._pending) >= self._max_batch):
+        while not (
+            self._stopping
+            or self._waiters
+            or self._flushing
+            or len(self._pending) >= self._max_batch
+        ):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
