@@ -15,6 +15,20 @@ from tests.harness import Fleet, Harness, thing_login
 from tests.support import GatewayThread, Tenants, provision
 
 
+@pytest.fixture(autouse=True, scope="session")
+def cheap_password_hashing() -> Iterator[None]:
+    """Passwords hashed in this process at scrypt N=2^10 instead of 2^14 (2 ms instead of 45:
+    about a minute and a half of the suite, which logs in and creates users thousands of times).
+    A hash carries its parameters, so either cost verifies; subprocesses (`tr50gw serve`) keep
+    the real cost, and tests/test_security.py checks it in a process of its own."""
+    from storage.duckdb import identity
+
+    real = identity._SCRYPT_N
+    identity._SCRYPT_N = 2**10
+    yield
+    identity._SCRYPT_N = real
+
+
 @pytest.fixture
 def broker() -> Iterator[Broker]:
     """A real Mosquitto from the repo's mosquitto.conf + ACL, on a free port."""

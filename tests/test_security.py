@@ -915,6 +915,34 @@ def varchar_columns_containing(db: Path, needles: dict[str, str]) -> dict[str, l
     return found
 
 
+def test_passwords_are_hashed_at_the_real_cost_outside_the_tests() -> None:
+    """The suite hashes cheaply in its own process (conftest.cheap_password_hashing); the
+    gateway does not: scrypt with N=2^14, r=8, p=1, a 16-byte salt, 32 bytes."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from storage.duckdb.identity import hash_password as h; print(h('x'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    scheme, n, r, p, salt, digest = done.stdout.strip().split("$")
+    assert (scheme, n, r, p, len(base64.b64decode(salt)), len(base64.b64decode(digest))) == (
+        "scrypt",
+        "16384",
+        "8",
+        "1",
+        16,
+        32,
+    )
+
+
 def test_no_secret_reaches_the_database_file_or_the_log(
     broker: Broker,
     start_gateway: Callable[..., GatewayThread],
