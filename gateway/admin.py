@@ -30,11 +30,14 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+if TYPE_CHECKING:
+    from gateway.app import Assembly
 
 __all__ = ["EXIT_CODES", "add_parser", "run"]
 
@@ -383,25 +386,46 @@ def _outcome(reply: Any, key: str) -> Any:
     raise AdminError(exit_code, f"{code} {message}")
 
 
-def _local(args: argparse.Namespace, command: str, params: dict[str, Any]) -> Any:
-    """Run the command through the gateway's own dispatcher over the file (no gateway runs)."""
-    from gateway.app import assemble, utc_now
-    from gateway.core.context import Connection
-    from gateway.core.records import Session
+def _open_file(args: argparse.Namespace, **settings: Any) -> Assembly:
+    """The gateway's assembly over `--db` for the CLI's own use: no transports, no compaction,
+    no retention (the running gateway's business); `DatabaseLocked` when a gateway has it."""
+    from gateway.app import assemble
     from gateway.settings import Settings
 
-    credentials = args.broker_credentials or os.environ.get("TR50GW_BROKER_CREDENTIALS") or None
-    settings = Settings(
-        db=args.db,
-        mqtt_url="none",
-        ws_port=-1,
-        http_port=-1,
-        compact_interval_s=0,
-        retention_days=0,  # the gateway's business, not a CLI call's
-        instance_name=f"admin-cli@{socket.gethostname()}",
-        broker_credentials=Path(credentials) if credentials else None,
+    return assemble(
+        Settings(
+            db=args.db,
+            mqtt_url="none",
+            ws_port=-1,
+            http_port=-1,
+            compact_interval_s=0,
+            retention_days=0,
+            instance_name=f"admin-cli@{socket.gethostname()}",
+            **settings,
+        )
     )
-    assembly = assemble(settings)  # DatabaseLocked when a gateway has the file
+
+
+T = TypeVar("T")
+
+
+def _run_apart(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` on an event loop of its own thread: the caller may be on one already
+    (tools, tests)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def _local(args: argparse.Namespace, command: str, params: dict[str, Any]) -> Any:
+    """Run the command through the gateway's own dispatcher over the file (no gateway runs)."""
+    from gateway.app import utc_now
+    from gateway.core.context import Connection
+    from gateway.core.records import Session
+
+    credentials = args.broker_credentials or os.environ.get("TR50GW_BROKER_CREDENTIALS") or None
+    assembly = _open_file(  # DatabaseLocked when a gateway has the file
+        args, broker_credentials=Path(credentials) if credentials else None
+    )
     now = utc_now()
     caller = Session(
         token_hash="local admin CLI",  # noqa: S106 - no token: this session is never looked up
@@ -422,11 +446,7 @@ def _local(args: argparse.Namespace, command: str, params: dict[str, Any]) -> An
     connection.bind(caller, None)
     envelope = json.dumps({"1": {"command": command, "params": params}})
     try:
-        # A thread of its own: the caller may be on an event loop already (tools, tests).
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            reply = pool.submit(
-                asyncio.run, assembly.dispatcher.handle(envelope, connection)
-            ).result()
+        reply = _run_apart(assembly.dispatcher.handle(envelope, connection))
     finally:
         assembly.close()
     return _outcome(json.loads(reply), "1")
@@ -577,20 +597,9 @@ def _bar(records: int) -> Any:
 def _export_local(
     args: argparse.Namespace, start: datetime | None, end: datetime | None, partial: Path
 ) -> int:
-    from gateway.app import assemble
     from gateway.core.records import UsageFilter
-    from gateway.settings import Settings
 
-    settings = Settings(
-        db=args.db,
-        mqtt_url="none",
-        ws_port=-1,
-        http_port=-1,
-        compact_interval_s=0,
-        retention_days=0,
-        archive_dir=args.archive_dir,
-    )
-    assembly = assemble(settings)  # DatabaseLocked when a gateway has the file
+    assembly = _open_file(args, archive_dir=args.archive_dir)  # DatabaseLocked: a gateway has it
     exports = assembly.storage.exports
     wanted = UsageFilter(start=start, end=end)
 
@@ -604,8 +613,7 @@ def _export_local(
         return records
 
     try:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, write()).result()
+        return _run_apart(write())
     finally:
         assembly.close()
 
