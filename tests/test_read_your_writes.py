@@ -106,3 +106,30 @@ def test_a_deep_page_waits_and_is_right(
     store, everything = storage
     count, page = asyncio.run(store.reader.list(UsageFilter(), offset=5000, limit=10))
     assert (count, page, store.usage.backlog) == (len(everything), [], 0)
+
+
+def test_analytics_count_the_uncommitted_records_too(
+    storage: tuple[DuckDBStorage, list[UsageRecord]],
+) -> None:
+    """Each analytics answer with 40 records still uncommitted equals the answer once they are
+    committed, and nothing waited for the commit meanwhile."""
+    from gateway.core.buckets import plan_buckets
+
+    store, _ = storage
+    start, end = BASE - timedelta(hours=1), BASE + timedelta(hours=1)
+    plan = plan_buckets(start, end, "minute", "UTC")
+    wanted = UsageFilter(start=start, end=end, org_id="o1")
+    analytics = store.analytics
+
+    async def answers() -> list[object]:
+        return [
+            await analytics.statuses(wanted, plan),
+            await analytics.times(wanted, plan),
+            await analytics.by_key(wanted, plan, "who", 2),
+            await analytics.endpoints(wanted, offset=0, limit=10),
+        ]
+
+    merged = asyncio.run(answers())
+    backlog = store.usage.backlog
+    assert store.usage.flush()
+    assert (merged, backlog) == (asyncio.run(answers()), 40)

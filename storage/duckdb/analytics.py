@@ -3,13 +3,18 @@
 Python touches only the aggregated rows (at most one per bucket, key or endpoint) to lay them out
 on the bucket plan; no per-record loop runs here. SQL text is assembled only from fixed fragments
 (column names, the plan's `?`-placeholder expression); every value is a parameter. Every query
-first waits until the records submitted before it are committed (read-your-writes).
+sees every record submitted before it (read-your-writes), the writer's uncommitted ones merged
+in rather than waited for.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Final, TypeVar
+
+import pyarrow as pa
 
 from gateway.core.buckets import BucketPlan
 from gateway.core.records import (
@@ -19,10 +24,12 @@ from gateway.core.records import (
     StatusCounts,
     TimeStats,
     UsageFilter,
+    UsageRecord,
 )
+from gateway.core.tail import matches
 from storage.duckdb.bucketing import bucket_key_sql
 from storage.duckdb.database import Database, reading
-from storage.duckdb.usage import UsageWriter, where
+from storage.duckdb.usage import USAGE_TABLE, UsageWriter, where
 
 __all__ = ["DIMENSIONS", "UsageAggregates"]
 
@@ -40,6 +47,11 @@ DIMENSIONS: Final = {  # name: (grouping columns, key expression over them)
 }
 
 
+_TAIL_COLUMNS: Final = ("ts", "exec_time", "org_key", "whoami", "service", "command", "success")
+"""The columns the analytics read: all a tail of uncommitted records needs to carry."""
+_TAIL_SCHEMA: Final = pa.schema([USAGE_TABLE.arrow_schema.field(name) for name in _TAIL_COLUMNS])
+
+
 class UsageAggregates:
     """Read-only aggregates over `usage_log`, each computed by one query on a reader cursor."""
 
@@ -48,8 +60,36 @@ class UsageAggregates:
         self._writer = writer
 
     async def _run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        await self._writer.wait_visible()
-        return await reading(function, *args, **kwargs)
+        """`function` on a worker thread with the writer's uncommitted records that match the
+        filter (`args[0]`) as its `tail`: every record submitted before the call counts, none
+        waits for the commit (the listing does the same, storage/duckdb/usage.py)."""
+        usage_filter: UsageFilter = args[0]
+        tail = [r for r in self._writer.uncommitted() if matches(usage_filter, r)]
+        return await reading(function, *args, tail=tail, **kwargs)
+
+    def _source(self, usage_filter: UsageFilter, tail: list[UsageRecord]) -> tuple[str, list[Any]]:
+        """`FROM` text and its parameters: the filtered stored records, and with a `tail`
+        (registered on this thread's cursor as `tail_records`, those ids left out of the
+        SQL so that one committed meanwhile counts once) the uncommitted ones too."""
+        if not tail:
+            where_sql, values = where(usage_filter)
+            return f"usage_log{where_sql}", values
+        stored = replace(usage_filter, exclude_ids=tuple(record.id for record in tail))
+        where_sql, values = where(stored)
+        columns = {name: [getattr(record, name) for record in tail] for name in _TAIL_COLUMNS}
+        self._database.cursor().register(
+            "tail_records", pa.Table.from_pydict(columns, schema=_TAIL_SCHEMA)
+        )
+        listed = ", ".join(_TAIL_COLUMNS)
+        return (
+            f"(SELECT {listed} FROM usage_log{where_sql}"  # noqa: S608 - names only
+            f" UNION ALL SELECT {listed} FROM tail_records)",
+            values,
+        )
+
+    def _done(self) -> None:
+        with contextlib.suppress(Exception):
+            self._database.cursor().unregister("tail_records")
 
     # -- the port --------------------------------------------------------------------------------
     async def activity(self, usage_filter: UsageFilter, plan: BucketPlan) -> list[int]:
@@ -73,28 +113,44 @@ class UsageAggregates:
 
     # -- the queries, on the calling thread -------------------------------------------------------
     def _grouped(
-        self, usage_filter: UsageFilter, plan: BucketPlan, aggregates: str
+        self,
+        usage_filter: UsageFilter,
+        plan: BucketPlan,
+        aggregates: str,
+        tail: list[UsageRecord] | None = None,
     ) -> dict[Any, tuple[Any, ...]]:
-        where_sql, values = where(usage_filter)
+        from_sql, values = self._source(usage_filter, tail or [])
         key_sql, key_values = bucket_key_sql(plan)
-        sql = f"SELECT {key_sql} AS bucket, {aggregates} FROM usage_log{where_sql} GROUP BY bucket"  # noqa: S608
-        rows = self._database.cursor().execute(sql, [*key_values, *values]).fetchall()
+        sql = f"SELECT {key_sql} AS bucket, {aggregates} FROM {from_sql} GROUP BY bucket"  # noqa: S608
+        try:
+            rows = self._database.cursor().execute(sql, [*key_values, *values]).fetchall()
+        finally:
+            self._done()
         return {row[0]: row[1:] for row in rows}
 
-    def activity_sync(self, usage_filter: UsageFilter, plan: BucketPlan) -> list[int]:
-        counts = self._grouped(usage_filter, plan, "count(*)")
+    def activity_sync(
+        self, usage_filter: UsageFilter, plan: BucketPlan, *, tail: list[UsageRecord] | None = None
+    ) -> list[int]:
+        counts = self._grouped(usage_filter, plan, "count(*)", tail)
         return [int(counts.get(key, (0,))[0]) for key in plan.keys]
 
-    def statuses_sync(self, usage_filter: UsageFilter, plan: BucketPlan) -> list[StatusCounts]:
-        counts = self._grouped(usage_filter, plan, "count(*), count(*) FILTER (WHERE success)")
+    def statuses_sync(
+        self, usage_filter: UsageFilter, plan: BucketPlan, *, tail: list[UsageRecord] | None = None
+    ) -> list[StatusCounts]:
+        counts = self._grouped(
+            usage_filter, plan, "count(*), count(*) FILTER (WHERE success)", tail
+        )
         return [StatusCounts(*counts.get(key, (0, 0))) for key in plan.keys]
 
-    def times_sync(self, usage_filter: UsageFilter, plan: BucketPlan) -> list[TimeStats | None]:
+    def times_sync(
+        self, usage_filter: UsageFilter, plan: BucketPlan, *, tail: list[UsageRecord] | None = None
+    ) -> list[TimeStats | None]:
         stats = self._grouped(
             usage_filter,
             plan,
             "count(*), min(exec_time), max(exec_time), avg(exec_time),"
             " quantile_cont(exec_time, [0.5, 0.95, 0.99])",
+            tail,
         )
         result: list[TimeStats | None] = []
         for key in plan.keys:
@@ -107,14 +163,20 @@ class UsageAggregates:
         return result
 
     def by_key_sync(
-        self, usage_filter: UsageFilter, plan: BucketPlan, dimension: str, top: int | None
+        self,
+        usage_filter: UsageFilter,
+        plan: BucketPlan,
+        dimension: str,
+        top: int | None,
+        *,
+        tail: list[UsageRecord] | None = None,
     ) -> KeyedCounts:
-        where_sql, values = where(usage_filter)
+        from_sql, values = self._source(usage_filter, tail or [])
         key_sql, key_values = bucket_key_sql(plan)
         columns, name_sql = DIMENSIONS[dimension]
         grouped = (
             f"WITH grouped AS (SELECT {key_sql} AS bucket, {columns}, count(*) AS n"  # noqa: S608
-            f" FROM usage_log{where_sql} GROUP BY ALL),"
+            f" FROM {from_sql} GROUP BY ALL),"
             f" keyed AS (SELECT bucket, {name_sql} AS k, n FROM grouped)"
         )
         parameters = [*key_values, *values]
@@ -128,7 +190,10 @@ class UsageAggregates:
                 " FROM keyed LEFT JOIN top_keys USING (k) GROUP BY ALL"
             )
             parameters.append(top)
-        rows = self._database.cursor().execute(sql, parameters).fetchall()
+        try:
+            rows = self._database.cursor().execute(sql, parameters).fetchall()
+        finally:
+            self._done()
         per_bucket: dict[Any, dict[str, int]] = {}
         totals: dict[str, int] = {}
         other: dict[Any, int] = {}
@@ -145,19 +210,29 @@ class UsageAggregates:
             other=[other.get(bucket, 0) for bucket in plan.keys],
         )
 
-    def endpoints_sync(self, usage_filter: UsageFilter, *, offset: int, limit: int) -> EndpointPage:
-        where_sql, values = where(usage_filter)
+    def endpoints_sync(
+        self,
+        usage_filter: UsageFilter,
+        *,
+        offset: int,
+        limit: int,
+        tail: list[UsageRecord] | None = None,
+    ) -> EndpointPage:
+        from_sql, values = self._source(usage_filter, tail or [])
         sql = (
             "WITH grouped AS (SELECT service, command, count(*) AS hits,"  # noqa: S608
             " count(*) FILTER (WHERE success) AS ok, max(ts) AS last_hit, avg(exec_time) AS mean,"
             " min(exec_time) AS low, max(exec_time) AS high,"
-            f" quantile_cont(exec_time, 0.95) AS p95 FROM usage_log{where_sql} GROUP BY ALL),"
+            f" quantile_cont(exec_time, 0.95) AS p95 FROM {from_sql} GROUP BY ALL),"
             f" named AS (SELECT {_FULL_NAME} AS name, * EXCLUDE (service, command) FROM grouped),"
             " page AS (SELECT * FROM named ORDER BY hits DESC, name LIMIT ? OFFSET ?)"
             " SELECT (SELECT count(*) FROM named), page.* FROM (SELECT 1) AS one"
             " LEFT JOIN page ON true ORDER BY page.hits DESC, page.name"
         )
-        rows = self._database.cursor().execute(sql, [*values, limit, offset]).fetchall()
+        try:
+            rows = self._database.cursor().execute(sql, [*values, limit, offset]).fetchall()
+        finally:
+            self._done()
         count = int(rows[0][0]) if rows else 0
         return EndpointPage(
             count=count,
