@@ -152,19 +152,30 @@ class AdminStore:
 
     async def update_org(self, org_id: str, name: str | None, description: str | None) -> None:
         await self._run(
-            self._update, "orgs", "org_id", org_id, {"name": name, "description": description}
+            self._update, "orgs", {"org_id": org_id}, {"name": name, "description": description}
         )
 
-    def _update(self, table: str, key: str, value: str, changes: dict[str, Any]) -> None:
-        """`table` and `key` are this module's constants; `changes` maps columns to values."""
-        changed = {column: new for column, new in changes.items() if new is not None}
-        assignments = ", ".join(f"{column} = ?" for column in changed)
+    def _update(self, table: str, keys: dict[str, str], changes: dict[str, Any]) -> None:
+        """`_set` in a transaction of its own."""
         with self._transaction() as cursor:
-            cursor.execute(
-                f"UPDATE {table} SET {assignments + ', ' if assignments else ''}updated_at = ?"
-                f" WHERE {key} = ?",
-                [*changed.values(), self._clock(), value],
-            )
+            self._set(cursor, table, keys, changes)
+
+    def _set(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        table: str,
+        keys: dict[str, str],
+        changes: dict[str, Any],
+    ) -> None:
+        """Set the `changes` that are not None (and `updated_at`) on the row `keys` names.
+        `table` and the column names are this module's constants; values are parameters."""
+        changed = {column: value for column, value in changes.items() if value is not None}
+        assignments = "".join(f"{column} = ?, " for column in changed)
+        where = " AND ".join(f"{column} = ?" for column in keys)
+        cursor.execute(
+            f"UPDATE {table} SET {assignments}updated_at = ? WHERE {where}",
+            [*changed.values(), self._clock(), *keys.values()],
+        )
 
     # -- users ----------------------------------------------------------------------------------
     async def users(
@@ -258,7 +269,6 @@ class AdminStore:
             "disabled": changes.disabled,
             "password_hash": password_hash,
         }
-        changed = {column: value for column, value in columns.items() if value is not None}
         with self._transaction() as cursor:
             row = cursor.execute("SELECT role FROM users WHERE email = ?", [email]).fetchone()
             if row is None:
@@ -268,11 +278,7 @@ class AdminStore:
                     self._guard_last_super_ops(cursor, email, "demoted")
                 if changes.disabled:
                     self._guard_last_super_ops(cursor, email, "disabled")
-            assignments = "".join(f"{column} = ?, " for column in changed)
-            cursor.execute(
-                f"UPDATE users SET {assignments}updated_at = ? WHERE email = ?",
-                [*changed.values(), self._clock(), email],
-            )
+            self._set(cursor, "users", {"email": email}, columns)
             ends = bool(changes.disabled) or password_hash is not None
             effects = self._identity.affect_sessions(
                 cursor,
@@ -376,7 +382,7 @@ class AdminStore:
             )
             if taken:
                 raise AlreadyExists(f"application {name!r} already exists in this org")
-        self._update("applications", "app_id", app_id, {"name": name, "description": description})
+        self._update("applications", {"app_id": app_id}, {"name": name, "description": description})
 
     async def rotate_app_token(self, app_id: str) -> str:
         return await self._run(self._rotate_app_token, app_id)
@@ -419,19 +425,12 @@ class AdminStore:
     async def update_thing(
         self, org_id: str, thing_key: str, name: str | None, tags: list[str] | None
     ) -> None:
-        await self._run(self._update_thing, org_id, thing_key, name, tags)
-
-    def _update_thing(
-        self, org_id: str, thing_key: str, name: str | None, tags: list[str] | None
-    ) -> None:
-        changed: dict[str, Any] = {"name": name, "tags": tags}
-        changed = {column: value for column, value in changed.items() if value is not None}
-        assignments = "".join(f"{column} = ?, " for column in changed)
-        with self._transaction() as cursor:
-            cursor.execute(
-                f"UPDATE things SET {assignments}updated_at = ? WHERE org_id = ? AND thing_key = ?",
-                [*changed.values(), self._clock(), org_id, thing_key],
-            )
+        await self._run(
+            self._update,
+            "things",
+            {"org_id": org_id, "thing_key": thing_key},
+            {"name": name, "tags": tags},
+        )
 
     async def delete_thing(self, org_id: str, thing_key: str) -> None:
         await self._run(self._flush_devices)  # what its writers hold goes in before the delete
