@@ -261,7 +261,7 @@ class Sessions(Protocol):
 
 
 class Provisioning(Protocol):
-    """Orgs, users and applications (the admin CLI)."""
+    """Orgs, users and applications made in one step (tests' and benchmarks' set-up)."""
 
     def create_org(self, org_key: str, name: str | None = None) -> Org: ...
 
@@ -269,10 +269,6 @@ class Provisioning(Protocol):
 
     def create_app(self, org_key: str, name: str) -> tuple[str, str]:
         """`(appId, appToken)`: the token is shown once and stored only as a digest."""
-        ...
-
-    def revoke_app(self, app_id: str) -> bool:
-        """Delete the application and end every session opened with it; whether it existed."""
         ...
 
     def org_by_key(self, org_key: str) -> Org | None: ...

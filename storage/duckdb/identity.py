@@ -83,7 +83,8 @@ class IdentityStore:
         whether or not the user exists (computed at the first such login, not at import)."""
         return hash_password("timing-equalizer", salt=b"0" * 16)
 
-    # -- provisioning (synchronous: used by the admin CLI while the gateway is stopped) ---------
+    # -- provisioning (synchronous: set-up for tests and benchmarks; administration, the CLI's
+    # included, goes through the admin commands and storage/duckdb/administration.py) --------
     def create_org(self, org_key: str, name: str | None = None) -> Org:
         org = Org(org_id=uuid.uuid4().hex, org_key=org_key, name=name or org_key)
         cursor = self._database.cursor()
@@ -137,24 +138,6 @@ class IdentityStore:
         )
         self._changed()
         return app_id, app_token
-
-    def revoke_app(self, app_id: str) -> bool:
-        """Delete the application: its token opens nothing any more, and every session opened
-        with it ends. Whether there was one."""
-        cursor = self._database.cursor()
-        if (
-            cursor.execute("SELECT 1 FROM applications WHERE app_id = ?", [app_id]).fetchone()
-            is None
-        ):
-            return False
-        cursor.execute("DELETE FROM applications WHERE app_id = ?", [app_id])
-        cursor.execute("UPDATE sessions SET ended = true WHERE app_id = ?", [app_id])
-        for session in list(self._sessions.values()):
-            if session.app_id == app_id:
-                session.ended = True
-                self._sessions.pop(session.token_hash, None)
-        self._changed()
-        return True
 
     def _changed(self) -> None:
         if self._on_change is not None:
