@@ -178,8 +178,9 @@ def build_command_registry(settings: Settings) -> Registry:
 def open_provisioning(
     db: Path, broker_credentials: Path | None = None
 ) -> tuple[Provisioning, Callable[[], None]]:
-    """The provisioning port over the database file, and how to close it (the admin CLI);
-    with `broker_credentials`, the broker plugin's file follows every change."""
+    """The provisioning port over the database file, and how to close it (set-up for tools:
+    the benchmarks' readers); with `broker_credentials`, the broker plugin's file follows
+    every change."""
     storage = DuckDBStorage(db, utc_now, broker_credentials=broker_credentials)
     return storage.identity, storage.close
 

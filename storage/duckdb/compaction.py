@@ -31,6 +31,8 @@ from typing import Any
 import duckdb
 
 from storage.duckdb.database import Database
+from storage.duckdb.periodic import Periodic
+from storage.duckdb.retention import cutoff
 
 __all__ = [
     "SORTED_TABLES",
@@ -199,8 +201,12 @@ def compact_due(
         cursor.close()
 
 
-class Compactor:
-    """Compacts due days every `interval` seconds on its own thread until `close`."""
+class Compactor(Periodic):
+    """Compacts due days every `interval` seconds on its own thread until `close`, leaving the
+    days retention is about to take (older than its cutoff)."""
+
+    name = "usage-compactor"
+    what = "day compaction"
 
     def __init__(
         self,
@@ -212,31 +218,15 @@ class Compactor:
     ) -> None:
         self._database = database
         self._clock = clock
-        self._interval = interval
         self._retention_days = retention_days
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="usage-compactor", daemon=True)
-        self._thread.start()
+        super().__init__(interval, logger)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                now = self._clock()
-                kept_from = (
-                    (now - timedelta(days=self._retention_days)).date()
-                    if self._retention_days > 0
-                    else None
-                )
-                compact_due(
-                    self._database, now, stop=self._stop, progress=_log_day, not_before=kept_from
-                )
-            except Exception:
-                logger.exception("day compaction failed; retrying in %.0f s", self._interval)
-            self._stop.wait(self._interval)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
+    def round(self) -> None:
+        now = self._clock()
+        kept_from = cutoff(now, self._retention_days).date() if self._retention_days > 0 else None
+        compact_due(
+            self._database, now, stop=self.stopping, progress=_log_day, not_before=kept_from
+        )
 
 
 def _log_day(table: str, day: date, rows: int) -> None:

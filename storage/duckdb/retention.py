@@ -39,6 +39,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from storage.duckdb.database import Database
+from storage.duckdb.periodic import Periodic
 
 __all__ = ["Retention", "archived_parts", "recover", "retire_due"]
 
@@ -231,8 +232,11 @@ def archived_parts(
     return [row[0] for row in cursor.execute(sql + " ORDER BY day, part", values).fetchall()]
 
 
-class Retention:
+class Retention(Periodic):
     """Applies retention at start and then every `interval` seconds on its own thread."""
+
+    name = "usage-retention"
+    what = "retention"
 
     def __init__(
         self,
@@ -247,23 +251,7 @@ class Retention:
         self._clock = clock
         self._days = retention_days
         self._archive_dir = archive_dir
-        self._interval = interval
-        self._stop = threading.Event()
-        self.rounds = 0
-        self._thread = threading.Thread(target=self._run, name="usage-retention", daemon=True)
-        self._thread.start()
+        super().__init__(interval, logger)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                retire_due(
-                    self._database, self._clock(), self._days, self._archive_dir, stop=self._stop
-                )
-            except Exception:
-                logger.exception("retention failed; retrying in %.0f s", self._interval)
-            self.rounds += 1
-            self._stop.wait(self._interval)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
+    def round(self) -> None:
+        retire_due(self._database, self._clock(), self._days, self._archive_dir, stop=self.stopping)
