@@ -26,7 +26,6 @@ from gateway.core.records import (
     UsageFilter,
     UsageRecord,
 )
-from gateway.core.tail import matches
 from storage.duckdb.bucketing import bucket_key_sql
 from storage.duckdb.database import Database, reading
 from storage.duckdb.usage import USAGE_TABLE, UsageWriter, where
@@ -64,7 +63,7 @@ class UsageAggregates:
         filter (`args[0]`) as its `tail`: every record submitted before the call counts, none
         waits for the commit (the listing does the same, storage/duckdb/usage.py)."""
         usage_filter: UsageFilter = args[0]
-        tail = [r for r in self._writer.uncommitted() if matches(usage_filter, r)]
+        tail = self._writer.tail(usage_filter)
         return await reading(function, *args, tail=tail, **kwargs)
 
     def _source(self, usage_filter: UsageFilter, tail: list[UsageRecord]) -> tuple[str, list[Any]]:

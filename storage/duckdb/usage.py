@@ -137,6 +137,11 @@ class UsageWriter(BatchWriter[UsageRecord]):
             flush_interval=flush_interval,
         )
 
+    def tail(self, usage_filter: UsageFilter) -> list[UsageRecord]:
+        """The uncommitted records a reader with `usage_filter` must count (the rules of the
+        SQL's `where`, in Python: gateway.core.tail.matches)."""
+        return [record for record in self.uncommitted() if matches(usage_filter, record)]
+
 
 class UsageQueries:
     """Listings of the usage log (the `UsageReader`): each read first waits until every record
@@ -236,7 +241,7 @@ class UsageQueries:
         if offset + limit > MERGE_DEPTH:
             await self._writer.wait_visible()
             return await reading(self.list_sync, usage_filter, offset=offset, limit=limit)
-        tail = [r for r in self._writer.uncommitted() if matches(usage_filter, r)]
+        tail = self._writer.tail(usage_filter)
         if not tail:
             return await reading(self.list_sync, usage_filter, offset=offset, limit=limit)
         stored = replace(usage_filter, exclude_ids=tuple(record.id for record in tail))
