@@ -10,7 +10,7 @@ in rather than waited for.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Final, TypeVar
 
@@ -66,29 +66,31 @@ class UsageAggregates:
         tail = self._writer.tail(usage_filter)
         return await reading(function, *args, tail=tail, **kwargs)
 
-    def _source(self, usage_filter: UsageFilter, tail: list[UsageRecord]) -> tuple[str, list[Any]]:
+    @contextlib.contextmanager
+    def _source(
+        self, usage_filter: UsageFilter, tail: list[UsageRecord] | None
+    ) -> Iterator[tuple[str, list[Any]]]:
         """`FROM` text and its parameters: the filtered stored records, and with a `tail`
-        (registered on this thread's cursor as `tail_records`, those ids left out of the
-        SQL so that one committed meanwhile counts once) the uncommitted ones too."""
+        (registered on this thread's cursor as `tail_records` while the block runs, those ids
+        left out of the SQL so that one committed meanwhile counts once) the uncommitted ones."""
         if not tail:
             where_sql, values = where(usage_filter)
-            return f"usage_log{where_sql}", values
+            yield f"usage_log{where_sql}", values
+            return
         stored = replace(usage_filter, exclude_ids=tuple(record.id for record in tail))
         where_sql, values = where(stored)
         columns = {name: [getattr(record, name) for record in tail] for name in _TAIL_COLUMNS}
-        self._database.cursor().register(
-            "tail_records", pa.Table.from_pydict(columns, schema=_TAIL_SCHEMA)
-        )
+        cursor = self._database.cursor()
+        cursor.register("tail_records", pa.Table.from_pydict(columns, schema=_TAIL_SCHEMA))
         listed = ", ".join(_TAIL_COLUMNS)
-        return (
-            f"(SELECT {listed} FROM usage_log{where_sql}"  # noqa: S608 - names only
-            f" UNION ALL SELECT {listed} FROM tail_records)",
-            values,
-        )
-
-    def _done(self) -> None:
-        with contextlib.suppress(Exception):
-            self._database.cursor().unregister("tail_records")
+        try:
+            yield (
+                f"(SELECT {listed} FROM usage_log{where_sql}"  # noqa: S608 - names only
+                f" UNION ALL SELECT {listed} FROM tail_records)",
+                values,
+            )
+        finally:
+            cursor.unregister("tail_records")
 
     # -- the port --------------------------------------------------------------------------------
     async def activity(self, usage_filter: UsageFilter, plan: BucketPlan) -> list[int]:
@@ -118,13 +120,10 @@ class UsageAggregates:
         aggregates: str,
         tail: list[UsageRecord] | None = None,
     ) -> dict[Any, tuple[Any, ...]]:
-        from_sql, values = self._source(usage_filter, tail or [])
         key_sql, key_values = bucket_key_sql(plan)
-        sql = f"SELECT {key_sql} AS bucket, {aggregates} FROM {from_sql} GROUP BY bucket"  # noqa: S608
-        try:
+        with self._source(usage_filter, tail) as (from_sql, values):
+            sql = f"SELECT {key_sql} AS bucket, {aggregates} FROM {from_sql} GROUP BY bucket"  # noqa: S608
             rows = self._database.cursor().execute(sql, [*key_values, *values]).fetchall()
-        finally:
-            self._done()
         return {row[0]: row[1:] for row in rows}
 
     def activity_sync(
@@ -170,29 +169,27 @@ class UsageAggregates:
         *,
         tail: list[UsageRecord] | None = None,
     ) -> KeyedCounts:
-        from_sql, values = self._source(usage_filter, tail or [])
         key_sql, key_values = bucket_key_sql(plan)
         columns, name_sql = DIMENSIONS[dimension]
-        grouped = (
-            f"WITH grouped AS (SELECT {key_sql} AS bucket, {columns}, count(*) AS n"  # noqa: S608
-            f" FROM {from_sql} GROUP BY ALL),"
-            f" keyed AS (SELECT bucket, {name_sql} AS k, n FROM grouped)"
-        )
-        parameters = [*key_values, *values]
-        if top is None:
-            sql = grouped + " SELECT bucket, k, true, sum(n)::BIGINT FROM keyed GROUP BY ALL"  # noqa: S608
-        else:
-            sql = (
-                grouped  # noqa: S608
-                + ", top_keys AS (SELECT k FROM keyed GROUP BY k ORDER BY sum(n) DESC, k LIMIT ?)"
-                " SELECT bucket, top_keys.k, top_keys.k IS NOT NULL, sum(n)::BIGINT"
-                " FROM keyed LEFT JOIN top_keys USING (k) GROUP BY ALL"
+        with self._source(usage_filter, tail) as (from_sql, values):
+            grouped = (
+                f"WITH grouped AS (SELECT {key_sql} AS bucket, {columns}, count(*) AS n"  # noqa: S608
+                f" FROM {from_sql} GROUP BY ALL),"
+                f" keyed AS (SELECT bucket, {name_sql} AS k, n FROM grouped)"
             )
-            parameters.append(top)
-        try:
+            parameters = [*key_values, *values]
+            if top is None:
+                sql = grouped + " SELECT bucket, k, true, sum(n)::BIGINT FROM keyed GROUP BY ALL"  # noqa: S608
+            else:
+                sql = (
+                    grouped  # noqa: S608
+                    + ", top_keys AS (SELECT k FROM keyed GROUP BY k"
+                    " ORDER BY sum(n) DESC, k LIMIT ?)"
+                    " SELECT bucket, top_keys.k, top_keys.k IS NOT NULL, sum(n)::BIGINT"
+                    " FROM keyed LEFT JOIN top_keys USING (k) GROUP BY ALL"
+                )
+                parameters.append(top)
             rows = self._database.cursor().execute(sql, parameters).fetchall()
-        finally:
-            self._done()
         per_bucket: dict[Any, dict[str, int]] = {}
         totals: dict[str, int] = {}
         other: dict[Any, int] = {}
@@ -217,21 +214,19 @@ class UsageAggregates:
         limit: int,
         tail: list[UsageRecord] | None = None,
     ) -> EndpointPage:
-        from_sql, values = self._source(usage_filter, tail or [])
-        sql = (
-            "WITH grouped AS (SELECT service, command, count(*) AS hits,"  # noqa: S608
-            " count(*) FILTER (WHERE success) AS ok, max(ts) AS last_hit, avg(exec_time) AS mean,"
-            " min(exec_time) AS low, max(exec_time) AS high,"
-            f" quantile_cont(exec_time, 0.95) AS p95 FROM {from_sql} GROUP BY ALL),"
-            f" named AS (SELECT {_FULL_NAME} AS name, * EXCLUDE (service, command) FROM grouped),"
-            " page AS (SELECT * FROM named ORDER BY hits DESC, name LIMIT ? OFFSET ?)"
-            " SELECT (SELECT count(*) FROM named), page.* FROM (SELECT 1) AS one"
-            " LEFT JOIN page ON true ORDER BY page.hits DESC, page.name"
-        )
-        try:
+        with self._source(usage_filter, tail) as (from_sql, values):
+            sql = (
+                "WITH grouped AS (SELECT service, command, count(*) AS hits,"  # noqa: S608
+                " count(*) FILTER (WHERE success) AS ok, max(ts) AS last_hit,"
+                " avg(exec_time) AS mean, min(exec_time) AS low, max(exec_time) AS high,"
+                f" quantile_cont(exec_time, 0.95) AS p95 FROM {from_sql} GROUP BY ALL),"
+                f" named AS (SELECT {_FULL_NAME} AS name, * EXCLUDE (service, command)"
+                " FROM grouped),"
+                " page AS (SELECT * FROM named ORDER BY hits DESC, name LIMIT ? OFFSET ?)"
+                " SELECT (SELECT count(*) FROM named), page.* FROM (SELECT 1) AS one"
+                " LEFT JOIN page ON true ORDER BY page.hits DESC, page.name"
+            )
             rows = self._database.cursor().execute(sql, [*values, limit, offset]).fetchall()
-        finally:
-            self._done()
         count = int(rows[0][0]) if rows else 0
         return EndpointPage(
             count=count,
