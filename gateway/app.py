@@ -115,6 +115,8 @@ def assemble(
         flush_interval=settings.flush_interval_ms / 1000,
         compact_interval=settings.compact_interval_s,
         retention_days=settings.retention_days,
+        rollup_retention_days=settings.rollup_retention_days,
+        use_rollups=settings.rollups,
         archive_dir=settings.archive_dir,
         retention_interval=settings.retention_interval_s,
         broker_credentials=settings.broker_credentials,

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_origin
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -94,6 +94,18 @@ class Settings(BaseSettings):
         None,
         description="where retired days go as Parquet (DIR/usage/day=YYYY-MM-DD/part-N.parquet); "
         "none = retired days are deleted",
+    )
+    rollup_retention_days: int = Field(
+        400,
+        ge=0,
+        le=100_000,
+        description="hours older than this leave the hourly rollups the charts read (at least "
+        "--retention-days, so charts reach back further than the records); 0 = keep everything",
+    )
+    rollups: bool = Field(
+        True,
+        description="answer analytics and listing counts from the hourly rollups where the "
+        "filters allow (they are kept either way)",
     )
     retention_interval_s: int = Field(
         3600, ge=1, description="how often retention runs (it also runs at start)"
@@ -208,6 +220,13 @@ class Settings(BaseSettings):
         values = _EnvironSource(cls, environ)()
         values.update({name: getattr(args, name) for name in cls.model_fields if name in args})
         return cls(**values)
+
+    @model_validator(mode="after")
+    def _rollups_outlive_records(self) -> Settings:
+        days, rollup_days = self.retention_days, self.rollup_retention_days
+        if rollup_days and days and rollup_days < days:
+            raise ValueError("--rollup-retention-days must be 0 or at least --retention-days")
+        return self
 
     @field_validator("mqtt_url")
     @classmethod

@@ -24,6 +24,7 @@ from websockets.sync.client import connect
 from bench.common import GatewayProcess
 from devtools.broker import Broker
 from gateway.core import dispatcher
+from storage.duckdb import rollups
 from storage.duckdb.database import Database
 from tests.harness import Clock, Harness
 from tests.support import PASSWORD, GatewayThread, Tenants
@@ -260,9 +261,11 @@ async def test_a_query_out_of_memory_is_a_clear_failure_and_serving_goes_on(
             " repeat('x', 200), repeat('y', 200) FROM range(300000) t(i)",
             [tenants.org_ids["acme"]],
         )
+        rollups.rebuild(cursor)  # as if the writer had stored them
         session = await harness.login(tenants.user("acme", "org-admin"), PASSWORD)
         cursor.execute("SET memory_limit = '4MB'")
-        window = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-05T00:00:00Z"}
+        # searchText: the raw records, not the rollups, must be read (and ranked)
+        window = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-05T00:00:00Z", "searchText": "x"}
         reply = await harness.as_session(
             session, t={"command": "usage.api.times", "params": {**window, "interval": "hour"}}
         )

@@ -45,6 +45,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "plugins": ("false", False),
     "console": ("false", False),
     "retention_days": ("30", 30),
+    "rollup_retention_days": ("500", 500),
+    "rollups": ("false", False),
     "archive_dir": ("/tmp/archive", Path("/tmp/archive")),
     "retention_interval_s": ("60", 60),
 }

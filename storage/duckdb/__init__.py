@@ -40,6 +40,8 @@ class DuckDBStorage:
         compact_interval: float = 0,
         broker_credentials: Path | None = None,
         retention_days: int = 0,
+        rollup_retention_days: int = 0,
+        use_rollups: bool = True,
         archive_dir: Path | None = None,
         retention_interval: float = 3600.0,
     ) -> None:
@@ -52,8 +54,8 @@ class DuckDBStorage:
             else None
         )
         self.usage = UsageWriter(self.database, flush_interval=flush_interval)
-        self.reader = UsageQueries(self.database, self.usage)
-        self.analytics = UsageAggregates(self.database, self.usage)
+        self.reader = UsageQueries(self.database, self.usage, use_rollups=use_rollups)
+        self.analytics = UsageAggregates(self.database, self.usage, use_rollups=use_rollups)
         self.archive_dir = archive_dir.absolute() if archive_dir is not None else None
         self.exports = UsageExporter(
             self.database, self.usage, self.reader, archive=self.archive_dir is not None
@@ -83,10 +85,11 @@ class DuckDBStorage:
                 self.database,
                 clock,
                 retention_days=retention_days,
+                rollup_retention_days=rollup_retention_days,
                 archive_dir=self.archive_dir,
                 interval=retention_interval,
             )
-            if retention_days > 0
+            if retention_days > 0 or rollup_retention_days > 0
             else None
         )
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import duckdb
 
+from storage.duckdb import rollups
 from storage.duckdb.database import Database
 from storage.duckdb.periodic import Periodic
 from storage.duckdb.retention import cutoff
@@ -203,7 +204,8 @@ def compact_due(
 
 class Compactor(Periodic):
     """Compacts due days every `interval` seconds on its own thread until `close`, leaving the
-    days retention is about to take (older than its cutoff)."""
+    days retention is about to take (older than its cutoff), and consolidates the hourly
+    rollups' finished hours (rollups.py)."""
 
     name = "usage-compactor"
     what = "day compaction"
@@ -227,6 +229,13 @@ class Compactor(Periodic):
         compact_due(
             self._database, now, stop=self.stopping, progress=_log_day, not_before=kept_from
         )
+        cursor = self._database.new_cursor()
+        try:
+            merged = rollups.consolidate(cursor, now)
+        finally:
+            cursor.close()
+        if merged:
+            logger.info("consolidated %d hours of rollups", merged)
 
 
 def _log_day(table: str, day: date, rows: int) -> None:

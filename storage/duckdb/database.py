@@ -13,6 +13,7 @@ from typing import Any, Final, TypeVar
 import duckdb
 
 from gateway.core.errors import QueryOutOfMemory
+from storage.duckdb import rollups
 
 __all__ = ["CURRENT_SERIES", "DEVICE_TABLES", "Database", "DatabaseLocked", "reading"]
 
@@ -266,7 +267,13 @@ class Database:
                     f"{path} is in use by another process (is another tr50gw running?)"
                 ) from None
             raise
-        self._connection.execute(SCHEMA + _device_schema() + MIGRATIONS)
+        self._connection.execute(SCHEMA + rollups.SCHEMA + _device_schema() + MIGRATIONS)
+        rollups.prepare(self._connection)
+        # Schema changes go to the file itself, not to the write-ahead log: DuckDB 1.5 cannot
+        # replay a logged column default that calls a function (`DEFAULT []`), so a process
+        # killed before its first checkpoint left a file that no longer opened ("Failure while
+        # replaying WAL file ... no default database set"; tests/test_rollups.py kills one).
+        self._connection.execute("CHECKPOINT")
         self._local = threading.local()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:

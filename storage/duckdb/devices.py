@@ -64,7 +64,7 @@ def _spec(name: str, table: str, row: type[Any]) -> TableSpec:
     hints = get_type_hints(row)
     columns = [f.name for f in fields(row)]
     listed = ", ".join(columns)
-    also = None
+    also: tuple[str, ...] = ()
     series = CURRENT_SERIES.get(name)
     if series is not None:
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in series)
@@ -72,7 +72,7 @@ def _spec(name: str, table: str, row: type[Any]) -> TableSpec:
         also = (
             f"INSERT INTO {current} {_newest_of(series, 'batch', listed)}"
             f" ON CONFLICT DO UPDATE SET {updates} WHERE excluded.ts > {current}.ts"
-            f" OR (excluded.ts = {current}.ts AND excluded.received_at >= {current}.received_at)"
+            f" OR (excluded.ts = {current}.ts AND excluded.received_at >= {current}.received_at)",
         )
     return TableSpec(
         name=name,

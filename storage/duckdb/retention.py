@@ -18,6 +18,9 @@ what readers believe: the archive is exactly its parts. Without `archive_dir` a 
 and entered with no path. A late record for a retired day (a clock stepped back) is retired as
 another part of it.
 
+The hourly rollups (rollups.py) have a retention of their own, `rollup_retention_days`, longer
+than the records': charts keep reaching back after the records have left (`prune_rollups`).
+
 DuckDB does not shrink its file when rows are deleted: their blocks are freed (a CHECKPOINT
 follows each run) and reused by what is written next.
 """
@@ -38,10 +41,11 @@ from typing import Final
 import duckdb
 import pyarrow.parquet as pq
 
+from storage.duckdb import rollups
 from storage.duckdb.database import Database
 from storage.duckdb.periodic import Periodic
 
-__all__ = ["Retention", "archived_parts", "recover", "retire_due"]
+__all__ = ["Retention", "archived_parts", "prune_rollups", "recover", "retire_due"]
 
 logger = logging.getLogger("tr50gw.retention")
 
@@ -245,13 +249,33 @@ class Retention(Periodic):
         *,
         retention_days: int,
         archive_dir: Path | None,
+        rollup_retention_days: int = 0,
         interval: float = 3600.0,
     ) -> None:
         self._database = database
         self._clock = clock
         self._days = retention_days
+        self._rollup_days = rollup_retention_days
         self._archive_dir = archive_dir
         super().__init__(interval, logger)
 
     def round(self) -> None:
-        retire_due(self._database, self._clock(), self._days, self._archive_dir, stop=self.stopping)
+        now = self._clock()
+        retire_due(self._database, now, self._days, self._archive_dir, stop=self.stopping)
+        if self._rollup_days > 0:
+            prune_rollups(self._database, now, self._rollup_days)
+
+
+def prune_rollups(database: Database, now: datetime, rollup_retention_days: int) -> int:
+    """Delete the hourly rollups older than `rollup_retention_days` whole UTC days (the charts'
+    own retention, longer than the records'); returns the rows deleted."""
+    cursor = database.new_cursor()
+    try:
+        deleted = rollups.prune(cursor, cutoff(now, rollup_retention_days))
+    finally:
+        cursor.close()
+    if deleted:
+        logger.info(
+            "retention: %d rollup rows older than %d days deleted", deleted, rollup_retention_days
+        )
+    return deleted

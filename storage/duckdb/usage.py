@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from gateway.core.records import UsageFilter, UsageRecord
 from gateway.core.tail import matches
+from storage.duckdb import rollups
 from storage.duckdb.database import Database, reading
 from storage.duckdb.writer import BatchWriter, TableSpec
 
@@ -51,6 +52,7 @@ USAGE_TABLE = TableSpec(
     insert_sql="INSERT INTO usage_log SELECT CAST(id AS UUID), "  # noqa: S608
     + ", ".join(f.name for f in fields(UsageRecord) if f.name != "id")
     + " FROM batch",
+    also_sql=rollups.WRITER_SQL,  # the hourly rollups, in the records' transaction
 )
 
 MERGE_DEPTH = 5000
@@ -147,21 +149,70 @@ class UsageQueries:
     """Listings of the usage log (the `UsageReader`): each read first waits until every record
     submitted before it is committed (read-your-writes), then runs on a worker thread."""
 
-    def __init__(self, database: Database, writer: UsageWriter) -> None:
+    def __init__(
+        self, database: Database, writer: UsageWriter, *, use_rollups: bool = True
+    ) -> None:
+        """`use_rollups` False: counts scan the raw records (the rollups are still kept)."""
         self._database = database
         self._writer = writer
+        self.use_rollups = use_rollups
 
-    def count_sync(self, usage_filter: UsageFilter) -> int:
-        """How many records the filter matches."""
+    def count_sync(
+        self, usage_filter: UsageFilter, *, excluded_since: datetime | None = None
+    ) -> int:
+        """How many records the filter matches: from the hourly rollups for the window's whole
+        hours when the filters allow (storage/duckdb/rollups.py), the raw records otherwise.
+        `excluded_since`: no record of `exclude_ids` is older (bounds looking them up)."""
+        cursor = self._database.cursor()
+        level = rollups.level_for(usage_filter)
+        if self.use_rollups and level is not None and rollups.fits(usage_filter):
+            cursor.execute("BEGIN TRANSACTION")  # one snapshot; read-only, rolled back
+            try:
+                counted = self._rolled_count(cursor, usage_filter, level, excluded_since)
+            finally:
+                cursor.execute("ROLLBACK")
+            if counted is not None:
+                return counted
         where_sql, values = where(usage_filter)
-        return _count(self._database.cursor(), where_sql, values)
+        return _count(cursor, where_sql, values)
+
+    @staticmethod
+    def _rolled_count(
+        cursor: Any,
+        usage_filter: UsageFilter,
+        level: rollups.Level,
+        excluded_since: datetime | None,
+    ) -> int | None:
+        # The rows listed are the raw records: hours of days retention has retired are counted
+        # from them (none), not from the rollups that outlive them.
+        window = rollups.span(cursor, usage_filter, level, raw_floor=True)
+        if window is None:
+            return None
+        source, values = rollups.source_sql(level, usage_filter, window, where)
+        row = cursor.execute(f"SELECT sum(n) FROM {source}", values).fetchone()  # noqa: S608
+        counted = int(row[0] or 0) if row else 0
+        if usage_filter.exclude_ids:  # the rollups cannot leave ids out: take those stored off
+            if excluded_since is None:
+                return None
+            row = cursor.execute(
+                "SELECT count(*) FROM usage_log WHERE ts >= ?"
+                " AND list_contains(CAST(? AS UUID[]), id)",
+                [excluded_since, list(usage_filter.exclude_ids)],
+            ).fetchone()
+            counted -= int(row[0]) if row else 0
+        return counted
 
     async def count(self, usage_filter: UsageFilter) -> int:
         await self._writer.wait_visible()
         return await reading(self.count_sync, usage_filter)
 
     def list_sync(
-        self, usage_filter: UsageFilter, *, offset: int, limit: int
+        self,
+        usage_filter: UsageFilter,
+        *,
+        offset: int,
+        limit: int,
+        excluded_since: datetime | None = None,
     ) -> tuple[int, list[UsageRecord]]:
         """One page, newest first, and the total count, in three narrow steps.
 
@@ -179,7 +230,7 @@ class UsageQueries:
         where_sql, values = where(usage_filter)
         glue = " AND " if where_sql else " WHERE "
         cursor = self._database.cursor()
-        count = _count(cursor, where_sql, values)
+        count = self.count_sync(usage_filter, excluded_since=excluded_since)
         if count <= offset:
             return count, []
         lower = self._horizon(cursor, usage_filter, where_sql + glue, values, offset + limit, count)
@@ -245,7 +296,13 @@ class UsageQueries:
         if not tail:
             return await reading(self.list_sync, usage_filter, offset=offset, limit=limit)
         stored = replace(usage_filter, exclude_ids=tuple(record.id for record in tail))
-        count, rows = await reading(self.list_sync, stored, offset=0, limit=offset + limit)
+        count, rows = await reading(
+            self.list_sync,
+            stored,
+            offset=0,
+            limit=offset + limit,
+            excluded_since=min(record.ts for record in tail),
+        )
         merged = sorted([*rows, *tail], key=lambda record: (record.ts, record.id), reverse=True)
         return count + len(tail), merged[offset : offset + limit]
 

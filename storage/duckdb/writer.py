@@ -34,8 +34,8 @@ class TableSpec:
     columns: list[str]
     arrow_schema: pa.Schema
     insert_sql: str
-    # Run after `insert_sql` in the same transaction (keeping a derived table in step).
-    also_sql: str | None = None
+    # Run after `insert_sql` in the same transaction (keeping derived tables in step).
+    also_sql: tuple[str, ...] = ()
 
 
 class BatchWriter(Generic[Row]):
@@ -218,13 +218,14 @@ class BatchWriter(Generic[Row]):
         arrow = pa.Table.from_pydict(columns, schema=spec.arrow_schema)
         cursor.register("batch", arrow)
         try:
-            if spec.also_sql is None:
+            if not spec.also_sql:
                 cursor.execute(spec.insert_sql)
             else:
                 cursor.execute("BEGIN TRANSACTION")
                 try:
                     cursor.execute(spec.insert_sql)
-                    cursor.execute(spec.also_sql)
+                    for statement in spec.also_sql:
+                        cursor.execute(statement)
                     cursor.execute("COMMIT")
                 except BaseException:
                     cursor.execute("ROLLBACK")

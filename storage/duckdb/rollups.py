@@ -1,0 +1,472 @@
+"""Hourly rollups of the usage log: what a chart asks for, without scanning every record.
+
+Three levels, each a table of per-UTC-hour aggregates, from the coarsest:
+
+* `usage_hourly_orgs`: per hour, org, transport and outcome: a few rows an hour per org
+  whatever the fleet's size, so a year of hourly charts reads about what a day of raw records
+  would;
+* `usage_hourly`: the same per service and command too (history and breakdowns by service or
+  command, the endpoints table, a command filter);
+* `usage_hourly_callers`: per hour, org, caller, transport and outcome, for a `who` filter or a
+  breakdown by caller.
+
+A query reads the coarsest level holding every column its filters and grouping name (`level_for`).
+A caller and a command together (a `who` filter on a command breakdown...) read the raw records:
+on the benchmark's log (5,000 callers, 40 commands) that cross product held 0.7 rows per record,
+a level that would cost the writer as much as it saved.
+
+Each row holds the count, the sum, min and max of `exec_time`, the latest `ts`, and a latency
+histogram: `exec_time` (ns) in logarithmic bins 2% wide, `bin = 1 + round(ln(t) / ln(1.02))`
+(0 for t <= 0), whose value `1.02 ** (bin - 1)` is within 1% of every time in the bin. Summed
+bin by bin, histograms merge exactly, so p50/p95/p99 of any set of rows come within 1% of a time
+of that rank.
+
+The usage writer appends one partial row per group of each batch in the batch's own transaction
+(`WRITER_SQL`): the rollups always hold exactly the committed records, a crash loses or doubles
+nothing, and no reader ever sees one without the other. Finished hours are consolidated later to
+one row per group (`consolidate`, from the compactor's round; answers are the same before and
+after, only cheaper). A file without rollups gets them when it is opened (`prepare`).
+
+Queries (storage/duckdb/analytics.py, usage.py) read whole hours from a level and the partial
+hours at a window's edges from the raw records (`Span`, `source_sql`); rollups older than
+`--rollup-retention-days` are deleted (`prune`) and the hours before `kept_from` are read raw too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import duckdb
+
+from gateway.core.buckets import BucketPlan
+from gateway.core.records import UsageFilter
+
+__all__ = [
+    "BIN_SQL",
+    "BY_CALLER",
+    "BY_COMMAND",
+    "BY_ORG",
+    "LEVELS",
+    "SCHEMA",
+    "WRITER_SQL",
+    "Level",
+    "Span",
+    "bin_value",
+    "consolidate",
+    "fits",
+    "level_for",
+    "prepare",
+    "prune",
+    "rebuild",
+    "source_sql",
+    "span",
+]
+
+logger = logging.getLogger("tr50gw.rollups")
+
+GAMMA: Final = 1.02
+BIN_SQL: Final = (
+    "CASE WHEN exec_time <= 0 THEN 0::SMALLINT"
+    " ELSE (1 + round(ln(exec_time) / ln(1.02)))::SMALLINT END"
+)
+"""The histogram bin of a row's `exec_time` (the same formula as `bin_value` inverts)."""
+HOUR: Final = timedelta(hours=1)
+_TICK: Final = timedelta(microseconds=1)
+CONSOLIDATE_GRACE: Final = timedelta(minutes=10)
+CONSOLIDATE_STEP: Final = timedelta(days=2)  # hours merged per transaction
+MEASURES: Final = ("n", "t_sum", "t_min", "t_max", "last_ts", "hist")
+STORED: Final = (*MEASURES, "bins")  # bins: the histogram's entries (what merging it costs)
+
+
+def bin_value(index: int) -> float:
+    """The time (ns) a bin stands for: within 1% of every time in it."""
+    return 0.0 if index <= 0 else GAMMA ** (index - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One rollup table and the columns its rows are grouped by (fixed names, never values)."""
+
+    table: str
+    keys: tuple[str, ...]
+
+    @property
+    def listed(self) -> str:
+        return ", ".join(self.keys)
+
+
+_KEY_TYPES: Final = {
+    "org_id": "VARCHAR",
+    "org_key": "VARCHAR",
+    "whoami": "VARCHAR",
+    "service": "VARCHAR",
+    "command": "VARCHAR",
+    "transport": "VARCHAR",
+    "success": "BOOLEAN",
+}
+BY_ORG: Final = Level("usage_hourly_orgs", ("org_id", "org_key", "transport", "success"))
+BY_COMMAND: Final = Level(
+    "usage_hourly", ("org_id", "org_key", "service", "command", "transport", "success")
+)
+BY_CALLER: Final = Level(
+    "usage_hourly_callers", ("org_id", "org_key", "whoami", "transport", "success")
+)
+LEVELS: Final = (BY_ORG, BY_COMMAND, BY_CALLER)  # coarsest first
+
+
+def _table_ddl(level: Level) -> str:
+    keys = ", ".join(f"{key} {_KEY_TYPES[key]} NOT NULL" for key in level.keys)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {level.table} (hour TIMESTAMP NOT NULL, {keys},"
+        " n BIGINT NOT NULL, t_sum BIGINT NOT NULL, t_min BIGINT NOT NULL,"
+        " t_max BIGINT NOT NULL, last_ts TIMESTAMP NOT NULL,"
+        " hist MAP(SMALLINT, UBIGINT) NOT NULL, bins INTEGER NOT NULL);"
+    )
+
+
+SCHEMA: Final = "\n".join(
+    [
+        *(_table_ddl(level) for level in LEVELS),
+        # Per level: rollups before `kept_from` were pruned (NULL: none), hours before
+        # `consolidated_until` hold one row per group.
+        "CREATE TABLE IF NOT EXISTS usage_rollups (level VARCHAR PRIMARY KEY,"
+        " kept_from TIMESTAMP, consolidated_until TIMESTAMP);",
+    ]
+)
+
+
+def _aggregate_sql(level: Level, source: str, where_sql: str = "", *, hist: bool = True) -> str:
+    """`SELECT` of a level's rows (hour, keys, measures) from raw records in `source`."""
+    histogram = f", histogram({BIN_SQL}) AS hist" if hist else ""
+    return (
+        f"SELECT date_trunc('hour', ts) AS hour, {level.listed}, count(*) AS n,"  # noqa: S608
+        " sum(exec_time)::BIGINT AS t_sum, min(exec_time) AS t_min, max(exec_time) AS t_max,"
+        f" max(ts) AS last_ts{histogram} FROM {source}{where_sql} GROUP BY ALL"
+    )
+
+
+def _insert_sql(level: Level, source: str, where_sql: str = "") -> str:
+    return (
+        f"INSERT INTO {level.table} (hour, {level.listed}, {', '.join(STORED)})"  # noqa: S608
+        f" SELECT *, cardinality(hist) FROM ({_aggregate_sql(level, source, where_sql)})"
+    )
+
+
+WRITER_SQL: Final = tuple(_insert_sql(level, "batch") for level in LEVELS)
+"""Run by the usage writer after each batch's insert, in its transaction."""
+
+
+# -- upkeep ------------------------------------------------------------------------------------
+def prepare(cursor: duckdb.DuckDBPyConnection) -> None:
+    """Give each level its rollups of every stored record when it has none yet (a file made
+    before rollups, or by a generator that inserts records directly), in one transaction."""
+    known = {row[0] for row in cursor.execute("SELECT level FROM usage_rollups").fetchall()}
+    missing = [level for level in LEVELS if level.table not in known]
+    if not missing:
+        return
+    days = [
+        row[0]
+        for row in cursor.execute(
+            "SELECT DISTINCT date_trunc('day', ts) AS day FROM usage_log ORDER BY day"
+        ).fetchall()
+    ]
+    started = time.monotonic()
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        for level in missing:
+            cursor.execute(f"DELETE FROM {level.table}")  # noqa: S608
+            for day in days:  # a day at a time: the grouping's memory stays a day's
+                cursor.execute(
+                    _insert_sql(level, "usage_log", " WHERE ts >= ? AND ts < ?"),
+                    [day, day + timedelta(days=1)],
+                )
+            cursor.execute(  # built at once: one row per group up to the last hour
+                "INSERT INTO usage_rollups (level, consolidated_until)"
+                " SELECT ?, date_trunc('hour', max(ts)) FROM usage_log",
+                [level.table],
+            )
+        cursor.execute("COMMIT")
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    logger.info(
+        "rollups of %d days built for %s in %.1f s",
+        len(days),
+        ", ".join(level.table for level in missing),
+        time.monotonic() - started,
+    )
+
+
+def rebuild(cursor: duckdb.DuckDBPyConnection) -> None:
+    """Every level again from the stored records (tools that write `usage_log` directly)."""
+    cursor.execute("DELETE FROM usage_rollups")
+    prepare(cursor)
+
+
+def _merge_sql(level: Level) -> str:
+    """One row per group of the level's rows with `hour` in [?, ?): sums, extremes and the
+    histograms added bin by bin."""
+    keys = level.listed
+    return (
+        f"WITH part AS (SELECT * FROM {level.table} WHERE hour >= ? AND hour < ?),"  # noqa: S608
+        f" stats AS (SELECT hour, {keys}, sum(n)::BIGINT AS n, sum(t_sum)::BIGINT AS t_sum,"
+        " min(t_min) AS t_min, max(t_max) AS t_max, max(last_ts) AS last_ts"
+        " FROM part GROUP BY ALL),"
+        f" bins AS (SELECT hour, {keys}, e.key AS bin, sum(e.value)::UBIGINT AS c"
+        f" FROM (SELECT hour, {keys}, unnest(map_entries(hist)) AS e FROM part) GROUP BY ALL),"
+        f" hists AS (SELECT hour, {keys}, map(list(bin ORDER BY bin), list(c ORDER BY bin))"
+        " AS hist FROM bins GROUP BY ALL)"
+        f" SELECT hour, {keys}, {', '.join(MEASURES)}, cardinality(hist) AS bins"
+        f" FROM stats JOIN hists USING (hour, {keys})"
+    )
+
+
+def consolidate(cursor: duckdb.DuckDBPyConnection, now: datetime) -> int:
+    """Merge each level's partial rows of finished hours (ended `CONSOLIDATE_GRACE` before
+    `now`), a few days per transaction; returns how many hours were merged. Answers do not
+    change: only how many rows hold them. A record arriving later for a merged hour adds a
+    partial row again, counted like any other."""
+    until = (now - CONSOLIDATE_GRACE).replace(minute=0, second=0, microsecond=0)
+    merged = 0
+    for level in LEVELS:
+        while True:
+            row = cursor.execute(  # the first hour not yet consolidated that has rows
+                f"SELECT min(hour) FROM {level.table} WHERE hour >= coalesce("  # noqa: S608
+                "(SELECT consolidated_until FROM usage_rollups WHERE level = ?), hour)",
+                [level.table],
+            ).fetchone()
+            start = row[0] if row else None
+            if start is None or start >= until:
+                break
+            end = min(until, start + CONSOLIDATE_STEP)
+            _merge_range(cursor, level, start, end)
+            merged += int((end - start) / HOUR)
+    return merged
+
+
+def _merge_range(
+    cursor: duckdb.DuckDBPyConnection, level: Level, start: datetime, end: datetime
+) -> None:
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        cursor.execute(
+            f"CREATE OR REPLACE TEMP TABLE rollup_merge AS {_merge_sql(level)}",
+            [start, end],
+        )
+        cursor.execute(
+            f"DELETE FROM {level.table} WHERE hour >= ? AND hour < ?",  # noqa: S608
+            [start, end],
+        )
+        cursor.execute(
+            f"INSERT INTO {level.table} (hour, {level.listed}, {', '.join(STORED)})"  # noqa: S608
+            f" SELECT hour, {level.listed}, {', '.join(STORED)} FROM rollup_merge"
+        )
+        cursor.execute(
+            "INSERT INTO usage_rollups (level, consolidated_until) VALUES (?, ?)"
+            " ON CONFLICT DO UPDATE SET consolidated_until = excluded.consolidated_until",
+            [level.table, end],
+        )
+        cursor.execute("COMMIT")
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    finally:
+        cursor.execute("DROP TABLE IF EXISTS rollup_merge")
+
+
+def prune(cursor: duckdb.DuckDBPyConnection, before: datetime) -> int:
+    """Delete every level's hours before `before` and remember it (queries read those hours
+    raw, if the records are still there); returns the rows deleted."""
+    before = before.replace(minute=0, second=0, microsecond=0)
+    deleted = 0
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        for level in LEVELS:
+            row = cursor.execute(
+                f"SELECT count(*) FROM {level.table} WHERE hour < ?",  # noqa: S608
+                [before],
+            ).fetchone()
+            deleted += int(row[0]) if row else 0
+            cursor.execute(f"DELETE FROM {level.table} WHERE hour < ?", [before])  # noqa: S608
+            cursor.execute(
+                "INSERT INTO usage_rollups (level, kept_from) VALUES (?, ?) ON CONFLICT DO"
+                " UPDATE SET kept_from = greatest(coalesce(usage_rollups.kept_from,"
+                " excluded.kept_from), excluded.kept_from)",
+                [level.table, before],
+            )
+        cursor.execute("COMMIT")
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    return deleted
+
+
+# -- reading -----------------------------------------------------------------------------------
+def fits(usage_filter: UsageFilter, plan: BucketPlan | None = None) -> bool:
+    """Whether rollups can answer: every filter is on a rollup column, and every bucket of
+    `plan` is whole UTC hours (an hour or longer, in a zone whose offsets are whole hours)."""
+    f = usage_filter
+    if f.search_text is not None or f.remote_addr is not None or f.client_id is not None:
+        return False
+    if plan is None:
+        return True
+    if plan.interval in ("second", "minute"):
+        return False
+    return all(offset % HOUR == timedelta(0) for _, offset in plan.offsets)
+
+
+def level_for(usage_filter: UsageFilter, dimension: str | None = None) -> Level | None:
+    """The coarsest level holding every column the filter and the grouping (`dimension`:
+    who, service, command, org; `endpoints`: service and command) name."""
+    f = usage_filter
+    needed = set()
+    if f.whoami is not None or f.caller is not None or dimension == "who":
+        needed.add("whoami")
+    if (
+        f.service is not None
+        or f.command is not None
+        or f.names is not None
+        or f.exclude_names
+        or f.name_contains is not None
+        or dimension in ("service", "command", "endpoints")
+    ):
+        needed.update(("service", "command"))
+    return next((level for level in LEVELS if needed <= set(level.keys)), None)
+
+
+def _floor_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Rollup hours `[low, high)` (None: unbounded); the filter's records outside them are
+    read raw."""
+
+    low: datetime | None
+    high: datetime | None
+
+
+def span(
+    cursor: duckdb.DuckDBPyConnection,
+    usage_filter: UsageFilter,
+    level: Level,
+    *,
+    raw_floor: bool = False,
+) -> Span | None:
+    """The hours of the filter's window a level can answer (None: too few to be worth it).
+
+    Hours before the level's `kept_from` were pruned; with `raw_floor` (a listing's count, which
+    must agree with the rows it lists), hours of days retention has retired are left out too.
+    """
+    start, end = usage_filter.start, usage_filter.end
+    low = None
+    if start is not None:
+        low = _floor_hour(start)
+        if low < start:
+            low += HOUR
+    high = None if end is None else _floor_hour(end + _TICK)
+    floors = cursor.execute(
+        "SELECT (SELECT kept_from FROM usage_rollups WHERE level = ?),"
+        " (SELECT max(day) + 1 FROM usage_archive)",
+        [level.table],
+    ).fetchone()
+    kept_from, retired_until = floors if floors else (None, None)
+    for floor in (kept_from, retired_until if raw_floor else None):
+        if floor is not None:
+            floor = datetime(floor.year, floor.month, floor.day, getattr(floor, "hour", 0))
+            low = floor if low is None else max(low, floor)
+    if low is not None and high is not None and low >= high:
+        return None
+    return Span(low, high)
+
+
+def source_sql(
+    level: Level,
+    usage_filter: UsageFilter,
+    window: Span,
+    where: Any,
+    *,
+    hist: bool = False,
+    tail: bool = False,
+) -> tuple[str, list[Any]]:
+    """`(SELECT ...)` of rollup-shaped rows (`hour AS ts`, the level's keys, the measures) for
+    the filter: the level's rows of the span's hours, the raw records before and after them
+    aggregated by hour, and with `tail` those of the registered `tail_records`. In a plan that
+    `fits`, a row's hour lies in exactly the bucket each of its records does. `where` is
+    storage.duckdb.usage.where (passed in: that module reads through this one)."""
+    measures = [m for m in MEASURES if hist or m != "hist"]
+    columns = f"hour AS ts, {level.listed}, {', '.join(measures)}"
+    unbounded = replace(usage_filter, start=None, end=None, exclude_ids=())
+    where_sql, values = where(unbounded)
+    clauses = [where_sql[len(" WHERE ") :]] if where_sql else []
+    hours = list(clauses)
+    hour_values = list(values)
+    if window.low is not None:
+        hours.append("hour >= ?")
+        hour_values.append(window.low)
+    if window.high is not None:
+        hours.append("hour < ?")
+        hour_values.append(window.high)
+    parts = [
+        f"SELECT {columns} FROM {level.table}"  # noqa: S608
+        + (" WHERE " + " AND ".join(hours) if hours else "")
+    ]
+    parameters = hour_values
+    edges: list[tuple[datetime | None, datetime | None]] = []
+    if window.low is not None and (usage_filter.start is None or usage_filter.start < window.low):
+        edges.append((usage_filter.start, window.low - _TICK))
+    if window.high is not None and (usage_filter.end is None or usage_filter.end >= window.high):
+        edges.append((window.high, usage_filter.end))
+    for start, end in edges:
+        raw_sql, raw_values = where(replace(unbounded, start=start, end=end))
+        parts.append(
+            f"SELECT {columns} FROM ("  # noqa: S608
+            + _aggregate_sql(level, "usage_log", raw_sql, hist=hist)
+            + ")"
+        )
+        parameters += raw_values
+    if tail:
+        parts.append(
+            f"SELECT {columns} FROM ({_aggregate_sql(level, 'tail_records', hist=hist)})"  # noqa: S608
+        )
+    return "(" + " UNION ALL ".join(parts) + ")", parameters
+
+
+HISTOGRAM_GAIN: Final = 4.0
+"""Histograms answer percentiles only when the records they stand for are this many times
+their entries: adding entries up bin by bin cost about 2.5 times what ranking as many raw times
+did (measured: 365k entries 22 ms, 1.27M raw times 25 ms)."""
+
+
+def histograms_pay(
+    cursor: duckdb.DuckDBPyConnection,
+    level: Level,
+    usage_filter: UsageFilter,
+    window: Span,
+    where: Any,
+    *,
+    gain: float = HISTOGRAM_GAIN,
+) -> bool:
+    """Whether the span's histograms hold `HISTOGRAM_GAIN` times fewer entries than records:
+    where each group of an hour has few records (a small log, a short window of a quiet org),
+    the raw times are as cheap to rank, and exact."""
+    where_sql, values = where(replace(usage_filter, start=None, end=None, exclude_ids=()))
+    clauses = [where_sql[len(" WHERE ") :]] if where_sql else []
+    if window.low is not None:
+        clauses.append("hour >= ?")
+        values.append(window.low)
+    if window.high is not None:
+        clauses.append("hour < ?")
+        values.append(window.high)
+    row = cursor.execute(
+        f"SELECT sum(n), sum(bins) FROM {level.table}"  # noqa: S608
+        + (" WHERE " + " AND ".join(clauses) if clauses else ""),
+        values,
+    ).fetchone()
+    records, entries = row if row else (None, None)
+    return bool(records) and entries * gain <= records
