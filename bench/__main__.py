@@ -243,7 +243,10 @@ def _target_number(target: str) -> float | None:
 def _hbars(axis: Any, rows: list[tuple[str, float, float | None, bool | None]], unit: str) -> None:
     labels = [label for label, _, _, _ in rows]
     values = [value for _, value, _, _ in rows]
-    colors = [_GATEWAY if met is None else (_MET if met else _MISS) for _, _, _, met in rows]
+    colors = [
+        (_FLOOR if label.endswith("(raw)") else _GATEWAY) if met is None else (_MET if met else _MISS)
+        for label, _, _, met in rows
+    ]
     axis.barh(range(len(rows)), values, color=colors)
     for index, (_, value, target, _) in enumerate(rows):
         axis.annotate(f" {_number(value)} {unit}", (value, index), va="center", fontsize=7)
@@ -289,10 +292,13 @@ def _stored_panel(
 
 def _memory_panel(axis: Any, results: Sequence[Result]) -> None:
     rows: list[tuple[str, float, float | None, bool | None]] = []
-    for result in results:
+    for result, before in _before_and_after(results):
         if result.suite == "memory" and "rss_mb" in result.metrics:
             target = _target_number(result.target) if result.target else None
-            rows.append((result.case, result.metrics["rss_mb"], target, result.met))
+            if before:
+                rows.append((f"{result.case} (raw)", result.metrics["rss_mb"], None, None))
+            else:
+                rows.append((result.case, result.metrics["rss_mb"], target, result.met))
     if not rows:
         _empty(axis, "memory not measured")
         return
@@ -312,11 +318,14 @@ def _p50_panel(
     from matplotlib.ticker import NullFormatter
 
     rows: list[tuple[str, float, float | None, bool | None]] = []
-    for result in results:
+    for result, before in _before_and_after(results):
         value = result.metrics.get("p50_ms")
         if result.suite != suite or value is None or "ms" not in result.target:
             continue
-        rows.append((label(result.case), value, _target_number(result.target), result.met))
+        if before:
+            rows.append((f"{label(result.case)} (raw)", value, None, None))
+        else:
+            rows.append((label(result.case), value, _target_number(result.target), result.met))
     if not rows:
         _empty(axis, f"{suite} not run")
         return
@@ -341,21 +350,42 @@ def _devices_reads_panel(axis: Any, results: Sequence[Result]) -> None:
 _FAILED_MARK = " - FAILED "  # bench.queries.FAILED_MARK: a failed case's name, then its error
 
 
+_RAW_SIDE = "gateway, raw records"  # bench.queries.RAW_SIDE: the same case with --no-rollups
+
+
+def _before_and_after(results: Sequence[Result]) -> list[tuple[Result, bool]]:
+    """The rows in order, each measured with --no-rollups (the before, flagged True) right
+    before its counterpart: a chart shows the pair as two bars."""
+    raw = {(r.suite, r.case): r for r in results if r.side == _RAW_SIDE}
+    ordered: list[tuple[Result, bool]] = []
+    for result in results:
+        if result.side == _RAW_SIDE:
+            continue
+        before = raw.get((result.suite, result.case))
+        if before is not None:
+            ordered.append((before, True))
+        ordered.append((result, False))
+    return ordered
+
+
 def _analytics_rows(
     results: Sequence[Result], scope: str
 ) -> list[tuple[str, float, float | None, bool | None]]:
-    """`scope`'s analytics cases as bars: p50 ms, or NaN when the command failed."""
+    """`scope`'s analytics cases as bars: p50 ms, or NaN when the command failed; a case
+    measured without rollups too gets a grey bar for that, labelled "(raw)", above."""
     rows: list[tuple[str, float, float | None, bool | None]] = []
-    for result in results:
+    for result, before in _before_and_after(results):
         if result.suite != "analytics" or not result.case.startswith(f"{scope}: "):
             continue
         name = result.case.removeprefix(f"{scope}: ").replace("usage.api.", "")
         name, failed, _ = name.partition(_FAILED_MARK)
         target = _target_number(result.target) if "ms" in result.target else None
+        if before:
+            name, target = f"{name} (raw)", None
         if failed:
-            rows.append((name, math.nan, target, False))
+            rows.append((name, math.nan, target, None if before else False))
         elif "p50_ms" in result.metrics:
-            rows.append((name, result.metrics["p50_ms"], target, result.met))
+            rows.append((name, result.metrics["p50_ms"], target, None if before else result.met))
     return rows
 
 
@@ -440,7 +470,9 @@ def render_chart(results: Sequence[Result], machine: dict[str, Any], path: Path)
 
 
 # -- running -------------------------------------------------------------------------------------
-def _suite_runners(only: set[str]) -> list[tuple[str, Callable[[bool], list[Result]]]]:
+def _suite_runners(
+    only: set[str], *, large: bool = False
+) -> list[tuple[str, Callable[[bool], list[Result]]]]:
     runners: list[tuple[str, Callable[[bool], list[Result]]]] = []
     round_trips = [suite for suite in ("mqtt", "ws") if suite in only]
     if round_trips:
@@ -461,7 +493,7 @@ def _suite_runners(only: set[str]) -> list[tuple[str, Callable[[bool], list[Resu
                 raise
             progress("note: bench/queries.py is not there yet; skipping the queries suite")
         else:
-            runners.append(("queries", queries.run))
+            runners.append(("queries", lambda quick: queries.run(quick, large=large)))
     if "export" in only:
         from bench import export
 
@@ -497,6 +529,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated suites out of {','.join(SUITES)} (default: all)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where results go")
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="the queries suite on 100M records (make bench-large; the set takes about 15 min "
+        "to generate the first time, 11 GB)",
+    )
     args = parser.parse_args(argv)
     only = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = only - set(SUITES)
@@ -514,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     results: list[Result] = []
     crashed = False
-    for name, runner in _suite_runners(only):
+    for name, runner in _suite_runners(only, large=args.large):
         progress(f"suite {name}{' (quick)' if args.quick else ''}")
         suite_started = time.monotonic()
         try:
@@ -540,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(elapsed, 1),
         "results": [result.as_dict() for result in results],
     }
+    document["large"] = args.large
     json_path = args.out / "latest.json"
     json_path.write_text(json.dumps(_clean(document), indent=2) + "\n")
     chart_path = args.out / "latest.png"

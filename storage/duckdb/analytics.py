@@ -138,7 +138,7 @@ class UsageAggregates:
             yield None
             return
         level = rollups.level_for(usage_filter, dimension)
-        if level is None:
+        if level is None or (hist and not level.hist):
             yield None
             return
         cursor = self._database.cursor()

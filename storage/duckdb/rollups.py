@@ -8,7 +8,8 @@ Three levels, each a table of per-UTC-hour aggregates, from the coarsest:
 * `usage_hourly`: the same per service and command too (history and breakdowns by service or
   command, the endpoints table, a command filter);
 * `usage_hourly_callers`: per hour, org, caller, transport and outcome, for a `who` filter or a
-  breakdown by caller.
+  breakdown by caller; without histograms (a caller's times are read raw: compaction keeps a
+  caller's records together, and these histograms were half the writer's upkeep).
 
 A query reads the coarsest level holding every column its filters and grouping name (`level_for`).
 A caller and a command together (a `who` filter on a command breakdown...) read the raw records:
@@ -79,7 +80,6 @@ _TICK: Final = timedelta(microseconds=1)
 CONSOLIDATE_GRACE: Final = timedelta(minutes=10)
 CONSOLIDATE_STEP: Final = timedelta(days=2)  # hours merged per transaction
 MEASURES: Final = ("n", "t_sum", "t_min", "t_max", "last_ts", "hist")
-STORED: Final = (*MEASURES, "bins")  # bins: the histogram's entries (what merging it costs)
 
 
 def bin_value(index: int) -> float:
@@ -93,10 +93,20 @@ class Level:
 
     table: str
     keys: tuple[str, ...]
+    hist: bool = True  # whether its rows hold latency histograms
 
     @property
     def listed(self) -> str:
         return ", ".join(self.keys)
+
+    @property
+    def measures(self) -> tuple[str, ...]:
+        return MEASURES if self.hist else MEASURES[:-1]
+
+    @property
+    def stored(self) -> tuple[str, ...]:
+        """Its columns after the keys (`bins`: the histogram's entries, what merging costs)."""
+        return (*MEASURES, "bins") if self.hist else MEASURES[:-1]
 
 
 _KEY_TYPES: Final = {
@@ -113,18 +123,20 @@ BY_COMMAND: Final = Level(
     "usage_hourly", ("org_id", "org_key", "service", "command", "transport", "success")
 )
 BY_CALLER: Final = Level(
-    "usage_hourly_callers", ("org_id", "org_key", "whoami", "transport", "success")
+    "usage_hourly_callers", ("org_id", "org_key", "whoami", "transport", "success"), hist=False
 )
 LEVELS: Final = (BY_ORG, BY_COMMAND, BY_CALLER)  # coarsest first
 
 
 def _table_ddl(level: Level) -> str:
     keys = ", ".join(f"{key} {_KEY_TYPES[key]} NOT NULL" for key in level.keys)
+    histogram = (
+        ", hist MAP(SMALLINT, UBIGINT) NOT NULL, bins INTEGER NOT NULL" if level.hist else ""
+    )
     return (
         f"CREATE TABLE IF NOT EXISTS {level.table} (hour TIMESTAMP NOT NULL, {keys},"
         " n BIGINT NOT NULL, t_sum BIGINT NOT NULL, t_min BIGINT NOT NULL,"
-        " t_max BIGINT NOT NULL, last_ts TIMESTAMP NOT NULL,"
-        " hist MAP(SMALLINT, UBIGINT) NOT NULL, bins INTEGER NOT NULL);"
+        f" t_max BIGINT NOT NULL, last_ts TIMESTAMP NOT NULL{histogram});"
     )
 
 
@@ -150,9 +162,11 @@ def _aggregate_sql(level: Level, source: str, where_sql: str = "", *, hist: bool
 
 
 def _insert_sql(level: Level, source: str, where_sql: str = "") -> str:
+    aggregated = _aggregate_sql(level, source, where_sql, hist=level.hist)
+    bins = ", cardinality(hist)" if level.hist else ""
     return (
-        f"INSERT INTO {level.table} (hour, {level.listed}, {', '.join(STORED)})"  # noqa: S608
-        f" SELECT *, cardinality(hist) FROM ({_aggregate_sql(level, source, where_sql)})"
+        f"INSERT INTO {level.table} (hour, {level.listed}, {', '.join(level.stored)})"  # noqa: S608
+        f" SELECT *{bins} FROM ({aggregated})"
     )
 
 
@@ -211,16 +225,22 @@ def _merge_sql(level: Level) -> str:
     """One row per group of the level's rows with `hour` in [?, ?): sums, extremes and the
     histograms added bin by bin."""
     keys = level.listed
-    return (
+    stats = (
         f"WITH part AS (SELECT * FROM {level.table} WHERE hour >= ? AND hour < ?),"  # noqa: S608
         f" stats AS (SELECT hour, {keys}, sum(n)::BIGINT AS n, sum(t_sum)::BIGINT AS t_sum,"
         " min(t_min) AS t_min, max(t_max) AS t_max, max(last_ts) AS last_ts"
-        " FROM part GROUP BY ALL),"
-        f" bins AS (SELECT hour, {keys}, e.key AS bin, sum(e.value)::UBIGINT AS c"
+        " FROM part GROUP BY ALL)"
+    )
+    if not level.hist:
+        return f"{stats} SELECT hour, {keys}, {', '.join(level.stored)} FROM stats"  # noqa: S608
+    hists = (
+        f", bins AS (SELECT hour, {keys}, e.key AS bin, sum(e.value)::UBIGINT AS c"  # noqa: S608
         f" FROM (SELECT hour, {keys}, unnest(map_entries(hist)) AS e FROM part) GROUP BY ALL),"
         f" hists AS (SELECT hour, {keys}, map(list(bin ORDER BY bin), list(c ORDER BY bin))"
         " AS hist FROM bins GROUP BY ALL)"
-        f" SELECT hour, {keys}, {', '.join(MEASURES)}, cardinality(hist) AS bins"
+    )
+    return (
+        f"{stats}{hists} SELECT hour, {keys}, {', '.join(MEASURES)}, cardinality(hist) AS bins"  # noqa: S608
         f" FROM stats JOIN hists USING (hour, {keys})"
     )
 
@@ -262,8 +282,8 @@ def _merge_range(
             [start, end],
         )
         cursor.execute(
-            f"INSERT INTO {level.table} (hour, {level.listed}, {', '.join(STORED)})"  # noqa: S608
-            f" SELECT hour, {level.listed}, {', '.join(STORED)} FROM rollup_merge"
+            f"INSERT INTO {level.table} (hour, {level.listed}, {', '.join(level.stored)})"  # noqa: S608
+            f" SELECT hour, {level.listed}, {', '.join(level.stored)} FROM rollup_merge"
         )
         cursor.execute(
             "INSERT INTO usage_rollups (level, consolidated_until) VALUES (?, ?)"
