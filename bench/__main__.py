@@ -244,7 +244,9 @@ def _hbars(axis: Any, rows: list[tuple[str, float, float | None, bool | None]], 
     labels = [label for label, _, _, _ in rows]
     values = [value for _, value, _, _ in rows]
     colors = [
-        (_FLOOR if label.endswith("(raw)") else _GATEWAY) if met is None else (_MET if met else _MISS)
+        (_FLOOR if label.endswith("(raw)") else _GATEWAY)
+        if met is None
+        else (_MET if met else _MISS)
         for label, _, _, met in rows
     ]
     axis.barh(range(len(rows)), values, color=colors)

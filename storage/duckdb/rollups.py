@@ -492,7 +492,7 @@ def histograms_pay(
         + (" WHERE " + " AND ".join(clauses) if clauses else ""),
         values,
     ).fetchone()
-    records, entries = row if row else (None, None)
+    records, entries = (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
     if not records:
         return False
     return entries * gain <= records or records >= HISTOGRAM_RECORDS
