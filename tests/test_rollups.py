@@ -371,6 +371,15 @@ def test_charts_reach_back_after_the_records_left_and_listings_do_not(
     assert listed == 3  # what the listing can still show: the days kept
 
 
+def test_after_a_restart_listings_still_count_only_the_kept_days(burst_file: Harness) -> None:
+    h = burst_file
+    retire_due(h.database, datetime(2026, 6, 6, 12), 1, None)
+    h.restart()  # the floors are read from the file again
+    window = UsageFilter(start=datetime(2026, 1, 1), end=datetime(2027, 1, 2))
+    listed, _ = h.assembly.storage.reader.list_sync(window, offset=0, limit=10)
+    assert listed == 3
+
+
 def test_pruned_hours_are_read_from_the_records_while_they_are_kept(burst_file: Harness) -> None:
     h = burst_file
     storage = h.assembly.storage

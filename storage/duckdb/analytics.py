@@ -131,9 +131,9 @@ class UsageAggregates:
         """`FROM` text and parameters of rollup-shaped rows (storage/duckdb/rollups.py) for the
         filter, or None when the rollups cannot answer it (then the caller reads raw).
 
-        One read transaction holds the level's rows, the raw edges and the registered tail in one
-        snapshot: a tail record that the snapshot already holds is dropped from the tail (the
-        rollups cannot leave ids out), so every record counts exactly once."""
+        With a tail, one read transaction holds the level's rows, the raw edges and the registered
+        tail in one snapshot: a tail record that the snapshot already holds is dropped from the
+        tail (the rollups cannot leave ids out), so every record counts exactly once."""
         if not self.use_rollups or not rollups.fits(usage_filter, plan):
             yield None
             return
@@ -142,40 +142,37 @@ class UsageAggregates:
             yield None
             return
         cursor = self._database.cursor()
+        window = rollups.span(self._database.rollup_floors, usage_filter, level)
+        if (
+            window is not None
+            and hist
+            and not rollups.histograms_pay(
+                cursor, level, usage_filter, window, where, gain=self.histogram_gain
+            )
+        ):
+            window = None
+        if window is None:
+            yield None
+            return
+        if not tail:  # one statement: one snapshot
+            yield rollups.source_sql(level, usage_filter, window, where, hist=hist)
+            return
         cursor.execute("BEGIN TRANSACTION")  # read-only: always rolled back
         registered = False
         try:
-            window = rollups.span(cursor, usage_filter, level)
-            if (
-                window is not None
-                and hist
-                and not rollups.histograms_pay(
-                    cursor, level, usage_filter, window, where, gain=self.histogram_gain
-                )
-            ):
-                window = None
-            if window is not None and tail:
-                stored = {
-                    str(row[0])
-                    for row in cursor.execute(
-                        "SELECT id FROM usage_log WHERE ts >= ?"
-                        " AND list_contains(CAST(? AS UUID[]), id)",
-                        [min(record.ts for record in tail), [record.id for record in tail]],
-                    ).fetchall()
-                }
-                tail = [record for record in tail if record.id not in stored]
-            if window is not None and tail:
+            stored = {
+                str(row[0])
+                for row in cursor.execute(
+                    "SELECT id FROM usage_log WHERE ts >= ?"
+                    " AND list_contains(CAST(? AS UUID[]), id)",
+                    [min(record.ts for record in tail), [record.id for record in tail]],
+                ).fetchall()
+            }
+            tail = [record for record in tail if record.id not in stored]
+            if tail:
                 columns = {name: [getattr(r, name) for r in tail] for name in _TAIL_COLUMNS}
                 cursor.register("tail_records", pa.Table.from_pydict(columns, schema=_TAIL_SCHEMA))
                 registered = True
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
-        if window is None:
-            cursor.execute("ROLLBACK")
-            yield None
-            return
-        try:
             yield rollups.source_sql(level, usage_filter, window, where, hist=hist, tail=registered)
         finally:
             if registered:

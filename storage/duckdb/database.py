@@ -269,6 +269,7 @@ class Database:
             raise
         self._connection.execute(SCHEMA + rollups.SCHEMA + _device_schema() + MIGRATIONS)
         rollups.prepare(self._connection)
+        self.rollup_floors = rollups.read_floors(self._connection)
         # Schema changes go to the file itself, not to the write-ahead log: DuckDB 1.5 cannot
         # replay a logged column default that calls a function (`DEFAULT []`), so a process
         # killed before its first checkpoint left a file that no longer opened ("Failure while

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
 from typing import Final
 
@@ -205,6 +206,12 @@ def retire_due(
         for day in due_days(cursor, cutoff(now, retention_days)):
             if stop is not None and stop.is_set():
                 break
+            # Listing counts stop reading this day from the rollups before its records go (they
+            # read the records for it meanwhile): never counted from both, nor from neither.
+            database.rollup_floors = rollups.raised_floors(
+                database.rollup_floors,
+                retired_until=datetime.combine(day, time_of_day.min) + timedelta(days=1),
+            )
             done = _retire_retrying(cursor, day, now, archive_dir)
             retired.append(done)
             logger.info(
@@ -271,7 +278,11 @@ def prune_rollups(database: Database, now: datetime, rollup_retention_days: int)
     own retention, longer than the records'); returns the rows deleted."""
     cursor = database.new_cursor()
     try:
-        deleted = rollups.prune(cursor, cutoff(now, rollup_retention_days))
+        before = cutoff(now, rollup_retention_days)
+        # Queries read those hours from the records before their rollups go (as retire_due).
+        database.rollup_floors = rollups.raised_floors(database.rollup_floors, kept_from=before)
+        deleted = rollups.prune(cursor, before)
+        database.rollup_floors = rollups.read_floors(cursor)
     finally:
         cursor.close()
     if deleted:

@@ -54,6 +54,7 @@ __all__ = [
     "LEVELS",
     "SCHEMA",
     "WRITER_SQL",
+    "Floors",
     "Level",
     "Span",
     "bin_value",
@@ -62,6 +63,8 @@ __all__ = [
     "level_for",
     "prepare",
     "prune",
+    "raised_floors",
+    "read_floors",
     "rebuild",
     "source_sql",
     "span",
@@ -371,8 +374,49 @@ class Span:
     high: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class Floors:
+    """Where each level's rollups begin (`kept_from`: older hours were pruned) and where the
+    log's records begin (`retired_until`: retention took the days before). The process that
+    opened the file keeps them in memory (`Database.rollup_floors`), read when the file is
+    opened and again by whatever prunes or retires (retention.py): a query then needs no
+    statement of its own to learn them."""
+
+    kept_from: dict[str, datetime]
+    retired_until: datetime | None
+
+
+def read_floors(cursor: duckdb.DuckDBPyConnection) -> Floors:
+    kept = {
+        level: kept_from
+        for level, kept_from in cursor.execute(
+            "SELECT level, kept_from FROM usage_rollups WHERE kept_from IS NOT NULL"
+        ).fetchall()
+    }
+    row = cursor.execute("SELECT max(day) + 1 FROM usage_archive").fetchone()
+    retired = row[0] if row else None
+    return Floors(
+        kept, None if retired is None else datetime(retired.year, retired.month, retired.day)
+    )
+
+
+def raised_floors(
+    floors: Floors, *, kept_from: datetime | None = None, retired_until: datetime | None = None
+) -> Floors:
+    """`floors` raised to the given instants (never lowered): set before pruning or retiring,
+    so that queries read those hours from elsewhere before they go."""
+    kept = dict(floors.kept_from)
+    if kept_from is not None:
+        for level in LEVELS:
+            kept[level.table] = max(kept.get(level.table, kept_from), kept_from)
+    retired = floors.retired_until
+    if retired_until is not None:
+        retired = retired_until if retired is None else max(retired, retired_until)
+    return Floors(kept, retired)
+
+
 def span(
-    cursor: duckdb.DuckDBPyConnection,
+    floors: Floors,
     usage_filter: UsageFilter,
     level: Level,
     *,
@@ -390,15 +434,9 @@ def span(
         if low < start:
             low += HOUR
     high = None if end is None else _floor_hour(end + _TICK)
-    floors = cursor.execute(
-        "SELECT (SELECT kept_from FROM usage_rollups WHERE level = ?),"
-        " (SELECT max(day) + 1 FROM usage_archive)",
-        [level.table],
-    ).fetchone()
-    kept_from, retired_until = floors if floors else (None, None)
-    for floor in (kept_from, retired_until if raw_floor else None):
+    kept_from = floors.kept_from.get(level.table)
+    for floor in (kept_from, floors.retired_until if raw_floor else None):
         if floor is not None:
-            floor = datetime(floor.year, floor.month, floor.day, getattr(floor, "hour", 0))
             low = floor if low is None else max(low, floor)
     if low is not None and high is not None and low >= high:
         return None
@@ -421,29 +459,9 @@ def source_sql(
     storage.duckdb.usage.where (passed in: that module reads through this one)."""
     measures = [m for m in MEASURES if hist or m != "hist"]
     columns = f"hour AS ts, {level.listed}, {', '.join(measures)}"
-    unbounded = replace(usage_filter, start=None, end=None, exclude_ids=())
-    where_sql, values = where(unbounded)
-    clauses = [where_sql[len(" WHERE ") :]] if where_sql else []
-    hours = list(clauses)
-    hour_values = list(values)
-    if window.low is not None:
-        hours.append("hour >= ?")
-        hour_values.append(window.low)
-    if window.high is not None:
-        hours.append("hour < ?")
-        hour_values.append(window.high)
-    parts = [
-        f"SELECT {columns} FROM {level.table}"  # noqa: S608
-        + (" WHERE " + " AND ".join(hours) if hours else "")
-    ]
-    parameters = hour_values
-    edges: list[tuple[datetime | None, datetime | None]] = []
-    if window.low is not None and (usage_filter.start is None or usage_filter.start < window.low):
-        edges.append((usage_filter.start, window.low - _TICK))
-    if window.high is not None and (usage_filter.end is None or usage_filter.end >= window.high):
-        edges.append((window.high, usage_filter.end))
-    for start, end in edges:
-        raw_sql, raw_values = where(replace(unbounded, start=start, end=end))
+    hours_sql, parameters = _hours_where(usage_filter, window, where)
+    parts = [f"SELECT {columns} FROM {level.table}{hours_sql}"]  # noqa: S608
+    for raw_sql, raw_values in _edges_where(usage_filter, window, where):
         parts.append(
             f"SELECT {columns} FROM ("  # noqa: S608
             + _aggregate_sql(level, "usage_log", raw_sql, hist=hist)
@@ -455,6 +473,46 @@ def source_sql(
             f"SELECT {columns} FROM ({_aggregate_sql(level, 'tail_records', hist=hist)})"  # noqa: S608
         )
     return "(" + " UNION ALL ".join(parts) + ")", parameters
+
+
+def count_sql(
+    level: Level, usage_filter: UsageFilter, window: Span, where: Any
+) -> tuple[str, list[Any]]:
+    """`(SELECT ...)` of the filter's count, as `source_sql` would sum it, in its cheapest
+    form: the level's counts and the edges' bare `count(*)`s."""
+    hours_sql, parameters = _hours_where(usage_filter, window, where)
+    parts = [f"SELECT sum(n) AS n FROM {level.table}{hours_sql}"]  # noqa: S608
+    for raw_sql, raw_values in _edges_where(usage_filter, window, where):
+        parts.append(f"SELECT count(*) AS n FROM usage_log{raw_sql}")  # noqa: S608
+        parameters += raw_values
+    return f"(SELECT sum(n) FROM ({' UNION ALL '.join(parts)}))", parameters  # noqa: S608
+
+
+def _hours_where(usage_filter: UsageFilter, window: Span, where: Any) -> tuple[str, list[Any]]:
+    """`WHERE` over a level's rows: the filter's columns and the span's hours."""
+    unbounded = replace(usage_filter, start=None, end=None, exclude_ids=())
+    where_sql, values = where(unbounded)
+    hours = [where_sql[len(" WHERE ") :]] if where_sql else []
+    if window.low is not None:
+        hours.append("hour >= ?")
+        values.append(window.low)
+    if window.high is not None:
+        hours.append("hour < ?")
+        values.append(window.high)
+    return (" WHERE " + " AND ".join(hours) if hours else ""), values
+
+
+def _edges_where(
+    usage_filter: UsageFilter, window: Span, where: Any
+) -> list[tuple[str, list[Any]]]:
+    """`WHERE`s over the raw records of the filter's window outside the span's hours."""
+    unbounded = replace(usage_filter, start=None, end=None, exclude_ids=())
+    edges: list[tuple[datetime | None, datetime | None]] = []
+    if window.low is not None and (usage_filter.start is None or usage_filter.start < window.low):
+        edges.append((usage_filter.start, window.low - _TICK))
+    if window.high is not None and (usage_filter.end is None or usage_filter.end >= window.high):
+        edges.append((window.high, usage_filter.end))
+    return [where(replace(unbounded, start=start, end=end)) for start, end in edges]
 
 
 HISTOGRAM_GAIN: Final = 4.0

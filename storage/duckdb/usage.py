@@ -166,13 +166,9 @@ class UsageQueries:
         cursor = self._database.cursor()
         level = rollups.level_for(usage_filter)
         if self.use_rollups and level is not None and rollups.fits(usage_filter):
-            cursor.execute("BEGIN TRANSACTION")  # one snapshot; read-only, rolled back
-            try:
-                counted = self._rolled_count(cursor, usage_filter, level, excluded_since)
-            finally:
-                cursor.execute("ROLLBACK")
-            if counted is not None:
-                return counted
+            window = rollups.span(self._database.rollup_floors, usage_filter, level, raw_floor=True)
+            if window is not None:
+                return self._rolled_count(cursor, usage_filter, level, window, excluded_since)
         where_sql, values = where(usage_filter)
         return _count(cursor, where_sql, values)
 
@@ -181,26 +177,24 @@ class UsageQueries:
         cursor: Any,
         usage_filter: UsageFilter,
         level: rollups.Level,
+        window: rollups.Span,
         excluded_since: datetime | None,
-    ) -> int | None:
-        # The rows listed are the raw records: hours of days retention has retired are counted
-        # from them (none), not from the rollups that outlive them.
-        window = rollups.span(cursor, usage_filter, level, raw_floor=True)
-        if window is None:
-            return None
-        source, values = rollups.source_sql(level, usage_filter, window, where)
-        row = cursor.execute(f"SELECT sum(n) FROM {source}", values).fetchone()  # noqa: S608
-        counted = int(row[0] or 0) if row else 0
-        if usage_filter.exclude_ids:  # the rollups cannot leave ids out: take those stored off
-            if excluded_since is None:
-                return None
-            row = cursor.execute(
-                "SELECT count(*) FROM usage_log WHERE ts >= ?"
-                " AND list_contains(CAST(? AS UUID[]), id)",
-                [excluded_since, list(usage_filter.exclude_ids)],
-            ).fetchone()
-            counted -= int(row[0]) if row else 0
-        return counted
+    ) -> int:
+        """The rollups' count (`raw_floor`: the rows listed are the records, so hours of days
+        retention has retired are counted from them, none, not from the rollups that outlive
+        them). The rollups cannot leave ids out: those of `exclude_ids` stored by then are taken
+        off in the same snapshot."""
+        sql, values = rollups.count_sql(level, usage_filter, window, where)
+        if not usage_filter.exclude_ids:
+            row = cursor.execute(f"SELECT {sql}", values).fetchone()
+            return int(row[0] or 0) if row else 0
+        since = excluded_since or datetime(1970, 1, 1)
+        row = cursor.execute(
+            f"SELECT {sql} - (SELECT count(*) FROM usage_log WHERE ts >= ?"  # noqa: S608
+            " AND list_contains(CAST(? AS UUID[]), id))",
+            [*values, since, list(usage_filter.exclude_ids)],
+        ).fetchone()
+        return int(row[0] or 0) if row else 0
 
     async def count(self, usage_filter: UsageFilter) -> int:
         await self._writer.wait_visible()
