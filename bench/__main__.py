@@ -339,8 +339,20 @@ def _p50_panel(
     axis.set_title(title, fontsize=10)
 
 
+def _data_set(results: Sequence[Result]) -> str:
+    """The queries' data set as its memory rows name it ("10M", "100M"...)."""
+    for result in results:
+        match = re.match(r"(\d+M) table open", result.case)
+        if result.suite == "memory" and match:
+            return match.group(1)
+    return "10M"
+
+
 def _queries_panel(axis: Any, results: Sequence[Result]) -> None:
-    title = "usage.api.list on 10M records, p50 ms (log)\nblack tick = target"
+    title = (
+        f"usage.api.list on {_data_set(results)} records, p50 ms (log); grey: --no-rollups\n"
+        "black tick = target"
+    )
     _p50_panel(axis, results, "queries", title)
 
 
@@ -426,8 +438,8 @@ def _analytics_panels(axes: Sequence[Any], results: Sequence[Result]) -> None:
         axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlim(left, right)
         axis.set_title(
-            f"Usage analytics over last 30d, {title}: p50 ms (log)\n"
-            "black tick = target (300 ms; get: 20 ms)",
+            f"Usage analytics over last 30d of {_data_set(results)}, {title}: p50 ms (log)\n"
+            "grey: --no-rollups; black tick = target",
             fontsize=10,
         )
 
