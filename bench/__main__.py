@@ -350,8 +350,8 @@ def _data_set(results: Sequence[Result]) -> str:
 
 def _queries_panel(axis: Any, results: Sequence[Result]) -> None:
     title = (
-        f"usage.api.list on {_data_set(results)} records, p50 ms (log); grey: --no-rollups\n"
-        "black tick = target"
+        f"usage.api.list on {_data_set(results)} records, p50 ms (log)\n"
+        "grey: --no-rollups; black tick = target"
     )
     _p50_panel(axis, results, "queries", title)
 
@@ -450,8 +450,8 @@ def render_chart(results: Sequence[Result], machine: dict[str, Any], path: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure = plt.figure(figsize=(17, 16.5))
-    grid = figure.add_gridspec(4, 6, height_ratios=(3, 2, 2, 1.5))
+    figure = plt.figure(figsize=(18, 22))
+    grid = figure.add_gridspec(4, 6, height_ratios=(3, 3.4, 2.6, 1.5))
     _throughput_panel(figure.add_subplot(grid[0, :3]), results)
     _latency_panel(figure.add_subplot(grid[0, 3:]), results)
     _stored_panel(
