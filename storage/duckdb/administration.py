@@ -29,6 +29,7 @@ from gateway.core.ports import AlreadyExists, LastSuperOps, Missing, Provisionin
 from gateway.core.records import AppInfo, OrgInfo, UserChanges, UserInfo
 from storage.duckdb.database import CURRENT_SERIES, DEVICE_TABLES, Database
 from storage.duckdb.identity import ROLES, IdentityStore, hash_password, token_digest
+from storage.duckdb.transaction import transaction
 
 __all__ = ["USER_SORTS", "AdminStore"]
 
@@ -81,17 +82,11 @@ class AdminStore:
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One transaction on this thread's cursor: committed, or rolled back whole. A key
         taken meanwhile by a concurrent change (the unique index refuses it) is `AlreadyExists`."""
-        cursor = self._database.cursor()
-        cursor.execute("BEGIN TRANSACTION")
         try:
-            yield cursor
-            cursor.execute("COMMIT")
-        except BaseException as error:
-            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has ended it already
-                cursor.execute("ROLLBACK")
-            if isinstance(error, duckdb.ConstraintException):
-                raise AlreadyExists("it already exists") from None
-            raise
+            with transaction(self._database.cursor()) as cursor:
+                yield cursor
+        except duckdb.ConstraintException:
+            raise AlreadyExists("it already exists") from None
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         """`function` on a worker thread; a write-write conflict with a concurrent change (DuckDB

@@ -34,6 +34,7 @@ from storage.duckdb import rollups
 from storage.duckdb.database import Database
 from storage.duckdb.periodic import Periodic
 from storage.duckdb.retention import cutoff
+from storage.duckdb.transaction import transaction
 
 __all__ = [
     "SORTED_TABLES",
@@ -121,8 +122,7 @@ def compact_day(
     ).fetchall()
     for low, high in _chunks(orgs, chunk_rows):
         chunk = [start, end, low, high]
-        cursor.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(cursor):
             cursor.execute(
                 f"CREATE TEMP TABLE compacting AS SELECT * FROM {name}"  # noqa: S608
                 f" WHERE {in_day} AND org_id BETWEEN ? AND ?",
@@ -131,10 +131,6 @@ def compact_day(
             cursor.execute(f"DELETE FROM {name} WHERE {in_day} AND org_id BETWEEN ? AND ?", chunk)  # noqa: S608
             cursor.execute(f"INSERT INTO {name} SELECT * FROM compacting ORDER BY {table.order}")  # noqa: S608
             cursor.execute("DROP TABLE compacting")
-            cursor.execute("COMMIT")
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
     rows = int(sum(count for _, count in orgs))
     cursor.execute(f"INSERT INTO {table.done_table} VALUES (?, ?, ?)", [day, rows, now])  # noqa: S608
     return rows

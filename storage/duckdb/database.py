@@ -15,7 +15,13 @@ import duckdb
 from gateway.core.errors import QueryOutOfMemory
 from storage.duckdb import rollups
 
-__all__ = ["CURRENT_SERIES", "DEVICE_TABLES", "Database", "DatabaseLocked", "reading"]
+__all__ = [
+    "CURRENT_SERIES",
+    "DEVICE_TABLES",
+    "Database",
+    "DatabaseLocked",
+    "reading",
+]
 
 T = TypeVar("T")
 

@@ -45,6 +45,7 @@ import duckdb
 
 from gateway.core.buckets import BucketPlan
 from gateway.core.records import UsageFilter
+from storage.duckdb.transaction import transaction
 
 __all__ = [
     "BIN_SQL",
@@ -194,8 +195,7 @@ def prepare(cursor: duckdb.DuckDBPyConnection) -> None:
         ).fetchall()
     ]
     started = time.monotonic()
-    cursor.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(cursor):
         for level in missing:
             cursor.execute(f"DELETE FROM {level.table}")  # noqa: S608
             for day in days:  # a day at a time: the grouping's memory stays a day's
@@ -208,10 +208,6 @@ def prepare(cursor: duckdb.DuckDBPyConnection) -> None:
                 " SELECT ?, date_trunc('hour', max(ts)) FROM usage_log",
                 [level.table],
             )
-        cursor.execute("COMMIT")
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
     logger.info(
         "rollups of %d days built for %s in %.1f s",
         len(days),
@@ -276,29 +272,25 @@ def consolidate(cursor: duckdb.DuckDBPyConnection, now: datetime) -> int:
 def _merge_range(
     cursor: duckdb.DuckDBPyConnection, level: Level, start: datetime, end: datetime
 ) -> None:
-    cursor.execute("BEGIN TRANSACTION")
+    stored = ", ".join(level.stored)
     try:
-        cursor.execute(
-            f"CREATE OR REPLACE TEMP TABLE rollup_merge AS {_merge_sql(level)}",
-            [start, end],
-        )
-        cursor.execute(
-            f"DELETE FROM {level.table} WHERE hour >= ? AND hour < ?",  # noqa: S608
-            [start, end],
-        )
-        cursor.execute(
-            f"INSERT INTO {level.table} (hour, {level.listed}, {', '.join(level.stored)})"  # noqa: S608
-            f" SELECT hour, {level.listed}, {', '.join(level.stored)} FROM rollup_merge"
-        )
-        cursor.execute(
-            "INSERT INTO usage_rollups (level, consolidated_until) VALUES (?, ?)"
-            " ON CONFLICT DO UPDATE SET consolidated_until = excluded.consolidated_until",
-            [level.table, end],
-        )
-        cursor.execute("COMMIT")
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
+        with transaction(cursor):
+            cursor.execute(
+                f"CREATE OR REPLACE TEMP TABLE rollup_merge AS {_merge_sql(level)}", [start, end]
+            )
+            cursor.execute(
+                f"DELETE FROM {level.table} WHERE hour >= ? AND hour < ?",  # noqa: S608
+                [start, end],
+            )
+            cursor.execute(
+                f"INSERT INTO {level.table} (hour, {level.listed}, {stored})"  # noqa: S608
+                f" SELECT hour, {level.listed}, {stored} FROM rollup_merge"
+            )
+            cursor.execute(
+                "INSERT INTO usage_rollups (level, consolidated_until) VALUES (?, ?)"
+                " ON CONFLICT DO UPDATE SET consolidated_until = excluded.consolidated_until",
+                [level.table, end],
+            )
     finally:
         cursor.execute("DROP TABLE IF EXISTS rollup_merge")
 
@@ -308,8 +300,7 @@ def prune(cursor: duckdb.DuckDBPyConnection, before: datetime) -> int:
     raw, if the records are still there); returns the rows deleted."""
     before = before.replace(minute=0, second=0, microsecond=0)
     deleted = 0
-    cursor.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(cursor):
         for level in LEVELS:
             row = cursor.execute(
                 f"SELECT count(*) FROM {level.table} WHERE hour < ?",  # noqa: S608
@@ -323,10 +314,6 @@ def prune(cursor: duckdb.DuckDBPyConnection, before: datetime) -> int:
                 " excluded.kept_from), excluded.kept_from)",
                 [level.table, before],
             )
-        cursor.execute("COMMIT")
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
     return deleted
 
 

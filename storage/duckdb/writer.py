@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 import pyarrow as pa
 
 from storage.duckdb.database import Database
+from storage.duckdb.transaction import transaction
 
 __all__ = ["BatchWriter", "TableSpec"]
 
@@ -221,15 +222,10 @@ class BatchWriter(Generic[Row]):
             if not spec.also_sql:
                 cursor.execute(spec.insert_sql)
             else:
-                cursor.execute("BEGIN TRANSACTION")
-                try:
+                with transaction(cursor):
                     cursor.execute(spec.insert_sql)
                     for statement in spec.also_sql:
                         cursor.execute(statement)
-                    cursor.execute("COMMIT")
-                except BaseException:
-                    cursor.execute("ROLLBACK")
-                    raise
         finally:
             cursor.unregister("batch")
 
