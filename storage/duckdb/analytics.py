@@ -154,8 +154,13 @@ class UsageAggregates:
         if window is None:
             yield None
             return
+        daily = None if hist else rollups.daily_for(level, plan)
+        whole_days = (
+            rollups.day_span(self._database.rollup_floors, window, daily) if daily else None
+        )
+        days = (daily, whole_days) if daily is not None and whole_days is not None else None
         if not tail:  # one statement: one snapshot
-            yield rollups.source_sql(level, usage_filter, window, where, hist=hist)
+            yield rollups.source_sql(level, usage_filter, window, where, hist=hist, days=days)
             return
         cursor.execute("BEGIN TRANSACTION")  # read-only: always rolled back
         registered = False
@@ -173,7 +178,9 @@ class UsageAggregates:
                 columns = {name: [getattr(r, name) for r in tail] for name in _TAIL_COLUMNS}
                 cursor.register("tail_records", pa.Table.from_pydict(columns, schema=_TAIL_SCHEMA))
                 registered = True
-            yield rollups.source_sql(level, usage_filter, window, where, hist=hist, tail=registered)
+            yield rollups.source_sql(
+                level, usage_filter, window, where, hist=hist, tail=registered, days=days
+            )
         finally:
             if registered:
                 cursor.unregister("tail_records")

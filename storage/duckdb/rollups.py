@@ -61,6 +61,8 @@ __all__ = [
     "bin_value",
     "consolidate",
     "count_sql",
+    "daily_for",
+    "day_span",
     "fits",
     "histograms_pay",
     "level_for",
@@ -100,6 +102,7 @@ class Level:
     table: str
     keys: tuple[str, ...]
     hist: bool = True  # whether its rows hold latency histograms
+    unit: str = "hour"  # or "day": its rows' `hour` is then the UTC day's first instant
 
     @property
     def listed(self) -> str:
@@ -131,7 +134,12 @@ BY_COMMAND: Final = Level(
 BY_CALLER: Final = Level(
     "usage_hourly_callers", ("org_id", "org_key", "whoami", "transport", "success"), hist=False
 )
-LEVELS: Final = (BY_ORG, BY_COMMAND, BY_CALLER)  # coarsest first
+HOURLY: Final = (BY_ORG, BY_COMMAND, BY_CALLER)  # coarsest first
+DAILY: Final = {  # the same per UTC day, where a plan's buckets are whole UTC days
+    BY_COMMAND.table: Level("usage_daily", BY_COMMAND.keys, hist=False, unit="day"),
+    BY_CALLER.table: Level("usage_daily_callers", BY_CALLER.keys, hist=False, unit="day"),
+}
+LEVELS: Final = (*HOURLY, *DAILY.values())
 
 
 def _table_ddl(level: Level) -> str:
@@ -161,7 +169,7 @@ def _aggregate_sql(level: Level, source: str, where_sql: str = "", *, hist: bool
     """`SELECT` of a level's rows (hour, keys, measures) from raw records in `source`."""
     histogram = f", histogram({BIN_SQL}) AS hist" if hist else ""
     return (
-        f"SELECT date_trunc('hour', ts) AS hour, {level.listed}, count(*) AS n,"  # noqa: S608
+        f"SELECT date_trunc('{level.unit}', ts) AS hour, {level.listed}, count(*) AS n,"  # noqa: S608
         " sum(exec_time)::BIGINT AS t_sum, min(exec_time) AS t_min, max(exec_time) AS t_max,"
         f" max(ts) AS last_ts{histogram} FROM {source}{where_sql} GROUP BY ALL"
     )
@@ -205,8 +213,8 @@ def prepare(cursor: duckdb.DuckDBPyConnection) -> None:
                 )
             cursor.execute(  # built at once: one row per group up to the last hour
                 "INSERT INTO usage_rollups (level, consolidated_until)"
-                " SELECT ?, date_trunc('hour', max(ts)) FROM usage_log",
-                [level.table],
+                " SELECT ?, date_trunc(?, max(ts)) FROM usage_log",
+                [level.table, level.unit],
             )
     logger.info(
         "rollups of %d days built for %s in %.1f s",
@@ -251,9 +259,12 @@ def consolidate(cursor: duckdb.DuckDBPyConnection, now: datetime) -> int:
     `now`), a few days per transaction; returns how many hours were merged. Answers do not
     change: only how many rows hold them. A record arriving later for a merged hour adds a
     partial row again, counted like any other."""
-    until = (now - CONSOLIDATE_GRACE).replace(minute=0, second=0, microsecond=0)
     merged = 0
     for level in LEVELS:
+        until = (now - CONSOLIDATE_GRACE).replace(minute=0, second=0, microsecond=0)
+        step = CONSOLIDATE_STEP
+        if level.unit == "day":
+            until, step = until.replace(hour=0), CONSOLIDATE_STEP * 15
         while True:
             row = cursor.execute(  # the first hour not yet consolidated that has rows
                 f"SELECT min(hour) FROM {level.table} WHERE hour >= coalesce("  # noqa: S608
@@ -263,7 +274,7 @@ def consolidate(cursor: duckdb.DuckDBPyConnection, now: datetime) -> int:
             start = row[0] if row else None
             if start is None or start >= until:
                 break
-            end = min(until, start + CONSOLIDATE_STEP)
+            end = min(until, start + step)
             _merge_range(cursor, level, start, end)
             merged += int((end - start) / HOUR)
     return merged
@@ -347,7 +358,17 @@ def level_for(usage_filter: UsageFilter, dimension: str | None = None) -> Level 
         or dimension in ("service", "command", "endpoints")
     ):
         needed.update(("service", "command"))
-    return next((level for level in LEVELS if needed <= set(level.keys)), None)
+    return next((level for level in HOURLY if needed <= set(level.keys)), None)
+
+
+def daily_for(level: Level, plan: BucketPlan | None) -> Level | None:
+    """The daily twin of an hourly level, where every bucket of `plan` is whole UTC days (a day
+    or longer, in a zone at UTC+0 throughout the window)."""
+    if plan is None or plan.interval in ("second", "minute", "hour"):
+        return None
+    if any(offset != timedelta(0) for _, offset in plan.offsets):
+        return None
+    return DAILY.get(level.table)
 
 
 def _floor_hour(moment: datetime) -> datetime:
@@ -440,16 +461,31 @@ def source_sql(
     *,
     hist: bool = False,
     tail: bool = False,
+    days: tuple[Level, Span] | None = None,
 ) -> tuple[str, list[Any]]:
     """`(SELECT ...)` of rollup-shaped rows (`hour AS ts`, the level's keys, the measures) for
     the filter: the level's rows of the span's hours, the raw records before and after them
-    aggregated by hour, and with `tail` those of the registered `tail_records`. In a plan that
-    `fits`, a row's hour lies in exactly the bucket each of its records does. `where` is
-    storage.duckdb.usage.where (passed in: that module reads through this one)."""
+    aggregated by hour, and with `tail` those of the registered `tail_records`; with `days` (a
+    daily level and its span of whole days, `day_span`), that level's rows for those days and
+    the hourly level's for the rest. In a plan that `fits`, a row's hour (or day) lies in
+    exactly the bucket each of its records does. `where` is storage.duckdb.usage.where (passed
+    in: that module reads through this one)."""
     measures = [m for m in MEASURES if hist or m != "hist"]
     columns = f"hour AS ts, {level.listed}, {', '.join(measures)}"
-    hours_sql, parameters = _hours_where(usage_filter, window, where)
-    parts = [f"SELECT {columns} FROM {level.table}{hours_sql}"]  # noqa: S608
+    parts: list[str] = []
+    parameters: list[Any] = []
+    ranges = [(level, window)]
+    if days is not None:
+        daily, whole_days = days
+        ranges = [(daily, whole_days)]
+        if whole_days.low is not None and (window.low is None or window.low < whole_days.low):
+            ranges.append((level, Span(window.low, whole_days.low)))
+        if whole_days.high is not None and (window.high is None or whole_days.high < window.high):
+            ranges.append((level, Span(whole_days.high, window.high)))
+    for table_level, hours in ranges:
+        hours_sql, hour_values = _hours_where(usage_filter, hours, where)
+        parts.append(f"SELECT {columns} FROM {table_level.table}{hours_sql}")  # noqa: S608
+        parameters += hour_values
     for raw_sql, raw_values in _edges_where(usage_filter, window, where):
         parts.append(
             f"SELECT {columns} FROM ("  # noqa: S608
@@ -462,6 +498,24 @@ def source_sql(
             f"SELECT {columns} FROM ({_aggregate_sql(level, 'tail_records', hist=hist)})"  # noqa: S608
         )
     return "(" + " UNION ALL ".join(parts) + ")", parameters
+
+
+def day_span(floors: Floors, window: Span, daily: Level) -> Span | None:
+    """The whole UTC days within a span of hours that a daily level holds (None: none)."""
+    low, high = window.low, window.high
+    if low is not None and low.hour:
+        low = low.replace(hour=0) + timedelta(days=1)
+    if high is not None:
+        high = high.replace(hour=0)
+    kept_from = floors.kept_from.get(daily.table)
+    if kept_from is not None:
+        first_day = kept_from.replace(hour=0)
+        if first_day < kept_from:
+            first_day += timedelta(days=1)
+        low = first_day if low is None else max(low, first_day)
+    if low is not None and high is not None and low >= high:
+        return None
+    return Span(low, high)
 
 
 def count_sql(
