@@ -277,9 +277,9 @@ def test_the_rollups_hold_exactly_the_committed_records(world: World) -> None:
     world.seed([record(BASES[0], 5, 0, 0, 0), record(BASES[0], 7, 1, 2, 1)])
     cursor = world.h.database.cursor()
     for level in rollups.LEVELS:
-        keys = level.listed
+        keys, unit = level.listed, level.unit
         difference = cursor.execute(
-            f"SELECT count(*) FROM ((SELECT {keys}, date_trunc('{level.unit}', ts) AS hour, count(*),"  # noqa: S608
+            f"SELECT count(*) FROM ((SELECT {keys}, date_trunc('{unit}', ts) AS hour, count(*),"  # noqa: S608
             f" sum(exec_time), min(exec_time), max(exec_time) FROM usage_log GROUP BY ALL)"
             f" EXCEPT (SELECT {keys}, hour, sum(n), sum(t_sum), min(t_min), max(t_max)"
             f" FROM {level.table} GROUP BY ALL))"

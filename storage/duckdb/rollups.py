@@ -11,6 +11,10 @@ Three levels, each a table of per-UTC-hour aggregates, from the coarsest:
   breakdown by caller; without histograms (a caller's times are read raw: compaction keeps a
   caller's records together, and these histograms were half the writer's upkeep).
 
+and, per UTC day, `usage_daily` and `usage_daily_callers` (the keys of `usage_hourly` and
+`usage_hourly_callers`, no histograms), read for the whole days of a plan whose buckets are whole
+UTC days (`daily_for`, `day_span`).
+
 A query reads the coarsest level holding every column its filters and grouping name (`level_for`).
 A caller and a command together (a `who` filter on a command breakdown...) read the raw records:
 on the benchmark's log (5,000 callers, 40 commands) that cross product held 0.7 rows per record,
