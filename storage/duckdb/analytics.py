@@ -154,7 +154,7 @@ class UsageAggregates:
         if window is None:
             yield None
             return
-        daily = None if hist else rollups.daily_for(level, plan)
+        daily = rollups.daily_for(level, plan, hist=hist)
         whole_days = (
             rollups.day_span(self._database.rollup_floors, window, daily) if daily else None
         )

@@ -140,7 +140,8 @@ BY_CALLER: Final = Level(
 )
 HOURLY: Final = (BY_ORG, BY_COMMAND, BY_CALLER)  # coarsest first
 DAILY: Final = {  # the same per UTC day, where a plan's buckets are whole UTC days
-    BY_COMMAND.table: Level("usage_daily", BY_COMMAND.keys, hist=False, unit="day"),
+    BY_ORG.table: Level("usage_daily_orgs", BY_ORG.keys, unit="day"),
+    BY_COMMAND.table: Level("usage_daily_commands", BY_COMMAND.keys, unit="day"),
     BY_CALLER.table: Level("usage_daily_callers", BY_CALLER.keys, hist=False, unit="day"),
 }
 LEVELS: Final = (*HOURLY, *DAILY.values())
@@ -365,14 +366,17 @@ def level_for(usage_filter: UsageFilter, dimension: str | None = None) -> Level 
     return next((level for level in HOURLY if needed <= set(level.keys)), None)
 
 
-def daily_for(level: Level, plan: BucketPlan | None) -> Level | None:
-    """The daily twin of an hourly level, where every bucket of `plan` is whole UTC days (a day
-    or longer, in a zone at UTC+0 throughout the window)."""
-    if plan is None or plan.interval in ("second", "minute", "hour"):
-        return None
-    if any(offset != timedelta(0) for _, offset in plan.offsets):
-        return None
-    return DAILY.get(level.table)
+def daily_for(level: Level, plan: BucketPlan | None, *, hist: bool = False) -> Level | None:
+    """The daily twin of an hourly level (with histograms, if `hist`), where every bucket of
+    `plan` is whole UTC days (a day or longer, in a zone at UTC+0 throughout the window); with
+    no plan (no buckets: the endpoints table), wherever there is one."""
+    if plan is not None:
+        if plan.interval in ("second", "minute", "hour"):
+            return None
+        if any(offset != timedelta(0) for _, offset in plan.offsets):
+            return None
+    daily = DAILY.get(level.table)
+    return None if daily is None or (hist and not daily.hist) else daily
 
 
 def _floor_hour(moment: datetime) -> datetime:
