@@ -11,9 +11,10 @@ Three levels, each a table of per-UTC-hour aggregates, from the coarsest:
   breakdown by caller; without histograms (a caller's times are read raw: compaction keeps a
   caller's records together, and these histograms were half the writer's upkeep).
 
-and, per UTC day, `usage_daily` and `usage_daily_callers` (the keys of `usage_hourly` and
-`usage_hourly_callers`, no histograms), read for the whole days of a plan whose buckets are whole
-UTC days (`daily_for`, `day_span`).
+and, per UTC day, `usage_daily_orgs`, `usage_daily_commands` and `usage_daily_callers` (the
+keys, and the histograms or not, of the hourly three), read for the whole days of a plan whose
+buckets are whole UTC days, and of the endpoints table, which has no buckets (`daily_for`,
+`day_span`).
 
 A query reads the coarsest level holding every column its filters and grouping name (`level_for`).
 A caller and a command together (a `who` filter on a command breakdown...) read the raw records:
