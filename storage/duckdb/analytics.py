@@ -216,13 +216,9 @@ class UsageAggregates:
     ) -> dict[Any, tuple[Any, ...]]:
         """Per bucket, `aggregates` written over `n` (a row's count): over rollup rows, or over
         raw records where each counts 1."""
-        key_sql, key_values = bucket_key_sql(plan)
         with self._rolled(usage_filter, plan, tail) as rolled:
             if rolled is not None:
-                from_sql, values = rolled
-                sql = f"SELECT {key_sql} AS bucket, {aggregates} FROM {from_sql} GROUP BY bucket"  # noqa: S608
-                rows = self._database.cursor().execute(sql, [*key_values, *values]).fetchall()
-                return {row[0]: row[1:] for row in rows}
+                return self._by_bucket(plan, aggregates, rolled)
         return self._grouped_raw(usage_filter, plan, aggregates.replace("sum(n)", "count(*)"), tail)
 
     def _grouped_raw(
@@ -232,10 +228,17 @@ class UsageAggregates:
         aggregates: str,
         tail: list[UsageRecord] | None,
     ) -> dict[Any, tuple[Any, ...]]:
+        with self._source(usage_filter, tail) as source:
+            return self._by_bucket(plan, aggregates, source)
+
+    def _by_bucket(
+        self, plan: BucketPlan, aggregates: str, source: tuple[str, list[Any]]
+    ) -> dict[Any, tuple[Any, ...]]:
+        """`aggregates` per bucket key of `plan` over the rows of `source` (FROM text, values)."""
         key_sql, key_values = bucket_key_sql(plan)
-        with self._source(usage_filter, tail) as (from_sql, values):
-            sql = f"SELECT {key_sql} AS bucket, {aggregates} FROM {from_sql} GROUP BY bucket"  # noqa: S608
-            rows = self._database.cursor().execute(sql, [*key_values, *values]).fetchall()
+        from_sql, values = source
+        sql = f"SELECT {key_sql} AS bucket, {aggregates} FROM {from_sql} GROUP BY bucket"  # noqa: S608
+        rows = self._database.cursor().execute(sql, [*key_values, *values]).fetchall()
         return {row[0]: row[1:] for row in rows}
 
     def activity_sync(

@@ -114,10 +114,6 @@ class Level:
         return ", ".join(self.keys)
 
     @property
-    def measures(self) -> tuple[str, ...]:
-        return MEASURES if self.hist else MEASURES[:-1]
-
-    @property
     def stored(self) -> tuple[str, ...]:
         """Its columns after the keys (`bins`: the histogram's entries, what merging costs)."""
         return (*MEASURES, "bins") if self.hist else MEASURES[:-1]
@@ -319,12 +315,11 @@ def prune(cursor: duckdb.DuckDBPyConnection, before: datetime) -> int:
     deleted = 0
     with transaction(cursor):
         for level in LEVELS:
-            row = cursor.execute(
-                f"SELECT count(*) FROM {level.table} WHERE hour < ?",  # noqa: S608
+            row = cursor.execute(  # a DELETE answers how many rows it deleted
+                f"DELETE FROM {level.table} WHERE hour < ?",  # noqa: S608
                 [before],
             ).fetchone()
             deleted += int(row[0]) if row else 0
-            cursor.execute(f"DELETE FROM {level.table} WHERE hour < ?", [before])  # noqa: S608
             cursor.execute(
                 "INSERT INTO usage_rollups (level, kept_from) VALUES (?, ?) ON CONFLICT DO"
                 " UPDATE SET kept_from = greatest(coalesce(usage_rollups.kept_from,"
@@ -589,17 +584,9 @@ def histograms_pay(
     """Whether the span's histograms hold `gain` times fewer entries than records, or stand for
     `HISTOGRAM_RECORDS` at least: where each group of an hour has few records (a small log, a
     short window of a quiet org), the raw times are as cheap to rank, and exact."""
-    where_sql, values = where(replace(usage_filter, start=None, end=None, exclude_ids=()))
-    clauses = [where_sql[len(" WHERE ") :]] if where_sql else []
-    if window.low is not None:
-        clauses.append("hour >= ?")
-        values.append(window.low)
-    if window.high is not None:
-        clauses.append("hour < ?")
-        values.append(window.high)
+    hours_sql, values = _hours_where(usage_filter, window, where)
     row = cursor.execute(
-        f"SELECT sum(n), sum(bins) FROM {level.table}"  # noqa: S608
-        + (" WHERE " + " AND ".join(clauses) if clauses else ""),
+        f"SELECT sum(n), sum(bins) FROM {level.table}{hours_sql}",  # noqa: S608
         values,
     ).fetchone()
     records, entries = (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
