@@ -68,6 +68,7 @@ class BatchWriter(Generic[Row]):
         self._last_commit = time.monotonic()
         self._failing = False  # the last batch could not be stored at all
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._staged: Any = None  # the cursor whose `batch` table and statements are ready
         self._thread = threading.Thread(target=self._run, name=f"{table.name}-writer", daemon=True)
         self._thread.start()
 
@@ -217,17 +218,41 @@ class BatchWriter(Generic[Row]):
         spec = self.table
         columns = {name: [getattr(row, name) for row in batch] for name in spec.columns}
         arrow = pa.Table.from_pydict(columns, schema=spec.arrow_schema)
-        cursor.register("batch", arrow)
-        try:
-            if not spec.also_sql:
+        if not spec.also_sql:
+            cursor.register("batch", arrow)
+            try:
                 cursor.execute(spec.insert_sql)
-            else:
-                with transaction(cursor):
-                    cursor.execute(spec.insert_sql)
-                    for statement in spec.also_sql:
-                        cursor.execute(statement)
+            finally:
+                cursor.unregister("batch")
+            return
+        # Several statements read the batch: each scan of a registered Arrow table and each
+        # parse and plan costs about a millisecond here, more than a small batch's rows do. So
+        # the batch is copied once into a temporary table and the statements are prepared once
+        # per cursor (`_staged`): a batch of 50 records went from ~40 to ~25 ms.
+        if self._staged is not cursor:
+            self._stage(cursor, arrow)
+        cursor.register("batch_arrow", arrow)
+        try:
+            with transaction(cursor):
+                cursor.execute("INSERT INTO batch SELECT * FROM batch_arrow")
+                for index in range(1 + len(spec.also_sql)):
+                    cursor.execute(f"EXECUTE tr50gw_{spec.name}_{index}")
+                cursor.execute("DELETE FROM batch")
         finally:
-            cursor.unregister("batch")
+            cursor.unregister("batch_arrow")
+
+    def _stage(self, cursor: Any, arrow: pa.Table) -> None:
+        """On `cursor`: the temporary table `batch` (the Arrow batch's columns) and the prepared
+        statements that read it (fixed SQL of column and table names, no values)."""
+        spec = self.table
+        cursor.register("batch_arrow", arrow.slice(0, 0))
+        try:
+            cursor.execute("CREATE OR REPLACE TEMP TABLE batch AS SELECT * FROM batch_arrow")
+        finally:
+            cursor.unregister("batch_arrow")
+        for index, statement in enumerate((spec.insert_sql, *spec.also_sql)):
+            cursor.execute(f"PREPARE tr50gw_{spec.name}_{index} AS {statement}")
+        self._staged = cursor
 
     def _sanitized(self, row: Row) -> Row:
         """The row with every string made encodable as UTF-8 (bad characters become "?")."""

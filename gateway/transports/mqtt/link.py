@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -87,6 +87,66 @@ def _close_gracefully(sock: socket.socket, grace: float = 2.0) -> None:
         return  # already reset or closed: nothing more to save
 
 
+_READ_SIZE = 256 * 1024
+
+
+class _Client(mqtt.Client):
+    """paho's client with fewer system calls, for a socket driven by the event loop.
+
+    - Reads: paho asks the socket for one byte (the packet type), then each byte of the length,
+      then the rest, a `recv` each. Here one `recv` of up to 256 KiB fills a buffer the parser
+      takes those bytes from; the link's reader drains it (`buffered`).
+    - Writes: paho sends each queued packet with its own `send`. Here every packet queued when
+      the socket is written to goes out in one `send`, and paho's own bookkeeping then walks the
+      packets against the bytes already sent (`_sent_ahead`), so its completion rules (QoS 0
+      `on_publish`, DISCONNECT) are unchanged.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_buffer = b""
+        self._read_pos = 0
+        self._sent_ahead = 0
+
+    @property
+    def buffered(self) -> bool:
+        """Bytes read from the socket that paho has not parsed yet."""
+        return self._read_pos < len(self._read_buffer)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._read_pos >= len(self._read_buffer):
+            data = super()._sock_recv(_READ_SIZE)  # BlockingIOError when nothing is there
+            if not data:
+                return data  # the broker closed the connection
+            self._read_buffer, self._read_pos = data, 0
+        start = self._read_pos
+        self._read_pos = min(start + bufsize, len(self._read_buffer))
+        return self._read_buffer[start : self._read_pos]
+
+    def _packet_write(self) -> MQTTErrorCode:
+        queued = self._out_packet
+        if len(queued) > 1 and self._sock is not None and not self._sent_ahead:
+            joined = b"".join(memoryview(item["packet"])[item["pos"] :] for item in queued)
+            try:
+                self._sent_ahead = super()._sock_send(joined)
+            except BlockingIOError:
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError:
+                pass  # paho's own send below meets the same error and handles it
+        return super()._packet_write()
+
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        if self._sent_ahead:
+            taken = min(self._sent_ahead, len(buf))
+            self._sent_ahead -= taken
+            return taken
+        return super()._sock_send(buf)
+
+    def _sock_close(self) -> None:
+        self._read_buffer, self._read_pos, self._sent_ahead = b"", 0, 0
+        super()._sock_close()
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One PUBLISH as received; `packet_id` is what `ack` takes back."""
@@ -132,7 +192,8 @@ class MqttLink:
         self._subscribe_mid: int | None = None
         self._session_present = False
         self._lost = asyncio.Event()
-        self._client = mqtt.Client(
+        self._flush_scheduled = False
+        self._client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
@@ -214,7 +275,7 @@ class MqttLink:
     def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
         set_nodelay(client, userdata, sock)
         assert self._loop is not None
-        self._in_loop(self._loop.add_reader, sock, self._client.loop_read)
+        self._in_loop(self._loop.add_reader, sock, self._read)
 
     def _on_socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
         assert self._loop is not None
@@ -223,9 +284,31 @@ class MqttLink:
         if self._stopping and isinstance(sock, socket.socket):
             _close_gracefully(sock)
 
+    def _read(self) -> None:
+        """The socket is readable: parse every packet one `recv` brought."""
+        client = self._client
+        client.loop_read()
+        while client.buffered and client.socket() is not None:
+            client.loop_read()
+
     def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
-        assert self._loop is not None
-        self._in_loop(self._loop.add_writer, sock, self._client.loop_write)
+        """Packets are queued: write them once the loop has run what is ready now, so every
+        reply and ack queued meanwhile goes out in the same `send`."""
+        self._in_loop(self._schedule_flush)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            assert self._loop is not None
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._client.loop_write()
+        sock = self._client.socket()
+        if self._client.want_write() and sock is not None:  # the socket's buffer is full
+            assert self._loop is not None
+            self._loop.add_writer(sock, self._client.loop_write)
 
     def _on_socket_unregister_write(self, client: Any, userdata: Any, sock: Any) -> None:
         assert self._loop is not None
