@@ -263,7 +263,8 @@ async def test_a_query_out_of_memory_is_a_clear_failure_and_serving_goes_on(
         )
         rollups.rebuild(cursor)  # as if the writer had stored them
         session = await harness.login(tenants.user("acme", "org-admin"), PASSWORD)
-        cursor.execute("SET memory_limit = '4MB'")
+        # 8MB: the usage writer's staging table holds about 2.3 MB of it for good.
+        cursor.execute("SET memory_limit = '8MB'")
         # searchText: the raw records, not the rollups, must be read (and ranked)
         window = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-05T00:00:00Z", "searchText": "x"}
         reply = await harness.as_session(

@@ -276,6 +276,9 @@ class Database:
         self._connection.execute(SCHEMA + rollups.SCHEMA + _device_schema() + MIGRATIONS)
         rollups.prepare(self._connection)
         self.rollup_floors = rollups.read_floors(self._connection)
+        # Raised before and after records leave the usage log (retention): counts kept in
+        # memory from an earlier generation are counted again (storage/duckdb/usage.py).
+        self.usage_generation = 0
         # Schema changes go to the file itself, not to the write-ahead log: DuckDB 1.5 cannot
         # replay a logged column default that calls a function (`DEFAULT []`), so a process
         # killed before its first checkpoint left a file that no longer opened ("Failure while

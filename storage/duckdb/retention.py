@@ -212,7 +212,9 @@ def retire_due(
                 database.rollup_floors,
                 retired_until=datetime.combine(day, time_of_day.min) + timedelta(days=1),
             )
+            database.usage_generation += 1
             done = _retire_retrying(cursor, day, now, archive_dir)
+            database.usage_generation += 1
             retired.append(done)
             logger.info(
                 "retention: %s left the usage log (%d records%s)",

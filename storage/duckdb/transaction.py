@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import duckdb
 
@@ -11,13 +12,22 @@ __all__ = ["transaction"]
 
 
 @contextlib.contextmanager
-def transaction(cursor: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+def transaction(
+    cursor: duckdb.DuckDBPyConnection,
+    *,
+    commit_lock: threading.Lock | None = None,
+    committed: Callable[[], None] | None = None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """The block as one transaction on `cursor`: committed, or rolled back whole if it raises
-    (a failed COMMIT has ended the transaction already)."""
+    (a failed COMMIT has ended the transaction already). `commit_lock` is held around the
+    COMMIT and `committed`, which runs once it succeeded."""
     cursor.execute("BEGIN TRANSACTION")
     try:
         yield cursor
-        cursor.execute("COMMIT")
+        with commit_lock or contextlib.nullcontext():
+            cursor.execute("COMMIT")
+            if committed is not None:
+                committed()
     except BaseException:
         with contextlib.suppress(duckdb.Error):
             cursor.execute("ROLLBACK")

@@ -9,6 +9,9 @@ record submitted before it is committed, which is how a record becomes visible t
 
 from __future__ import annotations
 
+import heapq
+import itertools
+from collections import OrderedDict, deque
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,6 +60,23 @@ USAGE_TABLE = TableSpec(
 
 MERGE_DEPTH = 5000
 """A listing whose page ends within this many records merges the writer's uncommitted ones."""
+
+RECENT_RECORDS = 10_000
+RECENT_TEXT = 8 * 2**20
+"""The newest records submitted, committed or not, kept in memory for listings (at most this
+many, holding at most this many characters of requests and responses)."""
+RECENT_SCAN = 4096
+"""How many of them a listing looks through before it asks the database instead."""
+RECENT_PAGE = 1000
+"""The deepest page (`offset + limit`) answered from them."""
+COUNTS_CACHED = 256
+"""Open-ended filters whose count and newest page are kept and brought up to date from the
+newest records."""
+
+
+def _newest_first(record: UsageRecord) -> tuple[datetime, str]:
+    return record.ts, record.id
+
 
 # How far back from a listing's end the first scan also counts; the page is ranked within the
 # smallest horizon that holds it.
@@ -127,11 +147,30 @@ FROM usage_log"""
 
 
 class UsageWriter(BatchWriter[UsageRecord]):
-    """Append-only usage records with a group-committing writer thread (the `UsageSink`)."""
+    """Append-only usage records with a group-committing writer thread (the `UsageSink`).
+
+    Besides the uncommitted records, it keeps the newest ones submitted (`RECENT_RECORDS`,
+    committed or not) with, for each, the highest `ts` of any record submitted up to it: every
+    record older in the queue, or no longer in it, has a `ts` at most that (`_older_than` for
+    those evicted and those stored before the gateway started). So the newest page of a
+    listing can be answered from memory, and a count brought up to date, exactly
+    (`recent_page`, `count_since`).
+    """
 
     def __init__(
-        self, database: Database, *, max_batch: int = 10_000, flush_interval: float = 0.05
+        self,
+        database: Database,
+        *,
+        max_batch: int = 10_000,
+        flush_interval: float = 0.05,
+        recent_records: int = RECENT_RECORDS,
+        recent_text: int = RECENT_TEXT,
     ) -> None:
+        self._recent_records, self._recent_text_cap = recent_records, recent_text
+        self._recent: deque[tuple[datetime, UsageRecord]] = deque()
+        self._recent_text = 0
+        stored = database.cursor().execute("SELECT max(ts) FROM usage_log").fetchone()
+        self._older_than: datetime | None = stored[0] if stored else None
         super().__init__(
             database,
             USAGE_TABLE,
@@ -139,10 +178,66 @@ class UsageWriter(BatchWriter[UsageRecord]):
             flush_interval=flush_interval,
         )
 
+    def _held(self, row: UsageRecord) -> None:
+        recent = self._recent
+        high = row.ts if not recent or row.ts > recent[-1][0] else recent[-1][0]
+        recent.append((high, row))
+        self._recent_text += len(row.request) + len(row.response)
+        while len(recent) > self._recent_records or (
+            self._recent_text > self._recent_text_cap and len(recent) > 1
+        ):
+            gone_high, gone = recent.popleft()
+            self._recent_text -= len(gone.request) + len(gone.response)
+            if self._older_than is None or gone_high > self._older_than:
+                self._older_than = gone_high
+
     def tail(self, usage_filter: UsageFilter) -> list[UsageRecord]:
         """The uncommitted records a reader with `usage_filter` must count (the rules of the
         SQL's `where`, in Python: gateway.core.tail.matches)."""
         return [record for record in self.uncommitted() if matches(usage_filter, record)]
+
+    def recent_page(
+        self, usage_filter: UsageFilter, needed: int
+    ) -> tuple[list[UsageRecord], int] | None:
+        """The newest `needed` records the filter matches, newest first, and the sequence
+        number they are the newest at, when the records in memory are enough to know them
+        (None: ask the database). Looks through at most `RECENT_SCAN` records, newest submitted
+        first, and stops once no older one can rank."""
+        best: list[tuple[datetime, str, UsageRecord]] = []  # a min-heap of the top `needed`
+        with self._condition:
+            sequence, older_than = self._submitted, self._older_than
+            for seen, (high, record) in enumerate(reversed(self._recent)):
+                if len(best) == needed and high < best[0][0]:
+                    break  # this record and every one before it is older than the page
+                if seen == RECENT_SCAN:
+                    return None
+                if (older_than is None or record.ts > older_than) and matches(usage_filter, record):
+                    item = (record.ts, record.id, record)
+                    if len(best) < needed:
+                        heapq.heappush(best, item)
+                    elif item[:2] > best[0][:2]:
+                        heapq.heapreplace(best, item)
+            else:  # every record in memory was looked at
+                if len(best) < needed and older_than is not None:
+                    return None  # older ones, no longer in memory, may belong to the page
+        best.sort(key=lambda item: item[:2], reverse=True)
+        return [item[2] for item in best], sequence
+
+    def matched_since(
+        self, usage_filter: UsageFilter, sequence: int
+    ) -> tuple[list[UsageRecord], int] | None:
+        """The records submitted after `sequence` that the filter matches, and the sequence
+        number that reaches; None when some of them are no longer in memory."""
+        with self._condition:
+            newer = self._submitted - sequence
+            if newer > min(len(self._recent), RECENT_SCAN):
+                return None
+            found = [
+                record
+                for _, record in itertools.islice(reversed(self._recent), newer)
+                if matches(usage_filter, record)
+            ]
+            return found, self._submitted
 
 
 class UsageQueries:
@@ -156,6 +251,12 @@ class UsageQueries:
         self._database = database
         self._writer = writer
         self.use_rollups = use_rollups
+        # Open-ended filter -> (count, the sequence number it reaches, database generation),
+        # and -> (its newest records, how deep they reach, sequence number, generation).
+        self._counts: OrderedDict[UsageFilter, tuple[int, int, int]] = OrderedDict()
+        self._pages: OrderedDict[UsageFilter, tuple[list[UsageRecord], int, int, int]] = (
+            OrderedDict()
+        )
 
     def count_sync(
         self, usage_filter: UsageFilter, *, excluded_since: datetime | None = None
@@ -188,11 +289,14 @@ class UsageQueries:
         if not usage_filter.exclude_ids:
             row = cursor.execute(f"SELECT {sql}", values).fetchone()
             return int(row[0] or 0) if row else 0
+        # Only the excluded records the filter matches were counted: those are taken off.
         since = excluded_since or datetime(1970, 1, 1)
+        matched_sql, matched_values = where(replace(usage_filter, exclude_ids=()))
+        glue = " AND " if matched_sql else " WHERE "
         row = cursor.execute(
-            f"SELECT {sql} - (SELECT count(*) FROM usage_log WHERE ts >= ?"  # noqa: S608
+            f"SELECT {sql} - (SELECT count(*) FROM usage_log{matched_sql}{glue}ts >= ?"  # noqa: S608
             " AND list_contains(CAST(? AS UUID[]), id))",
-            [*values, since, list(usage_filter.exclude_ids)],
+            [*values, *matched_values, since, list(usage_filter.exclude_ids)],
         ).fetchone()
         return int(row[0] or 0) if row else 0
 
@@ -276,13 +380,85 @@ class UsageQueries:
                 return cutoff
         return None
 
+    def counted_now(self, usage_filter: UsageFilter) -> tuple[int, int]:
+        """The filter's count over every record submitted so far, and the sequence number that
+        is: the uncommitted records and the DuckDB snapshot are taken while no batch commits
+        (`commit_lock`), so they add up to exactly that many records, none counted twice."""
+        cursor = self._database.cursor()
+        with self._writer.commit_lock:
+            tail, sequence = self._writer.uncommitted_at()
+            cursor.execute("BEGIN TRANSACTION")
+            cursor.execute("SELECT count(*) FROM usage_rollups").fetchone()  # the snapshot
+        try:
+            stored = self.count_sync(usage_filter)
+        finally:
+            cursor.execute("COMMIT")
+        return stored + sum(1 for record in tail if matches(usage_filter, record)), sequence
+
+    async def _recent_count(self, usage_filter: UsageFilter) -> int:
+        """An open-ended filter's count: kept per filter and brought up to date from the newest
+        records (`matched_since`); counted afresh when those no longer reach back to it, or the
+        log lost records since (retention: `Database.usage_generation`)."""
+        generation = self._database.usage_generation
+        cached = self._counts.get(usage_filter)
+        if cached is not None and cached[2] == generation:
+            since = self._writer.matched_since(usage_filter, cached[1])
+            if since is not None:
+                count = cached[0] + len(since[0])
+                self._remember(self._counts, usage_filter, (count, since[1], generation))
+                return count
+        count, sequence = await reading(self.counted_now, usage_filter)
+        self._remember(self._counts, usage_filter, (count, sequence, generation))
+        return count
+
+    def _recent_page(self, usage_filter: UsageFilter, needed: int) -> list[UsageRecord] | None:
+        """The newest `needed` records of an open-ended filter, from memory: the filter's newest
+        records are kept (as deep as a listing asked) and brought up to date with the records
+        submitted since, which costs what arrived since, not what the listing skips over (a
+        filter that matches one record in a thousand looks at the thousand once)."""
+        generation = self._database.usage_generation
+        cached = self._pages.get(usage_filter)
+        if cached is not None and cached[3] == generation and needed <= cached[1]:
+            newest, depth, sequence, _ = cached
+            since = self._writer.matched_since(usage_filter, sequence)
+            if since is not None:
+                if since[0]:
+                    newest = sorted([*newest, *since[0]], key=_newest_first, reverse=True)
+                    newest = newest[:depth]
+                self._remember(self._pages, usage_filter, (newest, depth, since[1], generation))
+                return newest[:needed]
+        found = self._writer.recent_page(usage_filter, needed)
+        if found is None:
+            return None
+        self._remember(self._pages, usage_filter, (found[0], needed, found[1], generation))
+        return found[0]
+
+    @staticmethod
+    def _remember(
+        known: OrderedDict[UsageFilter, Any], usage_filter: UsageFilter, value: Any
+    ) -> None:
+        known[usage_filter] = value
+        known.move_to_end(usage_filter)
+        while len(known) > COUNTS_CACHED:
+            known.popitem(last=False)
+
     async def list(
         self, usage_filter: UsageFilter, *, offset: int, limit: int
     ) -> tuple[int, list[UsageRecord]]:
-        """Every record submitted before the call, none waiting for a commit: the writer's
-        uncommitted records that match are merged with the stored ones (those ids excluded from
-        the SQL, so a record committed meanwhile counts once). A page deeper than MERGE_DEPTH
-        waits for the commit instead (the merge would read every row above it)."""
+        """Every record submitted before the call, none waiting for a commit.
+
+        - The newest pages of an open-ended filter (no `start`, no `end`) come from the records
+          in memory (`_recent_page`) and a count kept up to date (`_recent_count`).
+        - Otherwise the writer's uncommitted records that match are merged with the stored ones
+          (those ids excluded from the SQL, so a record committed meanwhile counts once).
+        - A page deeper than MERGE_DEPTH waits for the commit instead (the merge would read
+          every row above it)."""
+        open_ended = usage_filter.start is None and usage_filter.end is None
+        if open_ended and not usage_filter.exclude_ids and 0 < offset + limit <= RECENT_PAGE:
+            page = self._recent_page(usage_filter, offset + limit)
+            if page is not None:
+                count = await self._recent_count(usage_filter)
+                return count, page[offset : offset + limit]
         if offset + limit > MERGE_DEPTH:
             await self._writer.wait_visible()
             return await reading(self.list_sync, usage_filter, offset=offset, limit=limit)

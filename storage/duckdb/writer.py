@@ -69,6 +69,9 @@ class BatchWriter(Generic[Row]):
         self._failing = False  # the last batch could not be stored at all
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._staged: Any = None  # the cursor whose `batch` table and statements are ready
+        # Held while a batch commits and `committed` moves with it: a reader holding it sees a
+        # DuckDB snapshot and an uncommitted list that add up to exactly `submitted` (usage.py).
+        self.commit_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"{table.name}-writer", daemon=True)
         self._thread.start()
 
@@ -80,6 +83,7 @@ class BatchWriter(Generic[Row]):
                 raise RuntimeError(f"the {self.table.name} writer is closed")
             self._pending.append(row)
             self._submitted += 1
+            self._held(row)
             if len(self._pending) == 1:  # the writer sleeps only when the queue is empty
                 self._condition.notify()
             return self._submitted
@@ -92,9 +96,14 @@ class BatchWriter(Generic[Row]):
             was_empty = not self._pending
             self._pending.extend(rows)
             self._submitted += len(rows)
+            for row in rows:
+                self._held(row)
             if was_empty:
                 self._condition.notify()
             return self._submitted
+
+    def _held(self, row: Row) -> None:
+        """Called holding the condition for every row submitted (a subclass may keep some)."""
 
     @property
     def submitted(self) -> int:
@@ -124,6 +133,11 @@ class BatchWriter(Generic[Row]):
         the commit (storage/duckdb/usage.py)."""
         with self._condition:
             return [*self._in_flight, *self._pending]
+
+    def uncommitted_at(self) -> tuple[list[Row], int]:
+        """`uncommitted()` and the `submitted` count it completes, taken together."""
+        with self._condition:
+            return [*self._in_flight, *self._pending], self._submitted
 
     async def wait_visible(self, sequence: int | None = None) -> None:
         """Wait until every record up to `sequence` (default: all submitted so far) is committed."""
@@ -188,11 +202,11 @@ class BatchWriter(Generic[Row]):
                     self._logger.exception(
                         "failed to store %d %s records", len(batch), self.table.name
                     )
+                    with self.commit_lock:
+                        self._advance(len(batch))  # given up: they leave the uncommitted list
             with self._condition:
                 self._failing = failing
                 self._last_commit = time.monotonic()
-                self._committed += len(batch)
-                self._in_flight = []
                 self._condition.notify_all()
                 ready = [w for w in self._waiters if w[0] <= self._committed]
                 self._waiters = [w for w in self._waiters if w[0] > self._committed]
@@ -221,7 +235,9 @@ class BatchWriter(Generic[Row]):
         if not spec.also_sql:
             cursor.register("batch", arrow)
             try:
-                cursor.execute(spec.insert_sql)
+                with self.commit_lock:
+                    cursor.execute(spec.insert_sql)
+                    self._advance(len(batch))
             finally:
                 cursor.unregister("batch")
             return
@@ -233,13 +249,21 @@ class BatchWriter(Generic[Row]):
             self._stage(cursor, arrow)
         cursor.register("batch_arrow", arrow)
         try:
-            with transaction(cursor):
+            with transaction(
+                cursor, commit_lock=self.commit_lock, committed=lambda: self._advance(len(batch))
+            ):
                 cursor.execute("INSERT INTO batch SELECT * FROM batch_arrow")
                 for index in range(1 + len(spec.also_sql)):
                     cursor.execute(f"EXECUTE tr50gw_{spec.name}_{index}")
                 cursor.execute("DELETE FROM batch")
         finally:
             cursor.unregister("batch_arrow")
+
+    def _advance(self, count: int) -> None:
+        """The batch in flight is committed (called holding `commit_lock`, right after)."""
+        with self._condition:
+            self._committed += count
+            self._in_flight = []
 
     def _stage(self, cursor: Any, arrow: pa.Table) -> None:
         """On `cursor`: the temporary table `batch` (the Arrow batch's columns) and the prepared
