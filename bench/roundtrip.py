@@ -324,11 +324,13 @@ class Case:
     command: str  # "diag.ping" or "usage.api.list"
     window: int
     qos: int = 1
+    clients: int = 1  # load generators side by side, each its own client with its share
 
     @property
     def name(self) -> str:
         qos = f" qos{self.qos}" if self.suite == "mqtt" else ""
-        return f"{self.command}{qos} {self.window} in flight"
+        clients = f" from {self.clients} clients" if self.clients > 1 else ""
+        return f"{self.command}{qos} {self.window} in flight{clients}"
 
     @property
     def envelope(self) -> str:
@@ -395,7 +397,8 @@ def run_load(
 def _case_argv(
     case: Case, url: str, client_id: str, auth: str | None, device: bool = False
 ) -> list[str]:
-    argv = [case.suite, "--url", url, "--window", str(case.window), "--payload", case.envelope]
+    window = case.window // case.clients
+    argv = [case.suite, "--url", url, "--window", str(window), "--payload", case.envelope]
     if case.suite == "mqtt":
         argv += ["--client-id", client_id, "--qos", str(case.qos)]
     if device:
@@ -475,7 +478,10 @@ def cases(suites: Sequence[str]) -> list[Case]:
         for command in ("diag.ping", "usage.api.list"):
             for qos in (0, 1):
                 for window in (1, 100):
-                    found.append(Case("mqtt", command, window, qos))
+                    # issue 14: 100 listings in flight from 10 clients (one client's requests
+                    # are answered in order)
+                    clients = 10 if command == "usage.api.list" and window > 1 else 1
+                    found.append(Case("mqtt", command, window, qos, clients))
     if "ws" in suites:
         for window in (1, 100):
             found.append(Case("ws", "diag.ping", window))
@@ -612,7 +618,18 @@ def run(quick: bool = False, suites: Sequence[str] = ("mqtt", "ws")) -> list[Res
                     argv = _case_argv(case, url, client_id, auth, device=turn in THINGS)
                     sampled = turn == GATEWAY and case.window > 1
                     with sampler.active() if sampled else contextlib.nullcontext():
-                        result = run_load(argv, warmup=warmup, duration=duration, cpu_of=serving)
+                        result = run_load(
+                            argv,
+                            warmup=warmup,
+                            duration=duration,
+                            cpu_of=serving,
+                            processes=case.clients,
+                            per_process=[
+                                ["--client-id", f"{client_id}c{n}"] for n in range(case.clients)
+                            ]
+                            if case.clients > 1
+                            else (),
+                        )
                     runs.setdefault(turn, []).append(result)
                     if turn in GATEWAYS:
                         db_side = BARE_GATEWAY if turn == BARE_GATEWAY else GATEWAY

@@ -310,7 +310,12 @@ class Gateway:
 
     async def serve(self) -> None:
         settings = self.settings
-        logger.info("tr50gw starting as %s, usage log %s", settings.instance_name, settings.db)
+        logger.info(
+            "tr50gw starting as %s, usage log %s, event loop %s",
+            settings.instance_name,
+            settings.db,
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
         started: list[Transport] = []
         try:
             for transport in self.transports:

@@ -99,7 +99,13 @@ def _serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, gateway.stop)
         await gateway.serve()
 
-    asyncio.run(run())
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run())
+    else:
+        asyncio.run(run())
     return EXIT_OK
 
 

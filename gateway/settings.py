@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     shared_group: str = Field(
         "", description="subscribe with $share/NAME/ so instances split the load; '' = alone"
     )
+    event_loop: str = Field(
+        "uvloop",
+        pattern="^(uvloop|asyncio)$",
+        description="the event loop: uvloop (libuv) or asyncio (the standard library's)",
+    )
     ws_host: str = Field("127.0.0.1", description="WebSocket and HTTP bind address")
     ws_port: int = Field(
         8765, ge=-1, le=65535, description="WebSocket port; 0 = any free port, -1 = off"

@@ -31,7 +31,9 @@ from tests.support import PASSWORD, run_cli
 
 TR50GW = Path(sys.executable).parent / "tr50gw"
 SUPER_OPS = "ops@cli.test"
-START_LINE = r"tr50gw starting as (?P<name>\S+), usage log (?P<db>.+)$"
+START_LINE = (
+    r"tr50gw starting as (?P<name>\S+), usage log (?P<db>.+), event loop (?P<loop>\w+)$"
+)
 MQTT_LINE = r"mqtt connected to "
 LISTEN_LINE = r"websocket listening on ws://(?P<host>[\d.]+):(?P<port>\d+)/api$"
 STOP_LINE = r"tr50gw stopped \("
@@ -373,6 +375,21 @@ def test_serve_logs_each_event_once_and_a_clean_stop_quietly(broker: Broker, wor
     if len(listening) != 1:
         problems.append(f"{len(listening)} lines say the server is listening: {listening}")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_serve_runs_on_the_event_loop_asked_for(workdir: Path, loop: str) -> None:
+    server = ServeProcess(
+        "--mqtt-url", "none", "--db", str(workdir / f"{loop}.duckdb"), "--ws-port", "0",
+        "--event-loop", loop, cwd=workdir,
+    )  # fmt: skip
+    try:
+        assert server.wait_for(START_LINE)["loop"] == loop
+        port = server.wait_for(LISTEN_LINE)["port"]
+        ping = tr50gw("call", "--ws", f"ws://127.0.0.1:{port}/api", PING, cwd=workdir)
+        assert (ping.stdout, server.stop()) == ("1: ok\n", 0)
+    finally:
+        server.kill()
 
 
 def test_call_without_a_server_fails_cleanly(workdir: Path) -> None:

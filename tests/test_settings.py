@@ -46,6 +46,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "console": ("false", False),
     "retention_days": ("30", 30),
     "rollup_retention_days": ("500", 500),
+    "event_loop": ("asyncio", "asyncio"),
     "rollups": ("false", False),
     "archive_dir": ("/tmp/archive", Path("/tmp/archive")),
     "retention_interval_s": ("60", 60),
