@@ -17,12 +17,7 @@ retention, a deleted thing, --no-rollups through the gateway, and a SIGKILL of t
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,10 +36,10 @@ from storage.duckdb.database import Database
 from storage.duckdb.devices import DeviceStore, SeriesWindow, series_where
 from storage.duckdb.retention import prune_rollups, retire_due
 from tests.harness import Clock, Fleet, Harness
+from tests.support import kill_writer_repeatedly
+from tests.test_rollups import BASES, ZONES, near_an_edge, windows
 
 NOW = datetime(2030, 1, 1)
-BASES = [datetime(2026, 3, 28, 20), datetime(2026, 10, 24, 22), datetime(2026, 12, 31, 21)]
-ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]
 CALCS = ["avg", "sum", "min", "max", "count"]
 ORG = "org-a"
 THINGS = ["meter-1", "meter-2"]
@@ -109,28 +104,13 @@ def bursts(draw: st.DrawFn) -> list[list[PropertyValue]]:
             )
     singles = []
     for _ in range(draw(st.integers(0, 6))):
-        edge = base + timedelta(hours=draw(st.integers(-3, 30)))
-        offset = draw(
-            st.sampled_from([timedelta(0), -timedelta(microseconds=1), timedelta(minutes=1)])
-        )
-        singles.append(value(edge + offset, draw(NUMBERS), draw(st.integers(0, 1))))
+        singles.append(value(near_an_edge(draw, base), draw(NUMBERS), draw(st.integers(0, 1))))
     return [*batches, singles] if singles else batches
 
 
 @st.composite
 def questions(draw: st.DrawFn) -> tuple[SeriesWindow, BucketPlan, str]:
-    base = draw(st.sampled_from(BASES))
-    start = base + timedelta(
-        hours=draw(st.integers(-4, 20)),
-        seconds=draw(st.sampled_from([0, 0, 1, 1799, 3599])),
-        microseconds=draw(st.sampled_from([0, 0, 1])),
-    )
-    end = start + timedelta(
-        hours=draw(st.integers(0, 40) | st.integers(24, 120)),
-        minutes=draw(st.sampled_from([0, 0, 30, 59])),
-        microseconds=draw(st.sampled_from([0, -1, 999_999])),
-    )
-    end = max(end, start)
+    start, end = draw(windows())
     series = draw(st.sampled_from(["hour", "day"]))
     zone = draw(st.sampled_from(ZONES) | st.just("UTC"))
     window = SeriesWindow(
@@ -385,21 +365,7 @@ while True:
 
 def test_a_killed_writer_leaves_rollups_that_match_the_values(tmp_path: Path) -> None:
     path = tmp_path / "killed.duckdb"
-    repository = Path(__file__).resolve().parent.parent
-    for delay in (0.3, 0.55, 0.8):
-        process = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path)],
-            cwd=repository,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(repository)},
-        )
-        assert process.stdout is not None
-        ready = process.stdout.readline().strip()
-        assert ready == b"ready", process.communicate()[1].decode()[:3000]
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    kill_writer_repeatedly(WRITER, path)
     database = Database(path)
     try:
         cursor = database.cursor()
