@@ -265,15 +265,18 @@ PROPERTY_WRITER_SQL: Final = writer_sql(PROPERTY_LEVELS)
 # -- upkeep ------------------------------------------------------------------------------------
 def prepare(cursor: duckdb.DuckDBPyConnection) -> None:
     """Give each level its rollups of every stored row when it has none yet (a file made
-    before that level, or by a generator that inserts rows directly), in one transaction per
-    source table."""
+    before that level, or by a generator that inserts rows directly), in one transaction."""
     known = {row[0] for row in cursor.execute("SELECT level FROM usage_rollups").fetchall()}
     missing = [level for level in ALL_LEVELS if level.table not in known]
-    for source in dict.fromkeys(level.source for level in missing):
-        _build(cursor, source, [level for level in missing if level.source == source])
+    if not missing:
+        return
+    with transaction(cursor):
+        for source in dict.fromkeys(level.source for level in missing):
+            _build(cursor, source, [level for level in missing if level.source == source])
 
 
 def _build(cursor: duckdb.DuckDBPyConnection, source: str, levels: list[Level]) -> None:
+    """`levels`, all of `source`'s, from its rows (inside the caller's transaction)."""
     days = [
         row[0]
         for row in cursor.execute(
@@ -281,19 +284,18 @@ def _build(cursor: duckdb.DuckDBPyConnection, source: str, levels: list[Level]) 
         ).fetchall()
     ]
     started = time.monotonic()
-    with transaction(cursor):
-        for level in levels:
-            cursor.execute(f"DELETE FROM {level.table}")  # noqa: S608
-            for day in days:  # a day at a time: the grouping's memory stays a day's
-                cursor.execute(
-                    _insert_sql(level, source, " WHERE ts >= ? AND ts < ?"),
-                    [day, day + timedelta(days=1)],
-                )
-            cursor.execute(  # built at once: one row per group up to the last hour
-                "INSERT INTO usage_rollups (level, consolidated_until)"  # noqa: S608
-                f" SELECT ?, date_trunc(?, max(ts)) FROM {source}",
-                [level.table, level.unit],
+    for level in levels:
+        cursor.execute(f"DELETE FROM {level.table}")  # noqa: S608
+        for day in days:  # a day at a time: the grouping's memory stays a day's
+            cursor.execute(
+                _insert_sql(level, source, " WHERE ts >= ? AND ts < ?"),
+                [day, day + timedelta(days=1)],
             )
+        cursor.execute(  # built at once: one row per group up to the last hour
+            "INSERT INTO usage_rollups (level, consolidated_until)"  # noqa: S608
+            f" SELECT ?, date_trunc(?, max(ts)) FROM {source}",
+            [level.table, level.unit],
+        )
     if days:
         logger.info(
             "rollups of %d days built for %s in %.1f s",
