@@ -263,6 +263,9 @@ async def test_a_query_out_of_memory_is_a_clear_failure_and_serving_goes_on(
         )
         rollups.rebuild(cursor)  # as if the writer had stored them
         session = await harness.login(tenants.user("acme", "org-admin"), PASSWORD)
+        # The 300k records written to the file, not held in memory as unflushed appends (40 MB):
+        # otherwise lowering the limit could fail to evict them, by a block's margin.
+        cursor.execute("CHECKPOINT")
         cursor.execute("SET memory_limit = '4MB'")
         # searchText: the raw records, not the rollups, must be read (and ranked)
         window = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-05T00:00:00Z", "searchText": "x"}
