@@ -17,7 +17,9 @@ queries suite's file (regenerated when older than 6 h: the `last 24h` case needs
 about now). An org-admin of the fleet's org logs in over WebSocket and times one call at a time:
 property.current (one key), property.history (last 24 h, records 100) and property.aggregate
 (avg per hour over the last 30 days), each call for a thing and key drawn at random (seeded), so
-that no cache sees the same series twice in a row.
+that no cache sees the same series twice in a row. property.aggregate is timed first against a
+gateway on the same file with --no-rollups (every call reads the values: the "before", side
+`gateway, raw records`), then with the hourly rollups (storage/duckdb/rollups.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import json
 import random
 import statistics
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from bench.common import RESULTS_DIR, GatewayProcess, Result, percentile
 from bench.ingest import sustained_metrics, sustained_summary, visibility_barrier
 from bench.queries import (
     ADMIN,
+    RAW_SIDE,
     Client,
     CommandFailed,
     QueryCase,
@@ -233,6 +237,37 @@ def _read_row(case: QueryCase, timings: list[float], returned: list[int]) -> Res
     )
 
 
+def _time_cases(
+    path: Path,
+    cases: tuple[QueryCase, ...],
+    things: list[str],
+    warmup: int,
+    repetitions: int,
+    environment: dict[str, str] | None = None,
+) -> tuple[list[Result], list[float]]:
+    """The cases' rows against one gateway on `path` (with `environment`), and its RSS samples."""
+    rng = random.Random(READ_SEED)
+    results: list[Result] = []
+    with GatewayProcess(path, extra_env=environment) as gateway:
+        sampler = RssSampler(gateway.pid)
+        client = Client(gateway.ws_url, ADMIN)
+        try:
+            with sampler.active():
+                for case in cases:
+                    try:
+                        timings, returned = _time_reads(
+                            client, case, things, rng, warmup, repetitions
+                        )
+                    except CommandFailed as error:
+                        results.append(failed_row(case, error))
+                    else:
+                        results.append(_read_row(case, timings, returned))
+        finally:
+            client.close()
+            sampler.close()
+    return results, sampler.samples
+
+
 def _reads(quick: bool) -> list[Result]:
     rows, things = (200_000, 100) if quick else (10_000_000, 1000)
     label = "200k" if quick else "10M"
@@ -253,27 +288,17 @@ def _reads(quick: bool) -> list[Result]:
         f"file {path.stat().st_size / 2**20:,.0f} MiB; {warmup} warm-up + {repetitions} timed "
         "calls per command, random thing and key each"
     )
-    rng = random.Random(READ_SEED)
-    results: list[Result] = []
-    with GatewayProcess(path) as gateway:
-        sampler = RssSampler(gateway.pid)
-        client = Client(gateway.ws_url, ADMIN)
-        try:
-            with sampler.active():
-                for case in READS:
-                    try:
-                        timings, returned = _time_reads(
-                            client, case, summary["thing_keys"], rng, warmup, repetitions
-                        )
-                    except CommandFailed as error:
-                        results.append(failed_row(case, error))
-                    else:
-                        results.append(_read_row(case, timings, returned))
-        finally:
-            client.close()
-            sampler.close()
-    if sampler.samples:
-        peak = round(max(sampler.samples), 1)
+    rolled = tuple(case for case in READS if case.command == "property.aggregate")
+    progress("devices: property.aggregate with --no-rollups (the values only)")
+    raw, _ = _time_cases(
+        path, rolled, summary["thing_keys"], warmup, repetitions, {"TR50GW_ROLLUPS": "false"}
+    )
+    results = [replace(result, side=RAW_SIDE) for result in raw]
+    progress("devices: the reads with the rollups")
+    measured, samples = _time_cases(path, READS, summary["thing_keys"], warmup, repetitions)
+    results += measured
+    if samples:
+        peak = round(max(samples), 1)
         results.append(
             Result("memory", f"{label} property values, peak during reads", "gateway",
                    {"rss_mb": peak})

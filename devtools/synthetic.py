@@ -23,8 +23,9 @@ The shape of the data:
   response strings like the gateway's own (compact JSON, secrets as `"***"`).
 
 Property values (`generate_properties`): one org's fleet of things publishing four keys at a
-steady pace with jitter, rows in (org_id, thing_key, key, ts) order, as a device table's
-compaction keeps them; the things are registered so that the org's users can read them.
+steady pace with jitter, each received day's rows in (org_id, thing_key, key, ts) order, as a
+device table's compaction keeps them, and their hourly rollups; the things are registered so that
+the org's users can read them.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from typing import Any, Final, NamedTuple
 import duckdb
 
 from storage.duckdb import rollups
-from storage.duckdb.compaction import compact_due
+from storage.duckdb.compaction import SORTED_TABLES, compact_due
 from storage.duckdb.database import Database
 from storage.duckdb.identity import token_digest
 
@@ -672,8 +673,11 @@ def _summarize(cursor: Any, start: datetime, end: datetime, rows: int) -> dict[s
 
 # -- device data -----------------------------------------------------------------------------
 # Bumped whenever the same parameters would generate different property data or summary.
-PROPERTY_GENERATOR_VERSION: Final = 1
+# 2: hourly rollups built, and the rows of each finished (received) day compacted as a running
+# gateway leaves them, not sorted over the whole window
+PROPERTY_GENERATOR_VERSION: Final = 2
 FLEET_KEYS: Final = ("battery", "humidity", "rssi", "temp")  # in sort order, as the rows go in
+PROPERTY_ROWS: Final = next(table for table in SORTED_TABLES if table.table == "property_values")
 
 _PROPERTY_SQL: Final = f"""
 INSERT INTO property_values
@@ -732,10 +736,12 @@ def generate_properties(
 
     The org (`org1`, its id fixed by `seed`), an application and the things are created too, so
     that user sessions of the org can read the values. Rows go in sorted by (org_id, thing_key,
-    key, ts), the order a device table's compaction keeps; a value's time is its slot in the
+    key, ts); then each finished day (of `received_at`) is compacted, as a running gateway's
+    compactor leaves it: its rows together, sorted the same way. A value's time is its slot in the
     series plus jitter, and `received_at` follows it by 0.2-2 s. The values move as sensors do:
     battery discharging over 4-10 days and recharged, humidity and temperature on a daily cycle
-    around a level of the thing's own, rssi around one too, all with noise. Returns a summary.
+    around a level of the thing's own, rssi around one too, all with noise. The hourly
+    rollups are built as the property writer would have kept them. Returns a summary.
     """
     per_series, rest = divmod(rows, things * len(FLEET_KEYS))
     if things < 1 or days < 1 or chunk_rows < 1 or per_series < 1 or rest:
@@ -775,6 +781,9 @@ def generate_properties(
         cursor.execute("COMMIT")
         inserted_at = time.perf_counter()
         cursor.execute("CHECKPOINT")
+        while compact_due(database, _utc_now(), tables=(PROPERTY_ROWS,)):
+            pass  # a round stops early only when a checkpoint is refused
+        rollups.rebuild(cursor, rollups.PROPERTY_LEVELS)  # as the property writer keeps them
         first_ts, last_ts = cursor.execute(
             "SELECT min(ts), max(ts) FROM property_values WHERE org_id = ?", [org_id]
         ).fetchone()

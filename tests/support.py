@@ -10,11 +10,15 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import queue
 import secrets
+import signal
 import socket
 import subprocess
+import sys
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -330,3 +334,25 @@ def run_client(tool: str, port: int, *args: str) -> subprocess.CompletedProcess[
     """Run one of Mosquitto's command-line clients to completion."""
     command = client_command(tool, port, *args)
     return subprocess.run(command, capture_output=True, text=True, timeout=15, check=False)
+
+
+def kill_writer_repeatedly(
+    script: str, path: Path, delays: tuple[float, ...] = (0.3, 0.55, 0.8)
+) -> None:
+    """Run `python -c script path` (a writer that prints "ready" once its storage is open, then
+    writes until killed) once per delay, each killed with SIGKILL that long after "ready"."""
+    repository = Path(__file__).resolve().parent.parent
+    for delay in delays:
+        process = subprocess.Popen(
+            [sys.executable, "-c", script, str(path)],
+            cwd=repository,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(repository)},
+        )
+        assert process.stdout is not None
+        ready = process.stdout.readline().strip()
+        assert ready == b"ready", process.communicate()[1].decode()[:3000]
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()

@@ -263,8 +263,15 @@ async def test_a_query_out_of_memory_is_a_clear_failure_and_serving_goes_on(
         )
         rollups.rebuild(cursor)  # as if the writer had stored them
         session = await harness.login(tenants.user("acme", "org-admin"), PASSWORD)
-        # 8MB: the usage writer's staging table holds about 2.3 MB of it for good.
-        cursor.execute("SET memory_limit = '8MB'")
+        # The 300k records written to the file, not held in memory as unflushed appends (40 MB):
+        # otherwise lowering the limit could fail to evict them, by a block's margin. The limit
+        # is 4 MB above what stays held (the writers' staging tables, storage/duckdb/writer.py,
+        # hold about 2.3 MB each for good): too little for the ranking this query needs.
+        cursor.execute("CHECKPOINT")
+        (held,) = cursor.execute(
+            "SELECT sum(memory_usage_bytes) FROM duckdb_memory() WHERE tag = 'IN_MEMORY_TABLE'"
+        ).fetchone() or (0,)
+        cursor.execute(f"SET memory_limit = '{(held or 0) // 2**20 + 4}MB'")
         # searchText: the raw records, not the rollups, must be read (and ranked)
         window = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-05T00:00:00Z", "searchText": "x"}
         reply = await harness.as_session(

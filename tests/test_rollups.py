@@ -14,12 +14,7 @@ writer at random points, and the settings.
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -41,6 +36,7 @@ from storage.duckdb.database import Database
 from storage.duckdb.retention import prune_rollups, retire_due
 from storage.duckdb.usage import UsageQueries, where
 from tests.harness import Clock, Harness
+from tests.support import kill_writer_repeatedly
 
 IDS = RecordIds()
 NOW = datetime(2030, 1, 1)
@@ -137,13 +133,9 @@ def bursts(draw: st.DrawFn) -> list[UsageRecord]:
                 )
             )
     for _ in range(draw(st.integers(0, 6))):
-        edge = base + timedelta(hours=draw(st.integers(-3, 30)))
-        offset = draw(
-            st.sampled_from([timedelta(0), -timedelta(microseconds=1), timedelta(minutes=1)])
-        )
         records.append(
             record(
-                edge + offset,
+                near_an_edge(draw, base),
                 draw(st.integers(0, 10**10)),
                 *(draw(st.integers(0, n - 1)) for n in (2, 3, 4)),
             )
@@ -151,8 +143,17 @@ def bursts(draw: st.DrawFn) -> list[UsageRecord]:
     return records
 
 
+def near_an_edge(draw: st.DrawFn, base: datetime) -> datetime:
+    """An hour's edge near `base`, on it, a microsecond before it or a minute after it."""
+    edge = base + timedelta(hours=draw(st.integers(-3, 30)))
+    return edge + draw(
+        st.sampled_from([timedelta(0), -timedelta(microseconds=1), timedelta(minutes=1)])
+    )
+
+
 @st.composite
-def questions(draw: st.DrawFn) -> tuple[UsageFilter, BucketPlan]:
+def windows(draw: st.DrawFn) -> tuple[datetime, datetime]:
+    """A window near one of BASES, from an instant to days, its ends on and off hour edges."""
     base = draw(st.sampled_from(BASES))
     start = base + timedelta(
         hours=draw(st.integers(-4, 20)),
@@ -164,8 +165,12 @@ def questions(draw: st.DrawFn) -> tuple[UsageFilter, BucketPlan]:
         minutes=draw(st.sampled_from([0, 0, 30, 59])),
         microseconds=draw(st.sampled_from([0, -1, 999_999])),
     )
-    if end < start:
-        end = start
+    return start, max(end, start)
+
+
+@st.composite
+def questions(draw: st.DrawFn) -> tuple[UsageFilter, BucketPlan]:
+    start, end = draw(windows())
     interval = draw(st.sampled_from(INTERVALS))
     if interval == "minute" and end - start > timedelta(hours=100):
         interval = "hour"
@@ -444,21 +449,7 @@ while True:
 
 def test_a_killed_writer_leaves_rollups_that_match_the_records(tmp_path: Path) -> None:
     path = tmp_path / "killed.duckdb"
-    repository = Path(__file__).resolve().parent.parent
-    for delay in (0.3, 0.55, 0.8):
-        process = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path)],
-            cwd=repository,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(repository)},
-        )
-        assert process.stdout is not None
-        ready = process.stdout.readline().strip()
-        assert ready == b"ready", process.communicate()[1].decode()[:3000]
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    kill_writer_repeatedly(WRITER, path)
     database = Database(path)
     try:
         cursor = database.cursor()

@@ -282,7 +282,7 @@ async def test_usage_api_list_pages_the_generated_log(
     )
 
 
-async def test_property_fleet_is_sorted_registered_and_readable(tmp_path: Path) -> None:
+async def test_property_fleet_is_compacted_registered_and_readable(tmp_path: Path) -> None:
     path = tmp_path / "fleet.duckdb"
     summary = generate_file(path, generate_properties, rows=4_000, things=10, days=5, end=END)
     assert stored_file_summary(path) == summary
@@ -291,10 +291,15 @@ async def test_property_fleet_is_sorted_registered_and_readable(tmp_path: Path) 
     h = Harness(path, clock=Clock(END))
     try:
         cursor = h.database.cursor()
-        # stored in (org, thing, key, ts) order, 100 values per series inside the window
-        unsorted = "SELECT count(*) FROM (SELECT rowid, row_number() OVER (ORDER BY org_id, "
-        unsorted += "thing_key, key, ts) - 1 AS n FROM property_values) WHERE rowid <> n"
+        # each received day compacted, in (org, thing, key, ts) order, and its rollups built;
+        # 100 values per series inside the window
+        unsorted = (
+            "SELECT count(*) FROM (SELECT row_number() OVER (ORDER BY rowid) AS stored,"
+            " row_number() OVER (ORDER BY CAST(received_at AS DATE), org_id, thing_key, key, ts)"
+            " AS compacted FROM property_values) WHERE stored <> compacted"
+        )
         assert scalar(cursor, unsorted) == 0
+        assert scalar(cursor, "SELECT sum(n) FROM property_hourly") == 4_000
         series = cursor.execute(
             "SELECT count(*), min(n), max(n), min(first), max(last) FROM (SELECT count(*) AS n, "
             "min(ts) AS first, max(ts) AS last FROM property_values GROUP BY thing_key, key)"

@@ -65,7 +65,9 @@ class DuckDBStorage:
             clock,
             on_change=self.credentials.changed if self.credentials is not None else None,
         )
-        self.devices = DeviceStore(self.database, flush_interval=flush_interval)
+        self.devices = DeviceStore(
+            self.database, flush_interval=flush_interval, use_rollups=use_rollups
+        )
         self.admin = AdminStore(
             self.database,
             self.identity,

@@ -27,6 +27,7 @@ import duckdb
 
 from gateway.core.ports import AlreadyExists, LastSuperOps, Missing, ProvisioningError
 from gateway.core.records import AppInfo, OrgInfo, UserChanges, UserInfo
+from storage.duckdb import rollups
 from storage.duckdb.database import CURRENT_SERIES, DEVICE_TABLES, Database
 from storage.duckdb.identity import ROLES, IdentityStore, hash_password, token_digest
 from storage.duckdb.transaction import transaction
@@ -434,6 +435,7 @@ class AdminStore:
     def _delete_thing(self, org_id: str, thing_key: str) -> None:
         tables = [table for table, _ in DEVICE_TABLES]
         tables += [f"{name}_current" for name in CURRENT_SERIES]
+        tables += [level.table for level in rollups.PROPERTY_LEVELS]  # its values' rollups
         with self._transaction() as cursor:
             cursor.execute(
                 "DELETE FROM things WHERE org_id = ? AND thing_key = ?", [org_id, thing_key]

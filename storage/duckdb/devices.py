@@ -1,10 +1,15 @@
 """What things publish (the `DeviceData` port): property values and locations, each table
 appended by its own writer thread in Arrow batches and read newest first by
-`(org, thing[, key], ts)`. Every read first waits for its writer (read-your-writes)."""
+`(org, thing[, key], ts)`. Every read first waits for its writer (read-your-writes).
+
+property.aggregate reads the hourly rollups of property values (`property_hourly`, kept by the
+property writer in each batch's transaction: storage/duckdb/rollups.py) for the window's whole
+UTC hours and the values themselves only for the partial hours at its edges, wherever the
+buckets are whole UTC hours (`rollups.plan_fits`)."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar, get_type_hints
 
@@ -20,6 +25,7 @@ from gateway.core.records import (
     PropertyValue,
     ThingState,
 )
+from storage.duckdb import rollups
 from storage.duckdb.bucketing import bucket_key_sql
 from storage.duckdb.database import CURRENT_SERIES, Database, reading
 from storage.duckdb.writer import BatchWriter, TableSpec
@@ -31,6 +37,8 @@ __all__ = [
     "LOG_TABLE",
     "PROPERTY_TABLE",
     "DeviceStore",
+    "SeriesWindow",
+    "series_where",
 ]
 
 Row = TypeVar("Row", PropertyValue, LocationValue, AlarmValue, AttributeValue, LogEntry)
@@ -64,12 +72,12 @@ def _spec(name: str, table: str, row: type[Any]) -> TableSpec:
     hints = get_type_hints(row)
     columns = [f.name for f in fields(row)]
     listed = ", ".join(columns)
-    also: tuple[str, ...] = ()
+    also: tuple[str, ...] = rollups.PROPERTY_WRITER_SQL if table == "property_values" else ()
     series = CURRENT_SERIES.get(name)
     if series is not None:
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in series)
         current = f"{name}_current"
-        also = (
+        also += (
             f"INSERT INTO {current} {_newest_of(series, 'batch', listed)}"
             f" ON CONFLICT DO UPDATE SET {updates} WHERE excluded.ts > {current}.ts"
             f" OR (excluded.ts = {current}.ts AND excluded.received_at >= {current}.received_at)",
@@ -91,13 +99,50 @@ ATTRIBUTE_TABLE = _spec("attribute", "attribute_values", AttributeValue)
 LOG_TABLE = _spec("log", "log_entries", LogEntry)
 
 
-# property.aggregate's `calc`: a fixed SQL aggregate per name (the names are validated params).
-_CALCS = {"avg": "avg", "sum": "sum", "min": "min", "max": "max", "count": "count"}
+# property.aggregate's `calc` (a validated param): a fixed SQL aggregate over the values, and
+# the same over rollup-shaped rows (rollups.PROPERTY_MEASURES).
+_CALCS = {
+    "avg": ("avg(value)", "sum(v_sum) / sum(n)"),
+    "sum": ("sum(value)", "sum(v_sum)"),
+    "min": ("min(value)", "min(v_min)"),
+    "max": ("max(value)", "max(v_max)"),
+    "count": ("count(value)", "sum(n)"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesWindow:
+    """One series' values with `ts` in [start, end] (None: open): what property.aggregate
+    reads, in the form rollups.py's readers take (a filter with `start` and `end`)."""
+
+    org_id: str
+    thing_key: str
+    key: str
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def series_where(window: SeriesWindow) -> tuple[str, list[Any]]:
+    """`(" WHERE ...", parameters)` over `property_values` or `property_hourly`'s keys."""
+    clauses = ["org_id = ?", "thing_key = ?", "key = ?"]
+    values: list[Any] = [window.org_id, window.thing_key, window.key]
+    if window.start is not None:
+        clauses.append("ts >= ?")
+        values.append(window.start)
+    if window.end is not None:
+        clauses.append("ts <= ?")
+        values.append(window.end)
+    return " WHERE " + " AND ".join(clauses), values
 
 
 class DeviceStore:
-    def __init__(self, database: Database, *, flush_interval: float = 0.05) -> None:
+    def __init__(
+        self, database: Database, *, flush_interval: float = 0.05, use_rollups: bool = True
+    ) -> None:
+        """`use_rollups` False: property.aggregate reads the values only (the rollups are still
+        kept)."""
         self._database = database
+        self.use_rollups = use_rollups
         self._fill_current_tables()
         self.properties: BatchWriter[PropertyValue] = BatchWriter(
             database, PROPERTY_TABLE, flush_interval=flush_interval
@@ -179,28 +224,42 @@ class DeviceStore:
         self, org_id: str, thing_key: str, key: str, plan: BucketPlan, calc: str, end: datetime
     ) -> list[float | None]:
         await self.properties.wait_visible()
-        return await reading(self._aggregate_sync, org_id, thing_key, key, plan, _CALCS[calc], end)
+        window = SeriesWindow(org_id, thing_key, key, plan.offsets[0][0], end)
+        return await reading(self.aggregate_sync, window, plan, calc)
 
-    def _aggregate_sync(
-        self, org_id: str, thing_key: str, key: str, plan: BucketPlan, function: str,
-        end: datetime,
-    ) -> list[float | None]:  # fmt: skip
+    def aggregate_sync(
+        self, window: SeriesWindow, plan: BucketPlan, calc: str
+    ) -> list[float | None]:
+        """`calc` per bucket of `plan` over the series' values in the window (on the calling
+        thread): from the rollups where they can answer (`_rolled`), else from the values."""
+        raw_sql, rolled_sql = _CALCS[calc]
+        source = self._rolled(window, plan)
+        if source is None:
+            where_sql, values = series_where(window)
+            source, aggregate = (f"property_values{where_sql}", values), raw_sql
+        else:
+            aggregate = rolled_sql
         key_sql, key_values = bucket_key_sql(plan)
-        start = plan.offsets[0][0]
-        sql = (
-            f"SELECT {key_sql} AS bucket, {function}(value) FROM property_values"  # noqa: S608
-            " WHERE org_id = ? AND thing_key = ? AND key = ? AND ts >= ? AND ts <= ?"
-            " GROUP BY bucket"
-        )
-        rows = (
-            self._database.cursor()
-            .execute(sql, [*key_values, org_id, thing_key, key, start, end])
-            .fetchall()
-        )
+        from_sql, values = source
+        sql = f"SELECT {key_sql} AS bucket, {aggregate} FROM {from_sql} GROUP BY bucket"  # noqa: S608
+        rows = self._database.cursor().execute(sql, [*key_values, *values]).fetchall()
         found = dict(rows)
         return [
             None if (item := found.get(bucket)) is None else float(item) for bucket in plan.keys
         ]
+
+    def _rolled(self, window: SeriesWindow, plan: BucketPlan) -> tuple[str, list[Any]] | None:
+        """`FROM` text and parameters of rollup-shaped rows (hour, n, v_sum, v_min, v_max) for
+        the window: `property_hourly`'s rows of its whole UTC hours and its edges' values
+        grouped by hour, one statement (one snapshot); None where the rollups cannot answer
+        (buckets not whole UTC hours, a window within one hour, `--no-rollups`)."""
+        if not self.use_rollups or not rollups.plan_fits(plan):
+            return None
+        level = rollups.PROPERTY_HOURLY
+        hours = rollups.span(self._database.rollup_floors, window, level)
+        if hours is None:
+            return None
+        return rollups.source_sql(level, window, hours, series_where)
 
     async def location_history(
         self,

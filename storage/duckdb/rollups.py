@@ -36,6 +36,11 @@ after, only cheaper). A file without rollups gets them when it is opened (`prepa
 Queries (storage/duckdb/analytics.py, usage.py) read whole hours from a level and the partial
 hours at a window's edges from the raw records (`Span`, `source_sql`); rollups older than
 `--rollup-retention-days` are deleted (`prune`) and the hours before `kept_from` are read raw too.
+
+Device data has a level of its own, kept, built, consolidated, pruned and read by the same
+functions (a `Level` names its source table and its `Measure`s): `property_hourly`, per UTC hour
+and series (org, thing, key), the count, sum, min and max of the values, kept by the property
+writer (`PROPERTY_WRITER_SQL`) and read by property.aggregate (storage/duckdb/devices.py).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import duckdb
 
@@ -53,15 +58,20 @@ from gateway.core.records import UsageFilter
 from storage.duckdb.transaction import transaction
 
 __all__ = [
+    "ALL_LEVELS",
     "BIN_SQL",
     "BY_CALLER",
     "BY_COMMAND",
     "BY_ORG",
     "LEVELS",
+    "PROPERTY_HOURLY",
+    "PROPERTY_LEVELS",
+    "PROPERTY_WRITER_SQL",
     "SCHEMA",
     "WRITER_SQL",
     "Floors",
     "Level",
+    "Measure",
     "Span",
     "bin_value",
     "consolidate",
@@ -71,6 +81,7 @@ __all__ = [
     "fits",
     "histograms_pay",
     "level_for",
+    "plan_fits",
     "prepare",
     "prune",
     "raised_floors",
@@ -78,6 +89,7 @@ __all__ = [
     "rebuild",
     "source_sql",
     "span",
+    "writer_sql",
 ]
 
 logger = logging.getLogger("tr50gw.rollups")
@@ -92,7 +104,6 @@ HOUR: Final = timedelta(hours=1)
 _TICK: Final = timedelta(microseconds=1)
 CONSOLIDATE_GRACE: Final = timedelta(minutes=10)
 CONSOLIDATE_STEP: Final = timedelta(days=2)  # hours merged per transaction
-MEASURES: Final = ("n", "t_sum", "t_min", "t_max", "last_ts", "hist")
 
 
 def bin_value(index: int) -> float:
@@ -101,22 +112,59 @@ def bin_value(index: int) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class Measure:
+    """One column of a level's rows after its keys: how it is computed from the source's rows
+    (`raw`) and how partial rows of one group merge (`merged`, exact: counts and sums of
+    integers add up, extremes take the extreme)."""
+
+    name: str
+    type: str
+    raw: str
+    merged: str
+
+
+USAGE_MEASURES: Final = (
+    Measure("n", "BIGINT", "count(*)", "sum(n)::BIGINT"),
+    Measure("t_sum", "BIGINT", "sum(exec_time)::BIGINT", "sum(t_sum)::BIGINT"),
+    Measure("t_min", "BIGINT", "min(exec_time)", "min(t_min)"),
+    Measure("t_max", "BIGINT", "max(exec_time)", "max(t_max)"),
+    Measure("last_ts", "TIMESTAMP", "max(ts)", "max(last_ts)"),
+)
+PROPERTY_MEASURES: Final = (
+    Measure("n", "BIGINT", "count(*)", "sum(n)::BIGINT"),
+    # A sum of doubles depends on the order it is added in, the raw query's included (see
+    # PROPERTY_HOURLY): merged sums agree with it to the rounding of the additions.
+    Measure("v_sum", "DOUBLE", "sum(value)", "sum(v_sum)"),
+    Measure("v_min", "DOUBLE", "min(value)", "min(v_min)"),
+    Measure("v_max", "DOUBLE", "max(value)", "max(v_max)"),
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Level:
-    """One rollup table and the columns its rows are grouped by (fixed names, never values)."""
+    """One rollup table, the table of raw rows it aggregates (its `ts` says the hour) and the
+    columns its rows are grouped by (fixed names, never values)."""
 
     table: str
     keys: tuple[str, ...]
-    hist: bool = True  # whether its rows hold latency histograms
+    hist: bool = True  # whether its rows hold latency histograms (usage levels only)
     unit: str = "hour"  # or "day": its rows' `hour` is then the UTC day's first instant
+    source: str = "usage_log"
+    measures: tuple[Measure, ...] = USAGE_MEASURES
 
     @property
     def listed(self) -> str:
         return ", ".join(self.keys)
 
+    def measured(self, *, hist: bool = False) -> tuple[str, ...]:
+        """Its measures' names, and with `hist` the histogram's."""
+        names = tuple(measure.name for measure in self.measures)
+        return (*names, "hist") if hist else names
+
     @property
     def stored(self) -> tuple[str, ...]:
         """Its columns after the keys (`bins`: the histogram's entries, what merging costs)."""
-        return (*MEASURES, "bins") if self.hist else MEASURES[:-1]
+        return (*self.measured(hist=True), "bins") if self.hist else self.measured()
 
 
 _KEY_TYPES: Final = {
@@ -127,6 +175,8 @@ _KEY_TYPES: Final = {
     "command": "VARCHAR",
     "transport": "VARCHAR",
     "success": "BOOLEAN",
+    "thing_key": "VARCHAR",
+    "key": "VARCHAR",
 }
 BY_ORG: Final = Level("usage_hourly_orgs", ("org_id", "org_key", "transport", "success"))
 BY_COMMAND: Final = Level(
@@ -142,25 +192,39 @@ DAILY: Final = {  # the same per UTC day, where a plan's buckets are whole UTC d
     BY_CALLER.table: Level("usage_daily_callers", BY_CALLER.keys, hist=False, unit="day"),
 }
 LEVELS: Final = (*HOURLY, *DAILY.values())
+"""The usage log's levels."""
+PROPERTY_HOURLY: Final = Level(
+    "property_hourly",
+    ("org_id", "thing_key", "key"),
+    hist=False,
+    source="property_values",
+    measures=PROPERTY_MEASURES,
+)
+"""Per UTC hour (of the values' `ts`) and series: count, sum, min and max of the values, what
+property.aggregate's every `calc` is made of (avg = sum / count)."""
+PROPERTY_LEVELS: Final = (PROPERTY_HOURLY,)
+ALL_LEVELS: Final = (*LEVELS, *PROPERTY_LEVELS)
+"""Every level the upkeep (`prepare`, `consolidate`, `prune`) looks after."""
 
 
 def _table_ddl(level: Level) -> str:
     keys = ", ".join(f"{key} {_KEY_TYPES[key]} NOT NULL" for key in level.keys)
+    measures = ", ".join(f"{m.name} {m.type} NOT NULL" for m in level.measures)
     histogram = (
         ", hist MAP(SMALLINT, UBIGINT) NOT NULL, bins INTEGER NOT NULL" if level.hist else ""
     )
     return (
         f"CREATE TABLE IF NOT EXISTS {level.table} (hour TIMESTAMP NOT NULL, {keys},"
-        " n BIGINT NOT NULL, t_sum BIGINT NOT NULL, t_min BIGINT NOT NULL,"
-        f" t_max BIGINT NOT NULL, last_ts TIMESTAMP NOT NULL{histogram});"
+        f" {measures}{histogram});"
     )
 
 
 SCHEMA: Final = "\n".join(
     [
-        *(_table_ddl(level) for level in LEVELS),
-        # Per level: rollups before `kept_from` were pruned (NULL: none), hours before
-        # `consolidated_until` hold one row per group.
+        *(_table_ddl(level) for level in ALL_LEVELS),
+        # Per level (device data's too: the name is older than they are): rollups before
+        # `kept_from` were pruned (NULL: none), hours before `consolidated_until` hold one row
+        # per group.
         "CREATE TABLE IF NOT EXISTS usage_rollups (level VARCHAR PRIMARY KEY,"
         " kept_from TIMESTAMP, consolidated_until TIMESTAMP);",
     ]
@@ -168,12 +232,12 @@ SCHEMA: Final = "\n".join(
 
 
 def _aggregate_sql(level: Level, source: str, where_sql: str = "", *, hist: bool = True) -> str:
-    """`SELECT` of a level's rows (hour, keys, measures) from raw records in `source`."""
+    """`SELECT` of a level's rows (hour, keys, measures) from raw rows in `source`."""
+    measures = ", ".join(f"{m.raw} AS {m.name}" for m in level.measures)
     histogram = f", histogram({BIN_SQL}) AS hist" if hist else ""
     return (
-        f"SELECT date_trunc('{level.unit}', ts) AS hour, {level.listed}, count(*) AS n,"  # noqa: S608
-        " sum(exec_time)::BIGINT AS t_sum, min(exec_time) AS t_min, max(exec_time) AS t_max,"
-        f" max(ts) AS last_ts{histogram} FROM {source}{where_sql} GROUP BY ALL"
+        f"SELECT date_trunc('{level.unit}', ts) AS hour, {level.listed}, {measures}"  # noqa: S608
+        f"{histogram} FROM {source}{where_sql} GROUP BY ALL"
     )
 
 
@@ -186,49 +250,68 @@ def _insert_sql(level: Level, source: str, where_sql: str = "") -> str:
     )
 
 
-WRITER_SQL: Final = tuple(_insert_sql(level, "batch") for level in LEVELS)
+def writer_sql(levels: tuple[Level, ...]) -> tuple[str, ...]:
+    """What a writer runs after each batch's insert, in its transaction: the batch's rows
+    (registered as `batch`) added to each level."""
+    return tuple(_insert_sql(level, "batch") for level in levels)
+
+
+WRITER_SQL: Final = writer_sql(LEVELS)
 """Run by the usage writer after each batch's insert, in its transaction."""
+PROPERTY_WRITER_SQL: Final = writer_sql(PROPERTY_LEVELS)
+"""Run by the property writer after each batch's insert, in its transaction."""
 
 
 # -- upkeep ------------------------------------------------------------------------------------
 def prepare(cursor: duckdb.DuckDBPyConnection) -> None:
-    """Give each level its rollups of every stored record when it has none yet (a file made
-    before rollups, or by a generator that inserts records directly), in one transaction."""
+    """Give each level its rollups of every stored row when it has none yet (a file made
+    before that level, or by a generator that inserts rows directly), in one transaction."""
     known = {row[0] for row in cursor.execute("SELECT level FROM usage_rollups").fetchall()}
-    missing = [level for level in LEVELS if level.table not in known]
+    missing = [level for level in ALL_LEVELS if level.table not in known]
     if not missing:
         return
+    with transaction(cursor):
+        for source in dict.fromkeys(level.source for level in missing):
+            _build(cursor, source, [level for level in missing if level.source == source])
+
+
+def _build(cursor: duckdb.DuckDBPyConnection, source: str, levels: list[Level]) -> None:
+    """`levels`, all of `source`'s, from its rows (inside the caller's transaction)."""
     days = [
         row[0]
         for row in cursor.execute(
-            "SELECT DISTINCT date_trunc('day', ts) AS day FROM usage_log ORDER BY day"
+            f"SELECT DISTINCT date_trunc('day', ts) AS day FROM {source} ORDER BY day"  # noqa: S608
         ).fetchall()
     ]
     started = time.monotonic()
-    with transaction(cursor):
-        for level in missing:
-            cursor.execute(f"DELETE FROM {level.table}")  # noqa: S608
-            for day in days:  # a day at a time: the grouping's memory stays a day's
-                cursor.execute(
-                    _insert_sql(level, "usage_log", " WHERE ts >= ? AND ts < ?"),
-                    [day, day + timedelta(days=1)],
-                )
-            cursor.execute(  # built at once: one row per group up to the last hour
-                "INSERT INTO usage_rollups (level, consolidated_until)"
-                " SELECT ?, date_trunc(?, max(ts)) FROM usage_log",
-                [level.table, level.unit],
+    for level in levels:
+        cursor.execute(f"DELETE FROM {level.table}")  # noqa: S608
+        for day in days:  # a day at a time: the grouping's memory stays a day's
+            cursor.execute(
+                _insert_sql(level, source, " WHERE ts >= ? AND ts < ?"),
+                [day, day + timedelta(days=1)],
             )
-    logger.info(
-        "rollups of %d days built for %s in %.1f s",
-        len(days),
-        ", ".join(level.table for level in missing),
-        time.monotonic() - started,
+        cursor.execute(  # built at once: one row per group up to the last hour
+            "INSERT INTO usage_rollups (level, consolidated_until)"  # noqa: S608
+            f" SELECT ?, date_trunc(?, max(ts)) FROM {source}",
+            [level.table, level.unit],
+        )
+    if days:
+        logger.info(
+            "rollups of %d days built for %s in %.1f s",
+            len(days),
+            ", ".join(level.table for level in levels),
+            time.monotonic() - started,
+        )
+
+
+def rebuild(cursor: duckdb.DuckDBPyConnection, levels: tuple[Level, ...] = ALL_LEVELS) -> None:
+    """`levels` again from the stored rows (tools that write `usage_log` or `property_values`
+    directly)."""
+    cursor.execute(
+        "DELETE FROM usage_rollups WHERE list_contains(?, level)",
+        [[level.table for level in levels]],
     )
-
-
-def rebuild(cursor: duckdb.DuckDBPyConnection) -> None:
-    """Every level again from the stored records (tools that write `usage_log` directly)."""
-    cursor.execute("DELETE FROM usage_rollups")
     prepare(cursor)
 
 
@@ -236,11 +319,10 @@ def _merge_sql(level: Level) -> str:
     """One row per group of the level's rows with `hour` in [?, ?): sums, extremes and the
     histograms added bin by bin."""
     keys = level.listed
+    merged = ", ".join(f"{m.merged} AS {m.name}" for m in level.measures)
     stats = (
         f"WITH part AS (SELECT * FROM {level.table} WHERE hour >= ? AND hour < ?),"  # noqa: S608
-        f" stats AS (SELECT hour, {keys}, sum(n)::BIGINT AS n, sum(t_sum)::BIGINT AS t_sum,"
-        " min(t_min) AS t_min, max(t_max) AS t_max, max(last_ts) AS last_ts"
-        " FROM part GROUP BY ALL)"
+        f" stats AS (SELECT hour, {keys}, {merged} FROM part GROUP BY ALL)"
     )
     if not level.hist:
         return f"{stats} SELECT hour, {keys}, {', '.join(level.stored)} FROM stats"  # noqa: S608
@@ -251,7 +333,8 @@ def _merge_sql(level: Level) -> str:
         " AS hist FROM bins GROUP BY ALL)"
     )
     return (
-        f"{stats}{hists} SELECT hour, {keys}, {', '.join(MEASURES)}, cardinality(hist) AS bins"  # noqa: S608
+        f"{stats}{hists} SELECT hour, {keys}, {', '.join(level.measured(hist=True))},"  # noqa: S608
+        " cardinality(hist) AS bins"
         f" FROM stats JOIN hists USING (hour, {keys})"
     )
 
@@ -262,7 +345,7 @@ def consolidate(cursor: duckdb.DuckDBPyConnection, now: datetime) -> int:
     change: only how many rows hold them. A record arriving later for a merged hour adds a
     partial row again, counted like any other."""
     merged = 0
-    for level in LEVELS:
+    for level in ALL_LEVELS:
         until = (now - CONSOLIDATE_GRACE).replace(minute=0, second=0, microsecond=0)
         step = CONSOLIDATE_STEP
         if level.unit == "day":
@@ -314,7 +397,7 @@ def prune(cursor: duckdb.DuckDBPyConnection, before: datetime) -> int:
     before = before.replace(minute=0, second=0, microsecond=0)
     deleted = 0
     with transaction(cursor):
-        for level in LEVELS:
+        for level in ALL_LEVELS:
             row = cursor.execute(  # a DELETE answers how many rows it deleted
                 f"DELETE FROM {level.table} WHERE hour < ?",  # noqa: S608
                 [before],
@@ -336,8 +419,12 @@ def fits(usage_filter: UsageFilter, plan: BucketPlan | None = None) -> bool:
     f = usage_filter
     if f.search_text is not None or f.remote_addr is not None or f.client_id is not None:
         return False
-    if plan is None:
-        return True
+    return plan is None or plan_fits(plan)
+
+
+def plan_fits(plan: BucketPlan) -> bool:
+    """Whether every bucket of `plan` is whole UTC hours: an hour or longer, in a zone whose
+    offsets are whole hours (Asia/Kolkata's +05:30 is not)."""
     if plan.interval in ("second", "minute"):
         return False
     return all(offset % HOUR == timedelta(0) for _, offset in plan.offsets)
@@ -421,7 +508,7 @@ def raised_floors(
     so that queries read those hours from elsewhere before they go."""
     kept = dict(floors.kept_from)
     if kept_from is not None:
-        for level in LEVELS:
+        for level in ALL_LEVELS:
             kept[level.table] = max(kept.get(level.table, kept_from), kept_from)
     retired = floors.retired_until
     if retired_until is not None:
@@ -429,9 +516,23 @@ def raised_floors(
     return Floors(kept, retired)
 
 
+class Windowed(Protocol):
+    """What the readers below take as a filter: a dataclass (`replace` moves its bounds) whose
+    rows have `ts` in [start, end] (naive UTC, inclusive; None: open), and which the `where`
+    passed with it turns into `(" WHERE ...", parameters)` over the level's keys and source
+    (storage.duckdb.usage's `UsageFilter` and `where`, storage.duckdb.devices' `SeriesWindow`
+    and `series_where`)."""
+
+    @property
+    def start(self) -> datetime | None: ...
+
+    @property
+    def end(self) -> datetime | None: ...
+
+
 def span(
     floors: Floors,
-    usage_filter: UsageFilter,
+    row_filter: Windowed,
     level: Level,
     *,
     raw_floor: bool = False,
@@ -441,7 +542,7 @@ def span(
     Hours before the level's `kept_from` were pruned; with `raw_floor` (a listing's count, which
     must agree with the rows it lists), hours of days retention has retired are left out too.
     """
-    start, end = usage_filter.start, usage_filter.end
+    start, end = row_filter.start, row_filter.end
     low = None
     if start is not None:
         low = _floor_hour(start)
@@ -459,7 +560,7 @@ def span(
 
 def source_sql(
     level: Level,
-    usage_filter: UsageFilter,
+    row_filter: Windowed,
     window: Span,
     where: Any,
     *,
@@ -468,14 +569,13 @@ def source_sql(
     days: tuple[Level, Span] | None = None,
 ) -> tuple[str, list[Any]]:
     """`(SELECT ...)` of rollup-shaped rows (`hour AS ts`, the level's keys, the measures) for
-    the filter: the level's rows of the span's hours, the raw records before and after them
-    aggregated by hour, and with `tail` those of the registered `tail_records`; with `days` (a
-    daily level and its span of whole days, `day_span`), that level's rows for those days and
-    the hourly level's for the rest. In a plan that `fits`, a row's hour (or day) lies in
-    exactly the bucket each of its records does. `where` is storage.duckdb.usage.where (passed
-    in: that module reads through this one)."""
-    measures = [m for m in MEASURES if hist or m != "hist"]
-    columns = f"hour AS ts, {level.listed}, {', '.join(measures)}"
+    the filter (`Windowed`): the level's rows of the span's hours, the raw rows before and
+    after them aggregated by hour, and with `tail` those of the registered `tail_records`; with
+    `days` (a daily level and its span of whole days, `day_span`), that level's rows for those
+    days and the hourly level's for the rest. In a plan that `fits`, a row's hour (or day) lies
+    in exactly the bucket each of its records does. `where` is the filter's (passed in: the
+    modules that own the filters read through this one)."""
+    columns = f"hour AS ts, {level.listed}, {', '.join(level.measured(hist=hist))}"
     parts: list[str] = []
     parameters: list[Any] = []
     ranges = [(level, window)]
@@ -487,13 +587,13 @@ def source_sql(
         if whole_days.high is not None and (window.high is None or whole_days.high < window.high):
             ranges.append((level, Span(whole_days.high, window.high)))
     for table_level, hours in ranges:
-        hours_sql, hour_values = _hours_where(usage_filter, hours, where)
+        hours_sql, hour_values = _hours_where(row_filter, hours, where)
         parts.append(f"SELECT {columns} FROM {table_level.table}{hours_sql}")  # noqa: S608
         parameters += hour_values
-    for raw_sql, raw_values in _edges_where(usage_filter, window, where):
+    for raw_sql, raw_values in _edges_where(row_filter, window, where):
         parts.append(
             f"SELECT {columns} FROM ("  # noqa: S608
-            + _aggregate_sql(level, "usage_log", raw_sql, hist=hist)
+            + _aggregate_sql(level, level.source, raw_sql, hist=hist)
             + ")"
         )
         parameters += raw_values
@@ -530,14 +630,14 @@ def count_sql(
     hours_sql, parameters = _hours_where(usage_filter, window, where)
     parts = [f"SELECT sum(n) AS n FROM {level.table}{hours_sql}"]  # noqa: S608
     for raw_sql, raw_values in _edges_where(usage_filter, window, where):
-        parts.append(f"SELECT count(*) AS n FROM usage_log{raw_sql}")  # noqa: S608
+        parts.append(f"SELECT count(*) AS n FROM {level.source}{raw_sql}")  # noqa: S608
         parameters += raw_values
     return f"(SELECT sum(n) FROM ({' UNION ALL '.join(parts)}))", parameters  # noqa: S608
 
 
-def _hours_where(usage_filter: UsageFilter, window: Span, where: Any) -> tuple[str, list[Any]]:
+def _hours_where(row_filter: Windowed, window: Span, where: Any) -> tuple[str, list[Any]]:
     """`WHERE` over a level's rows: the filter's columns and the span's hours."""
-    unbounded = replace(usage_filter, start=None, end=None, exclude_ids=())
+    unbounded = _bounded(row_filter, None, None)
     where_sql, values = where(unbounded)
     hours = [where_sql[len(" WHERE ") :]] if where_sql else []
     if window.low is not None:
@@ -549,17 +649,20 @@ def _hours_where(usage_filter: UsageFilter, window: Span, where: Any) -> tuple[s
     return (" WHERE " + " AND ".join(hours) if hours else ""), values
 
 
-def _edges_where(
-    usage_filter: UsageFilter, window: Span, where: Any
-) -> list[tuple[str, list[Any]]]:
-    """`WHERE`s over the raw records of the filter's window outside the span's hours."""
-    unbounded = replace(usage_filter, start=None, end=None, exclude_ids=())
+def _edges_where(row_filter: Windowed, window: Span, where: Any) -> list[tuple[str, list[Any]]]:
+    """`WHERE`s over the raw rows of the filter's window outside the span's hours."""
+    start, end = row_filter.start, row_filter.end
     edges: list[tuple[datetime | None, datetime | None]] = []
-    if window.low is not None and (usage_filter.start is None or usage_filter.start < window.low):
-        edges.append((usage_filter.start, window.low - _TICK))
-    if window.high is not None and (usage_filter.end is None or usage_filter.end >= window.high):
-        edges.append((window.high, usage_filter.end))
-    return [where(replace(unbounded, start=start, end=end)) for start, end in edges]
+    if window.low is not None and (start is None or start < window.low):
+        edges.append((start, window.low - _TICK))
+    if window.high is not None and (end is None or end >= window.high):
+        edges.append((window.high, end))
+    return [where(_bounded(row_filter, low, high)) for low, high in edges]
+
+
+def _bounded(row_filter: Windowed, start: datetime | None, end: datetime | None) -> Windowed:
+    bounded: Windowed = replace(row_filter, start=start, end=end)  # type: ignore[type-var]
+    return bounded
 
 
 HISTOGRAM_GAIN: Final = 4.0

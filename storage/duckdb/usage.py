@@ -285,7 +285,7 @@ class UsageQueries:
         retention has retired are counted from them, none, not from the rollups that outlive
         them). The rollups cannot leave ids out: those of `exclude_ids` stored by then are taken
         off in the same snapshot."""
-        sql, values = rollups.count_sql(level, usage_filter, window, where)
+        sql, values = rollups.count_sql(level, replace(usage_filter, exclude_ids=()), window, where)
         if not usage_filter.exclude_ids:
             row = cursor.execute(f"SELECT {sql}", values).fetchone()
             return int(row[0] or 0) if row else 0
