@@ -31,9 +31,7 @@ from tests.support import PASSWORD, run_cli
 
 TR50GW = Path(sys.executable).parent / "tr50gw"
 SUPER_OPS = "ops@cli.test"
-START_LINE = (
-    r"tr50gw starting as (?P<name>\S+), usage log (?P<db>.+), event loop (?P<loop>\w+)$"
-)
+START_LINE = r"tr50gw starting as (?P<name>\S+), usage log (?P<db>.+), event loop (?P<loop>\w+)$"
 MQTT_LINE = r"mqtt connected to "
 LISTEN_LINE = r"websocket listening on ws://(?P<host>[\d.]+):(?P<port>\d+)/api$"
 STOP_LINE = r"tr50gw stopped \("
