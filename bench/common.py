@@ -93,6 +93,7 @@ class GatewayProcess:
         )
         env.update(extra_env or {})
         self._expect_mqtt = mqtt_url != "none"
+        self._expect_http = env.get("TR50GW_HTTP_PORT", "-1") != "-1"
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "tr50gw"), "serve", "--log-level", "INFO"],
@@ -125,7 +126,8 @@ class GatewayProcess:
             text = "\n".join(self.lines)
             ws_ok = "websocket listening" in text
             mqtt_ok = not self._expect_mqtt or "mqtt connected" in text
-            if ws_ok and mqtt_ok:
+            http_ok = not self._expect_http or "http listening" in text
+            if ws_ok and mqtt_ok and http_ok:
                 return self
             if self.process.poll() is not None:
                 raise RuntimeError("gateway exited:\n" + text)

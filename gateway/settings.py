@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     )
     db: Path = Field(Path("data/usage.duckdb"), description="the DuckDB file of the usage log")
     flush_interval_ms: int = Field(
-        50,
+        200,
         ge=0,
         le=10_000,
         description="how long the usage writer lets a batch grow before committing",
