@@ -8,6 +8,8 @@ import asyncio
 import hashlib
 import queue
 
+import pytest
+
 from devtools.broker import Broker
 from gateway.transports.mqtt.link import Message, MqttLink, parse_mqtt_url
 from tests.support import MqttClient
@@ -52,18 +54,11 @@ def _received(sink: MqttClient) -> list[tuple[str, bytes]]:
     return got
 
 
-def test_a_burst_of_large_qos1_publishes_arrives_whole_and_in_order(broker: Broker) -> None:
+@pytest.mark.parametrize("qos", [0, 1])
+def test_a_burst_of_large_publishes_arrives_whole_and_in_order(broker: Broker, qos: int) -> None:
     sink = MqttClient(broker.port, "sink")
-    sink.subscribe("reply/sink/#", qos=1)
-    asyncio.run(_publish_burst(broker, sink, qos=1))
-    expected = [(f"reply/sink/{index}", payload(index)) for index in range(MESSAGES)]
-    assert _received(sink) == expected
-
-
-def test_a_burst_of_large_qos0_publishes_arrives_whole_and_in_order(broker: Broker) -> None:
-    sink = MqttClient(broker.port, "sink")
-    sink.subscribe("reply/sink/#", qos=0)
-    asyncio.run(_publish_burst(broker, sink, qos=0))
+    sink.subscribe("reply/sink/#", qos=qos)
+    asyncio.run(_publish_burst(broker, sink, qos=qos))
     expected = [(f"reply/sink/{index}", payload(index)) for index in range(MESSAGES)]
     assert _received(sink) == expected
 
