@@ -154,7 +154,7 @@ class UsageWriter(BatchWriter[UsageRecord]):
     record older in the queue, or no longer in it, has a `ts` at most that (`_older_than` for
     those evicted and those stored before the gateway started). So the newest page of a
     listing can be answered from memory, and a count brought up to date, exactly
-    (`recent_page`, `count_since`).
+    (`recent_page`, `matched_since`).
     """
 
     def __init__(
@@ -285,13 +285,14 @@ class UsageQueries:
         retention has retired are counted from them, none, not from the rollups that outlive
         them). The rollups cannot leave ids out: those of `exclude_ids` stored by then are taken
         off in the same snapshot."""
-        sql, values = rollups.count_sql(level, replace(usage_filter, exclude_ids=()), window, where)
+        matching = replace(usage_filter, exclude_ids=())
+        sql, values = rollups.count_sql(level, matching, window, where)
         if not usage_filter.exclude_ids:
             row = cursor.execute(f"SELECT {sql}", values).fetchone()
             return int(row[0] or 0) if row else 0
         # Only the excluded records the filter matches were counted: those are taken off.
         since = excluded_since or datetime(1970, 1, 1)
-        matched_sql, matched_values = where(replace(usage_filter, exclude_ids=()))
+        matched_sql, matched_values = where(matching)
         glue = " AND " if matched_sql else " WHERE "
         row = cursor.execute(
             f"SELECT {sql} - (SELECT count(*) FROM usage_log{matched_sql}{glue}ts >= ?"  # noqa: S608
