@@ -41,7 +41,14 @@ from tests.support import kill_writer_repeatedly
 IDS = RecordIds()
 NOW = datetime(2030, 1, 1)
 BASES = [datetime(2026, 3, 28, 20), datetime(2026, 10, 24, 22), datetime(2026, 12, 31, 21)]
-ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]
+ZONES = [
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Lord_Howe",
+]
 INTERVALS = ["minute", "hour", "day", "week", "month"]
 ORGS = ["org-a", "org-b"]
 CALLERS = ["truck-1", "truck-2", "user@a"]
@@ -144,8 +151,11 @@ def bursts(draw: st.DrawFn) -> list[UsageRecord]:
 
 
 def near_an_edge(draw: st.DrawFn, base: datetime) -> datetime:
-    """An hour's edge near `base`, on it, a microsecond before it or a minute after it."""
-    edge = base + timedelta(hours=draw(st.integers(-3, 30)))
+    """An hour's or a quarter hour's edge near `base`, on it, a microsecond before it or a
+    minute after it."""
+    edge = base + timedelta(
+        hours=draw(st.integers(-3, 30)), minutes=draw(st.sampled_from([0, 0, 15, 30, 45]))
+    )
     return edge + draw(
         st.sampled_from([timedelta(0), -timedelta(microseconds=1), timedelta(minutes=1)])
     )
@@ -157,7 +167,7 @@ def windows(draw: st.DrawFn) -> tuple[datetime, datetime]:
     base = draw(st.sampled_from(BASES))
     start = base + timedelta(
         hours=draw(st.integers(-4, 20)),
-        seconds=draw(st.sampled_from([0, 0, 1, 1799, 3599])),
+        seconds=draw(st.sampled_from([0, 0, 1, 900, 1799, 1800, 3599])),
         microseconds=draw(st.sampled_from([0, 0, 1])),
     )
     end = start + timedelta(
@@ -236,6 +246,8 @@ def test_rollups_answer_what_the_raw_records_answer(
         event("raw buckets")
     elif rollups.daily_for(rollups.BY_CALLER, plan) is not None:
         event("buckets of whole UTC days")
+    elif not rollups.plan_fits(plan):
+        event("buckets of whole UTC quarter hours")
     else:
         event("buckets of whole UTC hours")
     assert w.rolled.activity_sync(usage_filter, plan) == w.raw.activity_sync(usage_filter, plan)
@@ -282,9 +294,9 @@ def test_the_rollups_hold_exactly_the_committed_records(world: World) -> None:
     world.seed([record(BASES[0], 5, 0, 0, 0), record(BASES[0], 7, 1, 2, 1)])
     cursor = world.h.database.cursor()
     for level in rollups.LEVELS:
-        keys, unit = level.listed, level.unit
+        keys, period = level.listed, level.truncated("ts")
         difference = cursor.execute(
-            f"SELECT count(*) FROM ((SELECT {keys}, date_trunc('{unit}', ts) AS hour, count(*),"  # noqa: S608
+            f"SELECT count(*) FROM ((SELECT {keys}, {period} AS hour, count(*),"  # noqa: S608
             f" sum(exec_time), min(exec_time), max(exec_time) FROM usage_log GROUP BY ALL)"
             f" EXCEPT (SELECT {keys}, hour, sum(n), sum(t_sum), min(t_min), max(t_max)"
             f" FROM {level.table} GROUP BY ALL))"

@@ -137,7 +137,7 @@ class UsageAggregates:
         if not self.use_rollups or not rollups.fits(usage_filter, plan):
             yield None
             return
-        level = rollups.level_for(usage_filter, dimension)
+        level = rollups.level_for(usage_filter, dimension, plan)
         if level is None or (hist and not level.hist):
             yield None
             return

@@ -11,6 +11,9 @@ Three levels, each a table of per-UTC-hour aggregates, from the coarsest:
   breakdown by caller; without histograms (a caller's times are read raw: compaction keeps a
   caller's records together, and these histograms were half the writer's upkeep).
 
+`usage_quarter_orgs`, the first per quarter hour: what hourly (or longer) buckets in a zone whose
+offset is not a whole hour (Asia/Kolkata +05:30, Asia/Kathmandu +05:45) are made of;
+
 and, per UTC day, `usage_daily_orgs`, `usage_daily_commands` and `usage_daily_callers` (the
 keys, and the histograms or not, of the hourly three), read for the whole days of a plan whose
 buckets are whole UTC days, and of the endpoints table, which has no buckets (`daily_for`,
@@ -63,10 +66,12 @@ __all__ = [
     "BY_CALLER",
     "BY_COMMAND",
     "BY_ORG",
+    "BY_ORG_QUARTER",
     "LEVELS",
     "PROPERTY_HOURLY",
     "PROPERTY_LEVELS",
     "PROPERTY_WRITER_SQL",
+    "QUARTERLY",
     "SCHEMA",
     "WRITER_SQL",
     "Floors",
@@ -101,6 +106,8 @@ BIN_SQL: Final = (
 )
 """The histogram bin of a row's `exec_time` (the same formula as `bin_value` inverts)."""
 HOUR: Final = timedelta(hours=1)
+QUARTER: Final = timedelta(minutes=15)
+_STEPS: Final = {"quarter": QUARTER, "hour": HOUR, "day": timedelta(days=1)}
 _TICK: Final = timedelta(microseconds=1)
 CONSOLIDATE_GRACE: Final = timedelta(minutes=10)
 CONSOLIDATE_STEP: Final = timedelta(days=2)  # hours merged per transaction
@@ -148,13 +155,25 @@ class Level:
     table: str
     keys: tuple[str, ...]
     hist: bool = True  # whether its rows hold latency histograms (usage levels only)
-    unit: str = "hour"  # or "day": its rows' `hour` is then the UTC day's first instant
+    unit: str = "hour"  # "day": its rows' `hour` is the UTC day's first instant; "quarter":
+    # the quarter hour's (:00, :15, :30, :45), for zones whose offsets are not whole hours
     source: str = "usage_log"
     measures: tuple[Measure, ...] = USAGE_MEASURES
 
     @property
     def listed(self) -> str:
         return ", ".join(self.keys)
+
+    @property
+    def step(self) -> timedelta:
+        """How long one of its rows' periods is."""
+        return _STEPS[self.unit]
+
+    def truncated(self, moment: str) -> str:
+        """SQL of the first instant of the period holding `moment` (an SQL expression)."""
+        if self.unit == "quarter":  # date_trunc's 'quarter' is a quarter of a year
+            return f"time_bucket(INTERVAL 15 MINUTE, {moment})"
+        return f"date_trunc('{self.unit}', {moment})"
 
     def measured(self, *, hist: bool = False) -> tuple[str, ...]:
         """Its measures' names, and with `hist` the histogram's."""
@@ -186,12 +205,16 @@ BY_CALLER: Final = Level(
     "usage_hourly_callers", ("org_id", "org_key", "whoami", "transport", "success"), hist=False
 )
 HOURLY: Final = (BY_ORG, BY_COMMAND, BY_CALLER)  # coarsest first
+BY_ORG_QUARTER: Final = Level("usage_quarter_orgs", BY_ORG.keys, unit="quarter")
+"""BY_ORG per quarter hour: hourly (and daily, weekly...) buckets in a zone whose offset is not
+a whole hour (Asia/Kolkata +05:30, Asia/Kathmandu +05:45...) are whole quarter hours of UTC."""
+QUARTERLY: Final = (BY_ORG_QUARTER,)
 DAILY: Final = {  # the same per UTC day, where a plan's buckets are whole UTC days
     BY_ORG.table: Level("usage_daily_orgs", BY_ORG.keys, unit="day"),
     BY_COMMAND.table: Level("usage_daily_commands", BY_COMMAND.keys, unit="day"),
     BY_CALLER.table: Level("usage_daily_callers", BY_CALLER.keys, hist=False, unit="day"),
 }
-LEVELS: Final = (*HOURLY, *DAILY.values())
+LEVELS: Final = (*HOURLY, *QUARTERLY, *DAILY.values())
 """The usage log's levels."""
 PROPERTY_HOURLY: Final = Level(
     "property_hourly",
@@ -236,7 +259,7 @@ def _aggregate_sql(level: Level, source: str, where_sql: str = "", *, hist: bool
     measures = ", ".join(f"{m.raw} AS {m.name}" for m in level.measures)
     histogram = f", histogram({BIN_SQL}) AS hist" if hist else ""
     return (
-        f"SELECT date_trunc('{level.unit}', ts) AS hour, {level.listed}, {measures}"  # noqa: S608
+        f"SELECT {level.truncated('ts')} AS hour, {level.listed}, {measures}"  # noqa: S608
         f"{histogram} FROM {source}{where_sql} GROUP BY ALL"
     )
 
@@ -291,10 +314,10 @@ def _build(cursor: duckdb.DuckDBPyConnection, source: str, levels: list[Level]) 
                 _insert_sql(level, source, " WHERE ts >= ? AND ts < ?"),
                 [day, day + timedelta(days=1)],
             )
-        cursor.execute(  # built at once: one row per group up to the last hour
+        cursor.execute(  # built at once: one row per group up to the last period
             "INSERT INTO usage_rollups (level, consolidated_until)"  # noqa: S608
-            f" SELECT ?, date_trunc(?, max(ts)) FROM {source}",
-            [level.table, level.unit],
+            f" SELECT ?, {level.truncated('max(ts)')} FROM {source}",
+            [level.table],
         )
     if days:
         logger.info(
@@ -415,24 +438,29 @@ def prune(cursor: duckdb.DuckDBPyConnection, before: datetime) -> int:
 # -- reading -----------------------------------------------------------------------------------
 def fits(usage_filter: UsageFilter, plan: BucketPlan | None = None) -> bool:
     """Whether rollups can answer: every filter is on a rollup column, and every bucket of
-    `plan` is whole UTC hours (an hour or longer, in a zone whose offsets are whole hours)."""
+    `plan` is whole UTC quarter hours (an hour or longer, in a zone whose offsets are whole
+    quarter hours: all of today's); `level_for` then says which level, if any, holds them."""
     f = usage_filter
     if f.search_text is not None or f.remote_addr is not None or f.client_id is not None:
         return False
-    return plan is None or plan_fits(plan)
+    return plan is None or plan_fits(plan, QUARTER)
 
 
-def plan_fits(plan: BucketPlan) -> bool:
-    """Whether every bucket of `plan` is whole UTC hours: an hour or longer, in a zone whose
-    offsets are whole hours (Asia/Kolkata's +05:30 is not)."""
+def plan_fits(plan: BucketPlan, step: timedelta = HOUR) -> bool:
+    """Whether every bucket of `plan` is whole UTC periods of `step` (an hour or a quarter
+    hour): an hour or longer, in a zone whose offsets are whole steps (Asia/Kolkata's +05:30 is
+    whole quarter hours, not whole hours)."""
     if plan.interval in ("second", "minute"):
         return False
-    return all(offset % HOUR == timedelta(0) for _, offset in plan.offsets)
+    return all(offset % step == timedelta(0) for _, offset in plan.offsets)
 
 
-def level_for(usage_filter: UsageFilter, dimension: str | None = None) -> Level | None:
+def level_for(
+    usage_filter: UsageFilter, dimension: str | None = None, plan: BucketPlan | None = None
+) -> Level | None:
     """The coarsest level holding every column the filter and the grouping (`dimension`:
-    who, service, command, org; `endpoints`: service and command) name."""
+    who, service, command, org; `endpoints`: service and command) name, among the hourly ones,
+    or where `plan`'s buckets are whole quarter hours but not whole hours, the quarterly ones."""
     f = usage_filter
     needed = set()
     if f.whoami is not None or f.caller is not None or dimension == "who":
@@ -446,7 +474,8 @@ def level_for(usage_filter: UsageFilter, dimension: str | None = None) -> Level 
         or dimension in ("service", "command", "endpoints")
     ):
         needed.update(("service", "command"))
-    return next((level for level in HOURLY if needed <= set(level.keys)), None)
+    levels = HOURLY if plan is None or plan_fits(plan) else QUARTERLY
+    return next((level for level in levels if needed <= set(level.keys)), None)
 
 
 def daily_for(level: Level, plan: BucketPlan | None, *, hist: bool = False) -> Level | None:
@@ -462,8 +491,10 @@ def daily_for(level: Level, plan: BucketPlan | None, *, hist: bool = False) -> L
     return None if daily is None or (hist and not daily.hist) else daily
 
 
-def _floor_hour(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    """The start of the UTC hour or quarter hour (`step`) holding `moment`."""
+    hour = moment.replace(minute=0, second=0, microsecond=0)
+    return hour + (moment - hour) // step * step
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,7 +568,7 @@ def span(
     *,
     raw_floor: bool = False,
 ) -> Span | None:
-    """The hours of the filter's window a level can answer (None: too few to be worth it).
+    """The hours (or quarter hours) of the filter's window a level can answer (None: none).
 
     Hours before the level's `kept_from` were pruned; with `raw_floor` (a listing's count, which
     must agree with the rows it lists), hours of days retention has retired are left out too.
@@ -545,10 +576,10 @@ def span(
     start, end = row_filter.start, row_filter.end
     low = None
     if start is not None:
-        low = _floor_hour(start)
+        low = _floor(start, level.step)
         if low < start:
-            low += HOUR
-    high = None if end is None else _floor_hour(end + _TICK)
+            low += level.step
+    high = None if end is None else _floor(end + _TICK, level.step)
     kept_from = floors.kept_from.get(level.table)
     for floor in (kept_from, floors.retired_until if raw_floor else None):
         if floor is not None:
