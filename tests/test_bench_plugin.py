@@ -133,7 +133,7 @@ def test_the_plugins_cost_is_a_ratio_to_the_same_side_without_it(
 
 def test_the_gateway_is_compared_with_the_floor_behind_its_own_kind_of_broker() -> None:
     gateway = ping_rows()[GATEWAY]
-    assert (gateway.metrics["ratio"], gateway.target) == (0.5, "ratio >= 0.60")
+    assert (gateway.metrics["ratio"], gateway.target) == (0.5, "ratio >= 0.70")
 
 
 def test_the_gateway_without_the_plugin_is_compared_with_the_floor_without_it() -> None:
