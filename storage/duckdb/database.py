@@ -41,7 +41,7 @@ class _AbsentPandas:
 if importlib.util.find_spec("pandas") is None:
     sys.meta_path.insert(0, _AbsentPandas())
 
-SCHEMA = """
+LOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage_log (
     id UUID NOT NULL,
     ts TIMESTAMP NOT NULL,
@@ -73,6 +73,10 @@ CREATE TABLE IF NOT EXISTS usage_archive (
     retired_at TIMESTAMP NOT NULL,
     PRIMARY KEY (day, part)
 );
+"""
+"""The usage log and its bookkeeping (the lake's tables, storage/ducklake/)."""
+
+IDENTITY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS orgs (
     org_id VARCHAR PRIMARY KEY,
     org_key VARCHAR NOT NULL UNIQUE,
@@ -113,9 +117,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     ended BOOLEAN NOT NULL DEFAULT false
 );
 """
+"""Who may call: orgs, users, applications, things, sessions (PostgreSQL's tables on a lake)."""
+SCHEMA = LOG_SCHEMA + IDENTITY_SCHEMA
 
 # Columns added after the tables were first shipped: a file made by an earlier version gains them
-# when it is opened (every INSERT names its columns, so none depends on their order).
+# when it is opened (every INSERT names its columns, so none depends on their order). All are
+# the identity tables'.
 MIGRATIONS = """
 ALTER TABLE orgs ADD COLUMN IF NOT EXISTS description VARCHAR DEFAULT '';
 ALTER TABLE orgs ADD COLUMN IF NOT EXISTS updated_at TIMESTAMP;
@@ -224,7 +231,7 @@ CURRENT_SERIES: Final = {
 columns), each with the columns naming one series: that table's primary key."""
 
 
-def _device_schema() -> str:
+def device_schema() -> str:
     columns = dict(DEVICE_TABLES)
     statements = []
     for table, listed in DEVICE_TABLES:
@@ -254,7 +261,14 @@ async def reading(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 class Database:
-    """One DuckDB file, opened once per process; each thread gets its own cursor."""
+    """One DuckDB file, opened once per process; each thread gets its own cursor.
+
+    `lake` says which SQL the tables take: False here (a DuckDB file: primary keys, `ON
+    CONFLICT`), True for a DuckLake catalog (storage/ducklake/: no keys, so `MERGE INTO`), and
+    whether other processes append to the same tables (then nothing is answered from what this
+    process alone has seen)."""
+
+    lake = False
 
     def __init__(self, path: str | Path, *, memory_limit: str | None = None) -> None:
         """`memory_limit` caps DuckDB's buffer cache (its default is 80% of RAM); beyond it,
@@ -273,7 +287,12 @@ class Database:
                     f"{path} is in use by another process (is another tr50gw running?)"
                 ) from None
             raise
-        self._connection.execute(SCHEMA + rollups.SCHEMA + _device_schema() + MIGRATIONS)
+        self._connection.execute(SCHEMA + rollups.SCHEMA + device_schema() + MIGRATIONS)
+        self._prepared()
+
+    def _prepared(self) -> None:
+        """Once the tables exist: the rollups of files made before them, the floors, the
+        per-thread cursors."""
         rollups.prepare(self._connection)
         self.rollup_floors = rollups.read_floors(self._connection)
         # Raised before and after records leave the usage log (retention): counts kept in
@@ -283,14 +302,15 @@ class Database:
         # replay a logged column default that calls a function (`DEFAULT []`), so a process
         # killed before its first checkpoint left a file that no longer opened ("Failure while
         # replaying WAL file ... no default database set"; tests/test_rollups.py kills one).
-        self._connection.execute("CHECKPOINT")
+        if not self.lake:  # a lake's CHECKPOINT is its whole maintenance (storage/ducklake/)
+            self._connection.execute("CHECKPOINT")
         self._local = threading.local()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor owned by the calling thread (DuckDB connections are not thread-safe)."""
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cursor is None:
-            cursor = self._connection.cursor()
+            cursor = self.new_cursor()
             self._local.cursor = cursor
         return cursor
 
