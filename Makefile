@@ -32,7 +32,7 @@ PLUGIN_CFLAGS := -Wall -Wextra -Werror -O2 -fPIC -shared
 PLUGIN_HEADERS := /usr/include/mosquitto_broker.h:mosquitto-dev \
 	/usr/include/mosquitto.h:libmosquitto-dev /usr/include/openssl/evp.h:libssl-dev
 
-.PHONY: help venv mosquitto broker-plugin node_modules chromium run test screenshots lint bench bench-large \
+.PHONY: help venv mosquitto broker-plugin node_modules chromium postgresql run test screenshots lint bench bench-large \
 	fuzz soak clean distclean
 
 help:
@@ -41,6 +41,7 @@ help:
 	@echo "make broker-plugin  build broker/build/tr50gw_auth.so (apt: gcc, mosquitto-dev if missing)"
 	@echo "make node_modules  npm ci: uPlot (console), MQTT.js (tests) (apt: nodejs, npm if missing)"
 	@echo "make chromium   install Debian's Chromium (browser tests of the console) if missing"
+	@echo "make postgresql  install Debian's PostgreSQL (the DuckLake tests start their own) if missing"
 	@echo "make run        start a local broker, the gateway and a demo fleet (DEMO=0: no fleet)"
 	@echo "make test       run the whole test suite (real Mosquitto on free ports)"
 	@echo "make screenshots  the console's browser tests, saving their screenshots to docs/console"
@@ -120,12 +121,20 @@ chromium:
 		$(call apt_install,chromium fonts-dejavu-core); \
 	fi
 
+# PostgreSQL's server binaries (initdb, pg_ctl) for the tests' own clusters (devtools/postgres.py:
+# a private cluster on a free port, never the machine's service); Debian keeps them off the PATH.
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing postgresql"; \
+		$(call apt_install,postgresql); \
+	fi
+
 # `DEMO=0 make run` (or `make run DEMO=0`) starts no demo fleet (devtools/demo.py).
 DEMO ?= 1
 run: venv mosquitto broker-plugin node_modules
 	DEMO='$(DEMO)' $(VPY) -m devtools.run
 
-test: venv mosquitto broker-plugin node_modules chromium
+test: venv mosquitto broker-plugin node_modules chromium postgresql
 	$(VPY) -m pytest -q
 
 SCREENSHOTS := docs/console

@@ -33,6 +33,7 @@ from gateway.transports.mqtt import MqttTransport
 from gateway.transports.websocket import WebSocketTransport
 from storage.duckdb import DuckDBStorage
 from storage.duckdb.writer import BatchWriter
+from storage.ducklake import DuckLakeStorage
 
 __all__ = [
     "Assembly",
@@ -108,8 +109,8 @@ def assemble(
     and the installed plugins' (`build_command_registry`), built first so that a refused plugin
     (`PluginError`) stops the start before anything is opened."""
     registry = registry if registry is not None else build_command_registry(settings)
-    storage = DuckDBStorage(
-        settings.db,
+    storage = open_storage(
+        settings,
         clock,
         memory_limit=settings.db_memory_limit,
         flush_interval=settings.flush_interval_ms / 1000,
@@ -159,6 +160,15 @@ def assemble(
         metrics,
         routes,
     )
+
+
+def open_storage(
+    settings: Settings, clock: Callable[[], datetime], **options: Any
+) -> DuckDBStorage:
+    """The DuckDB file's storage, or a DuckLake catalog's (`--db ducklake:...`)."""
+    if isinstance(settings.db, str):
+        return DuckLakeStorage(settings.db, clock, data_path=settings.data_path, **options)
+    return DuckDBStorage(settings.db, clock, **options)
 
 
 def build_command_registry(settings: Settings) -> Registry:
@@ -313,7 +323,7 @@ class Gateway:
         logger.info(
             "tr50gw starting as %s, usage log %s, event loop %s",
             settings.instance_name,
-            settings.db,
+            settings.db_shown,
             type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
         started: list[Transport] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,9 @@ from pydantic_settings import (
 )
 
 from gateway.transports.mqtt.link import MqttTarget, parse_mqtt_url
+
+LAKE_PREFIX = "ducklake:"
+LAKE_CATALOG = "ducklake:postgres:"  # the one catalog database several gateways can share
 
 __all__ = ["ENV_PREFIX", "Settings"]
 
@@ -76,7 +80,16 @@ class Settings(BaseSettings):
         le=65535,
         description="HTTP port for POST /api on the WebSocket host; 0 = any free port, -1 = off",
     )
-    db: Path = Field(Path("data/usage.duckdb"), description="the DuckDB file of the usage log")
+    db: Path | str = Field(
+        Path("data/usage.duckdb"),
+        description="the DuckDB file of the usage log, or a DuckLake catalog shared by several"
+        " gateways: ducklake:postgres:<libpq connection string> (with --data-path)",
+    )
+    data_path: str = Field(
+        "",
+        description="where a DuckLake catalog's Parquet files go: a directory every gateway"
+        " shares (--db ducklake:...)",
+    )
     flush_interval_ms: int = Field(
         200,
         ge=0,
@@ -232,6 +245,30 @@ class Settings(BaseSettings):
         if rollup_days and days and rollup_days < days:
             raise ValueError("--rollup-retention-days must be 0 or at least --retention-days")
         return self
+
+    @field_validator("db", mode="before")
+    @classmethod
+    def _file_or_lake(cls, value: Any) -> Any:
+        """A DuckLake catalog stays text (a path would fold its spaces and slashes)."""
+        if isinstance(value, str) and not value.startswith(LAKE_PREFIX):
+            return Path(value)
+        return value
+
+    @model_validator(mode="after")
+    def _lake_has_a_data_path(self) -> Settings:
+        if isinstance(self.db, str):
+            if not self.db.startswith(LAKE_CATALOG) or not self.db[len(LAKE_CATALOG) :].strip():
+                raise ValueError(
+                    f"--db {LAKE_PREFIX}... takes {LAKE_CATALOG}<libpq connection string>"
+                )
+            if not self.data_path:
+                raise ValueError("--db ducklake:... needs --data-path (where its files go)")
+        return self
+
+    @property
+    def db_shown(self) -> str:
+        """`db` as logs may show it: a catalog's password hidden."""
+        return re.sub(r"(password\s*=\s*)\S+", r"\1***", str(self.db), flags=re.IGNORECASE)
 
     @field_validator("mqtt_url")
     @classmethod

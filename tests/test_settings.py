@@ -28,6 +28,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "ws_port": ("-1", -1),
     "http_port": ("8080", 8080),
     "db": ("/var/lib/tr50gw/usage.duckdb", Path("/var/lib/tr50gw/usage.duckdb")),
+    "data_path": ("/srv/lake", "/srv/lake"),
     "flush_interval_ms": ("0", 0),
     "compact_interval_s": ("0", 0),
     "db_memory_limit": ("1GiB", "1GiB"),

@@ -47,7 +47,7 @@ class DuckDBStorage:
     ) -> None:
         """With `broker_credentials`, the broker plugin's credentials file (broker/README.md)
         is written there at once and rewritten whenever an app or a thing is added."""
-        self.database = Database(path, memory_limit=memory_limit)
+        self.database = self._open(path, memory_limit)
         self.credentials = (
             CredentialsExporter(self.database, broker_credentials)
             if broker_credentials is not None
@@ -94,6 +94,9 @@ class DuckDBStorage:
             if retention_days > 0 or rollup_retention_days > 0
             else None
         )
+
+    def _open(self, path: str | Path, memory_limit: str | None) -> Database:
+        return Database(path, memory_limit=memory_limit)
 
     def _flush_devices(self) -> None:
         for writer in self.devices.writers.values():

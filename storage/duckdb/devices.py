@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, Final, TypeVar, get_type_hints
 
 import pyarrow as pa
 
@@ -62,12 +62,13 @@ def _newest_of(series: tuple[str, ...], source: str, columns: str) -> str:
     )
 
 
-def _spec(name: str, table: str, row: type[Any]) -> TableSpec:
+def _spec(name: str, table: str, row: type[Any], *, merge: bool = False) -> TableSpec:
     """The writer's view of a device table: its row dataclass's fields, as Arrow columns.
 
     For a table in `CURRENT_SERIES` (database.py), the writer also keeps `<name>_current`, each
     series' row with the latest ts, in the same transaction: the current value is then one
-    primary-key lookup instead of a search through the history.
+    primary-key lookup instead of a search through the history. With `merge` (a DuckLake table,
+    which has no key for `ON CONFLICT`) by `MERGE INTO` on the series' columns.
     """
     hints = get_type_hints(row)
     columns = [f.name for f in fields(row)]
@@ -75,13 +76,7 @@ def _spec(name: str, table: str, row: type[Any]) -> TableSpec:
     also: tuple[str, ...] = rollups.PROPERTY_WRITER_SQL if table == "property_values" else ()
     series = CURRENT_SERIES.get(name)
     if series is not None:
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in series)
-        current = f"{name}_current"
-        also += (
-            f"INSERT INTO {current} {_newest_of(series, 'batch', listed)}"
-            f" ON CONFLICT DO UPDATE SET {updates} WHERE excluded.ts > {current}.ts"
-            f" OR (excluded.ts = {current}.ts AND excluded.received_at >= {current}.received_at)",
-        )
+        also += (_current_sql(name, series, columns, merge=merge),)
     return TableSpec(
         name=name,
         table=table,
@@ -92,11 +87,44 @@ def _spec(name: str, table: str, row: type[Any]) -> TableSpec:
     )
 
 
-PROPERTY_TABLE = _spec("property", "property_values", PropertyValue)
-LOCATION_TABLE = _spec("location", "location_values", LocationValue)
-ALARM_TABLE = _spec("alarm", "alarm_values", AlarmValue)
-ATTRIBUTE_TABLE = _spec("attribute", "attribute_values", AttributeValue)
-LOG_TABLE = _spec("log", "log_entries", LogEntry)
+def _current_sql(name: str, series: tuple[str, ...], columns: list[str], *, merge: bool) -> str:
+    """Each series' newest row of the batch into `<name>_current`, where it is newer (a later
+    ts; the same ts received later) than the row there."""
+    current = f"{name}_current"
+    listed = ", ".join(columns)
+    newest = _newest_of(series, "batch", listed)
+    if not merge:
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in series)
+        return (
+            f"INSERT INTO {current} {newest}"
+            f" ON CONFLICT DO UPDATE SET {updates} WHERE excluded.ts > {current}.ts"
+            f" OR (excluded.ts = {current}.ts AND excluded.received_at >= {current}.received_at)"
+        )
+    matched = " AND ".join(f"{current}.{c} = newest.{c}" for c in series)
+    updates = ", ".join(f"{c} = newest.{c}" for c in columns if c not in series)
+    return (
+        f"MERGE INTO {current} USING ({newest}) AS newest ON {matched}"  # noqa: S608 - names
+        f" WHEN MATCHED AND (newest.ts > {current}.ts OR (newest.ts = {current}.ts"
+        f" AND newest.received_at >= {current}.received_at)) THEN UPDATE SET {updates}"
+        f" WHEN NOT MATCHED THEN INSERT ({listed})"
+        f" VALUES ({', '.join(f'newest.{c}' for c in columns)})"
+    )
+
+
+_ROWS: Final = {
+    "property": ("property_values", PropertyValue),
+    "location": ("location_values", LocationValue),
+    "alarm": ("alarm_values", AlarmValue),
+    "attribute": ("attribute_values", AttributeValue),
+    "log": ("log_entries", LogEntry),
+}
+_SPECS: Final = {name: _spec(name, *rows) for name, rows in _ROWS.items()}
+_LAKE_SPECS: Final = {name: _spec(name, *rows, merge=True) for name, rows in _ROWS.items()}
+PROPERTY_TABLE = _SPECS["property"]
+LOCATION_TABLE = _SPECS["location"]
+ALARM_TABLE = _SPECS["alarm"]
+ATTRIBUTE_TABLE = _SPECS["attribute"]
+LOG_TABLE = _SPECS["log"]
 
 
 # property.aggregate's `calc` (a validated param): a fixed SQL aggregate over the values, and
@@ -144,20 +172,21 @@ class DeviceStore:
         self._database = database
         self.use_rollups = use_rollups
         self._fill_current_tables()
+        specs = _LAKE_SPECS if database.lake else _SPECS
         self.properties: BatchWriter[PropertyValue] = BatchWriter(
-            database, PROPERTY_TABLE, flush_interval=flush_interval
+            database, specs["property"], flush_interval=flush_interval
         )
         self.locations: BatchWriter[LocationValue] = BatchWriter(
-            database, LOCATION_TABLE, flush_interval=flush_interval
+            database, specs["location"], flush_interval=flush_interval
         )
         self.alarms: BatchWriter[AlarmValue] = BatchWriter(
-            database, ALARM_TABLE, flush_interval=flush_interval
+            database, specs["alarm"], flush_interval=flush_interval
         )
         self.attributes: BatchWriter[AttributeValue] = BatchWriter(
-            database, ATTRIBUTE_TABLE, flush_interval=flush_interval
+            database, specs["attribute"], flush_interval=flush_interval
         )
         self.logs: BatchWriter[LogEntry] = BatchWriter(
-            database, LOG_TABLE, flush_interval=flush_interval
+            database, specs["log"], flush_interval=flush_interval
         )
 
     @property

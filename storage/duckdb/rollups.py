@@ -405,13 +405,31 @@ def _merge_range(
                 f"INSERT INTO {level.table} (hour, {level.listed}, {stored})"  # noqa: S608
                 f" SELECT hour, {level.listed}, {stored} FROM rollup_merge"
             )
-            cursor.execute(
-                "INSERT INTO usage_rollups (level, consolidated_until) VALUES (?, ?)"
-                " ON CONFLICT DO UPDATE SET consolidated_until = excluded.consolidated_until",
-                [level.table, end],
-            )
+            _remember(cursor, level, "consolidated_until = ?", [end], "consolidated_until", end)
     finally:
         cursor.execute("DROP TABLE IF EXISTS rollup_merge")
+
+
+def _remember(
+    cursor: duckdb.DuckDBPyConnection,
+    level: Level,
+    assignment: str,
+    values: list[Any],
+    column: str,
+    value: datetime,
+) -> None:
+    """Set a level's `usage_rollups` row (`assignment`, fixed text), or add it with `column` =
+    `value`: an UPDATE, then an INSERT if it updated nothing, in the caller's transaction (a
+    DuckLake table has no key for `ON CONFLICT`)."""
+    row = cursor.execute(
+        f"UPDATE usage_rollups SET {assignment} WHERE level = ?",  # noqa: S608
+        [*values, level.table],
+    ).fetchone()
+    if not row or not row[0]:
+        cursor.execute(
+            f"INSERT INTO usage_rollups (level, {column}) VALUES (?, ?)",  # noqa: S608
+            [level.table, value],
+        )
 
 
 def prune(cursor: duckdb.DuckDBPyConnection, before: datetime) -> int:
@@ -426,11 +444,13 @@ def prune(cursor: duckdb.DuckDBPyConnection, before: datetime) -> int:
                 [before],
             ).fetchone()
             deleted += int(row[0]) if row else 0
-            cursor.execute(
-                "INSERT INTO usage_rollups (level, kept_from) VALUES (?, ?) ON CONFLICT DO"
-                " UPDATE SET kept_from = greatest(coalesce(usage_rollups.kept_from,"
-                " excluded.kept_from), excluded.kept_from)",
-                [level.table, before],
+            _remember(
+                cursor,
+                level,
+                "kept_from = greatest(coalesce(kept_from, ?), ?)",
+                [before, before],
+                "kept_from",
+                before,
             )
     return deleted
 

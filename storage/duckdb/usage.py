@@ -455,7 +455,12 @@ class UsageQueries:
         - A page deeper than MERGE_DEPTH waits for the commit instead (the merge would read
           every row above it)."""
         open_ended = usage_filter.start is None and usage_filter.end is None
-        if open_ended and not usage_filter.exclude_ids and 0 < offset + limit <= RECENT_PAGE:
+        if (  # a lake's other gateways append records this process never saw: not from memory
+            open_ended
+            and not self._database.lake
+            and not usage_filter.exclude_ids
+            and 0 < offset + limit <= RECENT_PAGE
+        ):
             page = self._recent_page(usage_filter, offset + limit)
             if page is not None:
                 count = await self._recent_count(usage_filter)

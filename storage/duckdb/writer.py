@@ -253,8 +253,11 @@ class BatchWriter(Generic[Row]):
                 cursor, commit_lock=self.commit_lock, committed=lambda: self._advance(len(batch))
             ):
                 cursor.execute("INSERT INTO batch SELECT * FROM batch_arrow")
-                for index in range(1 + len(spec.also_sql)):
-                    cursor.execute(f"EXECUTE tr50gw_{spec.name}_{index}")
+                for index, statement in enumerate((spec.insert_sql, *spec.also_sql)):
+                    if _preparable(statement):
+                        cursor.execute(f"EXECUTE tr50gw_{spec.name}_{index}")
+                    else:
+                        cursor.execute(statement)
                 cursor.execute("DELETE FROM batch")
         finally:
             cursor.unregister("batch_arrow")
@@ -275,7 +278,8 @@ class BatchWriter(Generic[Row]):
         finally:
             cursor.unregister("batch_arrow")
         for index, statement in enumerate((spec.insert_sql, *spec.also_sql)):
-            cursor.execute(f"PREPARE tr50gw_{spec.name}_{index} AS {statement}")
+            if _preparable(statement):
+                cursor.execute(f"PREPARE tr50gw_{spec.name}_{index} AS {statement}")
         self._staged = cursor
 
     def _sanitized(self, row: Row) -> Row:
@@ -286,6 +290,12 @@ class BatchWriter(Generic[Row]):
             if isinstance(value := getattr(row, name), str)
         }
         return replace(row, **changes)  # type: ignore[type-var]
+
+
+def _preparable(statement: str) -> bool:
+    """Whether DuckDB can PREPARE the statement (1.5.5 cannot prepare `MERGE INTO`, which a
+    DuckLake's writers run: storage/duckdb/devices.py)."""
+    return not statement.lstrip().upper().startswith("MERGE")
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

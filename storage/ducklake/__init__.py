@@ -1,0 +1,29 @@
+"""The ports of `gateway.core.ports` over a DuckLake catalog in PostgreSQL (issue 15, SPEC §8):
+the same storage modules as a DuckDB file's (storage/duckdb/), over `LakeDatabase`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from storage.duckdb import DuckDBStorage
+from storage.duckdb.database import Database
+from storage.ducklake.database import LakeDatabase, is_lake, parse_lake
+
+__all__ = ["DuckLakeStorage", "LakeDatabase", "is_lake", "parse_lake"]
+
+
+class DuckLakeStorage(DuckDBStorage):
+    """`DuckDBStorage` whose tables live in a DuckLake catalog (`db`: `ducklake:postgres:<dsn>`)
+    with its Parquet files under `data_path`, and whose identity tables live in PostgreSQL."""
+
+    def __init__(
+        self, db: str, clock: Callable[[], datetime], *, data_path: str | Path, **options: Any
+    ) -> None:
+        self._data_path = data_path
+        super().__init__(db, clock, **options)
+
+    def _open(self, path: str | Path, memory_limit: str | None) -> Database:
+        return LakeDatabase(str(path), self._data_path, memory_limit=memory_limit)

@@ -1,0 +1,175 @@
+"""The DuckLake backend (issue 15, SPEC §8): `--db ducklake:postgres:<dsn>` with `--data-path`.
+
+Against a real PostgreSQL this suite starts itself (devtools/postgres.py: `initdb` on a free
+port, never the machine's own server), each test on a database of its own, with the lake's
+Parquet files in the test's temporary directory. Two gateways here are two `Harness`es in one
+process: each its own in-memory DuckDB attaching the same catalog, as two processes would.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from devtools.postgres import PostgresServer
+from gateway.settings import Settings
+from storage.ducklake import extensions
+from storage.ducklake.database import lake_ddl
+from tests.harness import Clock, Harness
+
+PASSWORD = "correct horse battery"
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def lake(postgres: PostgresServer, tmp_path: Path) -> dict[str, str]:
+    """Settings of a new, empty lake: its own PostgreSQL database and data directory."""
+    dsn = postgres.create_database(f"lake_{next(_names)}")
+    return {"db": f"ducklake:postgres:{dsn}", "data_path": str(tmp_path / "lake")}
+
+
+def gateway(lake: dict[str, str], name: str = "a") -> Harness:
+    return Harness(
+        lake["db"],  # type: ignore[arg-type]
+        Clock(datetime(2026, 11, 30, 12)),
+        instance_name=name,
+        data_path=lake["data_path"],
+    )
+
+
+async def org_with_user(h: Harness, org: str = "acme", email: str = "ops@acme") -> str:
+    h.identity.create_org(org)
+    h.identity.create_user(email, org, PASSWORD, "super-ops")
+    return await h.login(email, PASSWORD)
+
+
+def test_the_extensions_load_from_their_wheels_into_a_private_directory(tmp_path: Path) -> None:
+    connection = duckdb.connect(
+        ":memory:",
+        config={
+            "extension_directory": str(tmp_path),
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        },
+    )
+    extensions.load(connection)
+    paths = connection.execute(
+        "SELECT install_path FROM duckdb_extensions() WHERE loaded AND install_path LIKE '/%'"
+    ).fetchall()
+    assert sorted(Path(path).name for (path,) in paths) == [
+        "ducklake.duckdb_extension",
+        "httpfs.duckdb_extension",
+        "postgres_scanner.duckdb_extension",
+    ]
+    assert all(Path(path).is_relative_to(tmp_path) for (path,) in paths)
+
+
+def test_an_extension_without_its_wheel_says_which_to_install() -> None:
+    with pytest.raises(extensions.ExtensionMissing, match="pip install duckdb-extension-nope=="):
+        extensions.extension_file("nope")
+
+
+def test_the_lake_schema_has_no_keys() -> None:
+    ddl = "CREATE TABLE t (a INT PRIMARY KEY, b INT NOT NULL UNIQUE, PRIMARY KEY (a, b));"
+    assert lake_ddl(ddl) == "CREATE TABLE t (a INT, b INT NOT NULL);"
+
+
+def test_a_lake_needs_a_data_path() -> None:
+    with pytest.raises(ValueError, match="needs --data-path"):
+        Settings(db="ducklake:postgres:dbname=x", mqtt_url="none")
+
+
+def test_a_lake_catalog_is_postgres() -> None:
+    with pytest.raises(ValueError, match="ducklake:postgres:<libpq connection string>"):
+        Settings(db="ducklake:sqlite:x.db", data_path="/tmp/x", mqtt_url="none")
+
+
+def test_the_start_line_hides_the_catalog_password() -> None:
+    settings = Settings(
+        db="ducklake:postgres:dbname=x password=s3cret host=h", data_path="d", mqtt_url="none"
+    )
+    assert settings.db_shown == "ducklake:postgres:dbname=x password=*** host=h"
+
+
+async def test_a_lake_gateway_logs_every_call_and_lists_them(lake: dict[str, str]) -> None:
+    h = gateway(lake)
+    try:
+        session = await org_with_user(h)
+        for _ in range(5):
+            reply = await h.as_session(session, p={"command": "diag.ping"})
+            assert reply["p"]["success"]
+        reply = await h.as_session(
+            session, l={"command": "usage.api.list", "params": {"service": "diag"}}
+        )
+        assert reply["l"]["params"]["count"] == 5
+    finally:
+        h.close()
+
+
+async def test_a_record_is_stored_in_the_lake_once(lake: dict[str, str]) -> None:
+    h = gateway(lake)
+    try:
+        session = await org_with_user(h)
+        await h.as_session(session, p={"command": "diag.ping"})
+        assert h.usage.flush()
+        rows = h.database.cursor().execute("SELECT count(*) FROM lake.main.usage_log").fetchone()
+        assert rows == (2,)  # the login and the ping
+    finally:
+        h.close()
+
+
+async def test_two_gateways_share_identity_and_the_log(lake: dict[str, str]) -> None:
+    a, b = gateway(lake, "a"), gateway(lake, "b")
+    try:
+        session = await org_with_user(a)  # created on a
+        assert (await b.as_session(session, p={"command": "diag.ping"}))["p"]["success"]
+        assert (await a.as_session(session, p={"command": "diag.ping"}))["p"]["success"]
+        a.usage.flush()
+        b.usage.flush()
+        counts = []
+        for h in (a, b):
+            reply = await h.as_session(
+                session, l={"command": "usage.api.list", "params": {"service": "diag"}}
+            )
+            counts.append(reply["l"]["params"]["count"])
+        assert counts == [2, 2]
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_the_current_value_is_the_newest_published(lake: dict[str, str]) -> None:
+    h = gateway(lake)
+    try:
+        await org_with_user(h)
+        app_id, token = h.identity.create_app("acme", "meters")
+        reply = await h.call(
+            {
+                "auth": {
+                    "command": "api.authenticate",
+                    "params": {"appId": app_id, "appToken": token, "thingKey": "m1"},
+                }
+            }
+        )
+        thing = reply["auth"]["params"]["sessionId"]
+        newer = datetime(2026, 11, 30, 11)
+        for ts, value in ((newer, 2.0), (newer - timedelta(hours=1), 1.0)):
+            publish = {"key": "t", "value": value, "ts": ts.isoformat() + "Z"}
+            reply = await h.as_session(thing, p={"command": "property.publish", "params": publish})
+            assert reply["p"]["success"], reply
+            h.assembly.storage.devices.properties.flush()
+        reply = await h.as_session(thing, c={"command": "property.current", "params": {"key": "t"}})
+        assert reply["c"]["params"]["value"] == 2.0
+    finally:
+        h.close()
