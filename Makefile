@@ -32,7 +32,7 @@ PLUGIN_CFLAGS := -Wall -Wextra -Werror -O2 -fPIC -shared
 PLUGIN_HEADERS := /usr/include/mosquitto_broker.h:mosquitto-dev \
 	/usr/include/mosquitto.h:libmosquitto-dev /usr/include/openssl/evp.h:libssl-dev
 
-.PHONY: help venv mosquitto broker-plugin node_modules chromium postgresql run test screenshots lint bench bench-large \
+.PHONY: help venv mosquitto broker-plugin node_modules chromium postgresql run test test-backends screenshots lint bench bench-large \
 	fuzz soak clean distclean
 
 help:
@@ -44,6 +44,7 @@ help:
 	@echo "make postgresql  install Debian's PostgreSQL (the DuckLake tests start their own) if missing"
 	@echo "make run        start a local broker, the gateway and a demo fleet (DEMO=0: no fleet)"
 	@echo "make test       run the whole test suite (real Mosquitto on free ports)"
+	@echo "make test-backends  the same with every backend-parametrized case on DuckLake too"
 	@echo "make screenshots  the console's browser tests, saving their screenshots to docs/console"
 	@echo "make lint       ruff check, ruff format --check, lint-imports (layer contracts), mypy"
 	@echo "make bench      run the benchmarks"
@@ -136,6 +137,11 @@ run: venv mosquitto broker-plugin node_modules
 
 test: venv mosquitto broker-plugin node_modules chromium postgresql
 	$(VPY) -m pytest -q
+
+# Every case of every test that takes the `backend` fixture on the DuckLake too (make test runs
+# each such test's first case there; tests/conftest.py: BACKEND_MATRIX).
+test-backends: venv mosquitto broker-plugin node_modules chromium postgresql
+	TR50GW_BACKEND_MATRIX=full $(VPY) -m pytest -q
 
 SCREENSHOTS := docs/console
 screenshots: venv node_modules chromium

@@ -297,9 +297,15 @@ def _scope(parser: argparse.ArgumentParser) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
-        type=Path,
-        default=Path("data/usage.duckdb"),
-        help="DuckDB file (default ./data/usage.duckdb), opened when no gateway runs on it",
+        default=os.environ.get("TR50GW_DB") or "data/usage.duckdb",
+        help="DuckDB file (default ./data/usage.duckdb), opened when no gateway runs on it, or "
+        "a DuckLake catalog (ducklake:postgres:<dsn>, with --data-path), opened alongside the "
+        "gateways (also TR50GW_DB)",
+    )
+    parser.add_argument(
+        "--data-path",
+        default=os.environ.get("TR50GW_DATA_PATH") or "",
+        help="a DuckLake catalog's data path, as the gateways have it (also TR50GW_DATA_PATH)",
     )
     parser.add_argument(
         "--gateway",
@@ -395,6 +401,7 @@ def _open_file(args: argparse.Namespace, **settings: Any) -> Assembly:
     return assemble(
         Settings(
             db=args.db,
+            data_path=args.data_path,
             mqtt_url="none",
             ws_port=-1,
             http_port=-1,

@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
+import queue
 import secrets
 import shutil
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -10,6 +15,7 @@ from typing import Any
 import pytest
 
 from devtools.broker import Broker
+from devtools.postgres import PostgresServer
 from gateway.settings import Settings
 from tests.harness import Fleet, Harness, thing_login
 from tests.support import GatewayThread, Tenants, provision
@@ -89,10 +95,94 @@ def gateway(broker: Broker, start_gateway: Callable[..., GatewayThread]) -> Gate
 FLEET_PASSWORD = "pw-for-tests"
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL (devtools/postgres.py) for the whole run: each test that needs one
+    gets a database of its own on it (`lake`)."""
+    with PostgresServer() as server:
+        yield server
+
+
+_lakes = itertools.count()
+
+
+class LakePool:
+    """Empty lakes made ahead on a thread of their own, while tests run: each a copy of a
+    template database holding an empty lake's catalog and identity tables (`CREATE DATABASE
+    ... TEMPLATE`, 0.2-0.3 s, a tenth of making the tables again). The template's data path is
+    recorded in its catalog, so every copy writes its files there, each under names of its own
+    (DuckLake names files by UUID)."""
+
+    AHEAD = 3
+
+    def __init__(self, postgres: PostgresServer, data_path: Path) -> None:
+        from storage.ducklake import LakeDatabase
+
+        self.postgres = postgres
+        self.data_path = str(data_path)
+        dsn = postgres.create_database("lake_template")
+        LakeDatabase(f"ducklake:postgres:{dsn}", data_path).close()
+        self._ready: queue.Queue[str | BaseException] = queue.Queue(maxsize=self.AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._make, daemon=True)
+        self._thread.start()
+
+    def _make(self) -> None:
+        while not self._stop.is_set():
+            name = f"lake_{os.getpid()}_{next(_lakes)}"
+            try:
+                self.postgres.psql(
+                    f'CREATE DATABASE "{name}" TEMPLATE lake_template STRATEGY FILE_COPY'
+                )
+                made: str | BaseException = name
+            except BaseException as error:  # handed to the test that takes it
+                made = error
+            while not self._stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    self._ready.put(made, timeout=0.2)
+                    break
+
+    def take(self) -> dict[str, Any]:
+        made = self._ready.get(timeout=60)
+        if isinstance(made, BaseException):
+            raise made
+        dsn = f"dbname={made} host=127.0.0.1 port={self.postgres.port} user=postgres"
+        return {"db": f"ducklake:postgres:{dsn}", "data_path": self.data_path}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture(scope="session")
+def lakes(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LakePool]:
+    pool = LakePool(postgres, tmp_path_factory.mktemp("lakes"))
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
-    """Two orgs (acme: meter-1, meter-2; globex: pump-9) with users of each role, all logged in."""
-    h = Harness(tmp_path / "usage.duckdb")
+def lake(lakes: LakePool) -> dict[str, Any]:
+    """The settings of a new, empty DuckLake (storage/ducklake/): its catalog and identity
+    tables in a PostgreSQL database of its own."""
+    return lakes.take()
+
+
+@pytest.fixture(params=["duckdb", "ducklake"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """The storage settings of each backend in turn (issue 15: the core, analytics,
+    device-data and bad-input tests run against both): a DuckDB file, a DuckLake."""
+    if request.param == "duckdb":
+        return {"db": tmp_path / "usage.duckdb"}
+    lake: dict[str, Any] = request.getfixturevalue("lake")
+    return lake
+
+
+@pytest.fixture
+async def fleet(backend: dict[str, Any]) -> AsyncIterator[Fleet]:
+    """Two orgs (acme: meter-1, meter-2; globex: pump-9) with users of each role, all logged in,
+    on each backend in turn."""
+    h = Harness(**backend)
     fleet = Fleet(h)
     apps = {}
     for org in ("acme", "globex"):
@@ -108,3 +198,28 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
     fleet.sessions["pump-9"] = await thing_login(h, apps["globex"], "pump-9")
     yield fleet
     h.close()
+
+
+BACKEND_MATRIX = os.environ.get("TR50GW_BACKEND_MATRIX", "bounded")
+"""`full`: every test that takes `backend` runs every one of its cases on the DuckLake too
+(`make test-backends`, about five more minutes). `bounded` (`make test`): every such test runs
+on the DuckLake once, its first case (the DuckDB file gets every case either way): the lake's
+set-up (a PostgreSQL database, its extensions, its catalog) costs about 0.5 s a test."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if BACKEND_MATRIX == "full":
+        return
+    seen: set[tuple[str, str]] = set()
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or callspec.params.get("backend") != "ducklake":
+            kept.append(item)
+            continue
+        function = (item.module.__name__ if item.module else "", item.originalname)  # type: ignore[attr-defined]
+        (dropped if function in seen else kept).append(item)
+        seen.add(function)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

@@ -29,7 +29,7 @@ class Clock:
 class Harness:
     def __init__(
         self,
-        db: Path,
+        db: Path | str,
         clock: Clock | None = None,
         *,
         registry: Registry | None = None,
@@ -43,6 +43,7 @@ class Harness:
             "instance_name": "unit",
             "compact_interval_s": 0,  # tests compact explicitly
             "retention_days": 0,  # and apply retention explicitly
+            "rollup_retention_days": 0,
         }
         values.update(settings)
         self.settings = Settings(**values)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,8 +114,8 @@ def seed(world: World, *records: UsageRecord) -> list[UsageRecord]:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    h = Harness(tmp_path / "usage.duckdb", Clock(NOW))
+async def world(backend: dict[str, Any]) -> AsyncIterator[World]:
+    h = Harness(clock=Clock(NOW), **backend)
     orgs = {org: h.identity.create_org(org) for org in ("acme", "globex")}
     yield World(h, orgs, h.identity.create_app("acme", "fleet"))
     h.close()

@@ -372,8 +372,8 @@ PW = "s3cret-pass"
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path / "usage.duckdb", max_commands=3)
+async def harness(backend: dict[str, Any]) -> AsyncIterator[Harness]:
+    h = Harness(max_commands=3, **backend)
     h.identity.create_org("acme")
     h.identity.create_user("ops@acme", "acme", PW, "super-ops")
     yield h

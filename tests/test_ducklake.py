@@ -8,35 +8,20 @@ process: each its own in-memory DuckDB attaching the same catalog, as two proces
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
+import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from devtools.postgres import PostgresServer
 from gateway.settings import Settings
 from storage.ducklake import extensions
 from storage.ducklake.database import lake_ddl
 from tests.harness import Clock, Harness
+from tests.support import run_cli
 
 PASSWORD = "correct horse battery"
-_names = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
-
-
-@pytest.fixture
-def lake(postgres: PostgresServer, tmp_path: Path) -> dict[str, str]:
-    """Settings of a new, empty lake: its own PostgreSQL database and data directory."""
-    dsn = postgres.create_database(f"lake_{next(_names)}")
-    return {"db": f"ducklake:postgres:{dsn}", "data_path": str(tmp_path / "lake")}
 
 
 def gateway(lake: dict[str, str], name: str = "a") -> Harness:
@@ -171,5 +156,48 @@ async def test_the_current_value_is_the_newest_published(lake: dict[str, str]) -
             h.assembly.storage.devices.properties.flush()
         reply = await h.as_session(thing, c={"command": "property.current", "params": {"key": "t"}})
         assert reply["c"]["params"]["value"] == 2.0
+    finally:
+        h.close()
+
+
+async def test_a_session_ended_on_one_gateway_is_ended_on_the_other(
+    lake: dict[str, str],
+) -> None:
+    """Each gateway keeps the sessions it has seen in memory: on a lake it reads them again
+    within a second (storage/duckdb/identity.py: RECHECK_EVERY, half a second)."""
+    a, b = gateway(lake, "a"), gateway(lake, "b")
+    try:
+        session = await org_with_user(a)
+        assert (await b.as_session(session, i={"command": "session.info"}))["i"]["success"]
+        ended = await a.as_session(session, e={"command": "session.end"})
+        assert ended["e"]["success"], ended
+        await asyncio.sleep(1.0)  # the promise: ended on every gateway within a second
+        reply = await b.as_session(session, i={"command": "session.info"})
+        assert reply["i"]["errorCodes"] == [-90005]
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_the_admin_cli_provisions_a_lake_the_gateways_share(lake: dict[str, str]) -> None:
+    where = ("--db", lake["db"], "--data-path", lake["data_path"], "--json")
+    code, out = run_cli("admin", "org-create", "acme", *where)
+    assert code == 0, out
+    code, out = run_cli(
+        "admin",
+        "user-create",
+        "ops@acme.test",
+        "--org",
+        "acme",
+        "--password",
+        PASSWORD,
+        "--role",
+        "super-ops",
+        *where,
+    )
+    assert code == 0, out
+    h = gateway(lake)
+    try:
+        assert isinstance(await h.login("ops@acme.test", PASSWORD), str)
     finally:
         h.close()

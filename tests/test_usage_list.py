@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +13,8 @@ PW = "pw-for-tests"
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path / "usage.duckdb")
+async def harness(backend: dict[str, Any]) -> AsyncIterator[Harness]:
+    h = Harness(**backend)
     for org in ("acme", "globex"):
         h.identity.create_org(org)
         h.identity.create_user(f"user@{org}", org, PW, "user")

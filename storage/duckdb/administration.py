@@ -231,7 +231,7 @@ class AdminStore:
                 raise AlreadyExists(f"user {email!r} already exists")
             cursor.execute(
                 "INSERT INTO users (email, org_id, role, password_hash, created_at, first_name,"
-                " last_name) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " last_name, disabled) VALUES (?, ?, ?, ?, ?, ?, ?, false)",
                 [email, org_id, role, password_hash, self._clock(), first_name, last_name],
             )
         created = self._user(email)
@@ -436,14 +436,25 @@ class AdminStore:
         tables = [table for table, _ in DEVICE_TABLES]
         tables += [f"{name}_current" for name in CURRENT_SERIES]
         tables += [level.table for level in rollups.PROPERTY_LEVELS]  # its values' rollups
-        with self._transaction() as cursor:
-            cursor.execute(
-                "DELETE FROM things WHERE org_id = ? AND thing_key = ?", [org_id, thing_key]
-            )
+
+        def delete_values(cursor: duckdb.DuckDBPyConnection) -> None:
             for table in tables:  # this module's table names, never input
                 cursor.execute(
                     f"DELETE FROM {table} WHERE org_id = ? AND thing_key = ?", [org_id, thing_key]
                 )
+
+        # On a lake the values and the thing are in two databases (storage/ducklake/), and a
+        # transaction writes to one: the values go first, so that a crash in between leaves a
+        # thing to delete again, never values without their thing.
+        if self._database.lake:
+            with self._transaction() as cursor:
+                delete_values(cursor)
+        with self._transaction() as cursor:
+            cursor.execute(
+                "DELETE FROM things WHERE org_id = ? AND thing_key = ?", [org_id, thing_key]
+            )
+            if not self._database.lake:
+                delete_values(cursor)
             effects = self._identity.affect_sessions(
                 cursor, kind="thing", subject=thing_key, org_id=org_id, end=True
             )

@@ -406,7 +406,10 @@ class DeviceStore:
         cursor = self._database.cursor()
         for spec in (PROPERTY_TABLE, LOCATION_TABLE, ALARM_TABLE, ATTRIBUTE_TABLE):
             current = f"{spec.name}_current"
-            probe = f"SELECT count(*) = 0 FROM (SELECT 1 FROM {current} LIMIT 1)"  # noqa: S608
+            probe = (  # and whether there is a history to fill it from (saves a commit)
+                f"SELECT NOT EXISTS (SELECT 1 FROM {current})"  # noqa: S608
+                f" AND EXISTS (SELECT 1 FROM {spec.table})"
+            )
             empty = cursor.execute(probe).fetchone()
             if empty is not None and empty[0]:
                 newest = _newest_of(CURRENT_SERIES[spec.name], spec.table, ", ".join(spec.columns))

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -32,6 +33,9 @@ __all__ = ["ROLES", "IdentityStore", "hash_password", "token_digest", "verify_pa
 ROLES: Final = ("user", "org-admin", "super-ops")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _PERSIST_ACCESS_EVERY = timedelta(seconds=60)
+RECHECK_EVERY: Final = 0.5
+"""Seconds a session held in memory is trusted on a lake before it is read again: another
+gateway may have ended it (or changed its role) meanwhile (issue 15: ended on all within 1 s)."""
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -76,6 +80,9 @@ class IdentityStore:
         self._database = database
         self._clock = clock
         self._sessions: dict[str, Session] = {}
+        # On a lake (several gateways, one sessions table), when each session in memory was
+        # last read from the table (time.monotonic()).
+        self._checked: dict[str, float] = {}
 
     @cached_property
     def _dummy_hash(self) -> str:
@@ -91,7 +98,10 @@ class IdentityStore:
         if cursor.execute("SELECT 1 FROM orgs WHERE org_key = ?", [org_key]).fetchone():
             raise AlreadyExists(f"org {org_key!r} already exists")
         cursor.execute(
-            "INSERT INTO orgs (org_id, org_key, name, created_at) VALUES (?, ?, ?, ?)",
+            # Every defaulted column named: PostgreSQL's tables (storage/ducklake/) get NULL
+            # for a column an INSERT through DuckDB leaves out, not its default.
+            "INSERT INTO orgs (org_id, org_key, name, created_at, description)"
+            " VALUES (?, ?, ?, ?, '')",
             [org.org_id, org.org_key, org.name, self._clock()],
         )
         return org
@@ -120,8 +130,8 @@ class IdentityStore:
         if cursor.execute("SELECT 1 FROM users WHERE email = ?", [email]).fetchone():
             raise AlreadyExists(f"user {email!r} already exists")
         cursor.execute(
-            "INSERT INTO users (email, org_id, role, password_hash, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO users (email, org_id, role, password_hash, created_at, first_name,"
+            " last_name, disabled) VALUES (?, ?, ?, ?, ?, '', '', false)",
             [email, org.org_id, role, hash_password(password), self._clock()],
         )
         return org
@@ -132,8 +142,8 @@ class IdentityStore:
         app_id = uuid.uuid4().hex
         app_token = secrets.token_urlsafe(32)
         self._database.cursor().execute(
-            "INSERT INTO applications (app_id, org_id, name, token_hash, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO applications (app_id, org_id, name, token_hash, created_at,"
+            " description) VALUES (?, ?, ?, ?, ?, '')",
             [app_id, org.org_id, name, token_digest(app_token), self._clock()],
         )
         self._changed()
@@ -148,8 +158,8 @@ class IdentityStore:
     ) -> None:
         """Register the thing on first use (and tell whoever follows things)."""
         inserted = cursor.execute(
-            "INSERT INTO things (org_id, thing_key, app_id, created_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
+            "INSERT INTO things (org_id, thing_key, app_id, created_at, tags)"
+            " VALUES (?, ?, ?, ?, []::VARCHAR[]) ON CONFLICT DO NOTHING",
             [org_id, thing_key, app_id, self._clock()],
         ).fetchone()
         if inserted is not None and inserted[0]:
@@ -277,7 +287,7 @@ class IdentityStore:
             self._connected_thing_session_sync, org_id, app_id, thing_key, ttl
         )
         if result:
-            self._sessions[result[0].token_hash] = result[0]
+            self._held(result[0])
         return result
 
     def _new_session_sync(
@@ -309,7 +319,7 @@ class IdentityStore:
     ) -> tuple[Session, str] | None:
         result = await asyncio.to_thread(self._user_session_sync, email, password, ttl)
         if result:
-            self._sessions[result[0].token_hash] = result[0]
+            self._held(result[0])
         return result
 
     async def authenticate_thing(
@@ -319,7 +329,7 @@ class IdentityStore:
             self._thing_session_sync, app_id, app_token, thing_key, ttl
         )
         if result:
-            self._sessions[result[0].token_hash] = result[0]
+            self._held(result[0])
         return result
 
     # -- sessions ----------------------------------------------------------------------------
@@ -356,7 +366,7 @@ class IdentityStore:
             session = await asyncio.to_thread(self._load_session_sync, token_hash)
             if session is None:
                 return None
-            self._sessions[token_hash] = session
+            self._held(session)
         return session if await self.touch(session) else None
 
     async def touch(self, session: Session) -> bool:
@@ -366,6 +376,8 @@ class IdentityStore:
         hashing the token on every envelope.
         """
         if session.ended:
+            return False
+        if self._database.lake and not await self._still_open(session):
             return False
         now = self._clock()
         if now >= session.expires_at():
@@ -378,9 +390,34 @@ class IdentityStore:
             await asyncio.to_thread(self._store_access_sync, session.token_hash, now)
         return True
 
+    def _held(self, session: Session) -> None:
+        """Keep a session just made or read from the table in memory."""
+        self._sessions[session.token_hash] = session
+        if self._database.lake:
+            self._checked[session.token_hash] = time.monotonic()
+
+    async def _still_open(self, session: Session) -> bool:
+        """Whether the sessions table still holds `session` open, read again at most every
+        `RECHECK_EVERY` seconds (its role too: an administrator may change it elsewhere). A
+        session this store never held (the admin CLI's own caller) is not in the table."""
+        checked = self._checked.get(session.token_hash)
+        now = time.monotonic()
+        if checked is None or now - checked < RECHECK_EVERY:
+            return True
+        stored = await asyncio.to_thread(self._load_session_sync, session.token_hash)
+        if stored is None:
+            session.ended = True
+            self._sessions.pop(session.token_hash, None)
+            self._checked.pop(session.token_hash, None)
+            return False
+        session.role = stored.role
+        self._checked[session.token_hash] = now
+        return True
+
     async def end(self, token: str) -> None:
         token_hash = token_digest(token)
         session = self._sessions.pop(token_hash, None)
+        self._checked.pop(token_hash, None)
         values: list[object]
         if session is None:
             sql, values = "UPDATE sessions SET ended = true WHERE token_hash = ?", [token_hash]

@@ -18,9 +18,6 @@ one of the two (DuckDB's rule for attached databases).
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
-import threading
 from pathlib import Path
 from typing import Final
 
@@ -141,9 +138,8 @@ class LakeDatabase(Database):
         self.location = f"{LAKE_PREFIX}{_POSTGRES}{_redacted(dsn)} (data {data_path})"
         if not str(data_path).startswith("s3://"):
             Path(data_path).mkdir(parents=True, exist_ok=True)
-        self._extensions = tempfile.mkdtemp(prefix="tr50gw-duckdb-extensions-")
         config: dict[str, str | bool | int | float | list[str]] = {
-            "extension_directory": self._extensions,
+            "extension_directory": str(extensions.cache_directory()),
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
         }
@@ -159,15 +155,16 @@ class LakeDatabase(Database):
             connection.execute(f"ATTACH {_quoted(dsn)} AS pg (TYPE postgres, SCHEMA 'public')")
             connection.execute("CALL postgres_execute('pg', ?)", [IDENTITY_DDL])
             connection.execute("USE lake")
+            # One transaction, one snapshot: table by table cost 0.9 s (each a catalog commit).
+            connection.execute("BEGIN TRANSACTION")
             connection.execute(lake_ddl(LOG_SCHEMA + rollups.SCHEMA + device_schema()))
+            connection.execute("COMMIT")
         except BaseException:
             connection.close()
-            shutil.rmtree(self._extensions, ignore_errors=True)
             raise
         self._connection = connection
         self._search(connection)
         self._prepared()
-        self._lock = threading.Lock()
 
     @staticmethod
     def _search(cursor: duckdb.DuckDBPyConnection) -> None:
@@ -178,12 +175,6 @@ class LakeDatabase(Database):
         cursor = self._connection.cursor()
         self._search(cursor)
         return cursor
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            shutil.rmtree(self._extensions, ignore_errors=True)
 
 
 def _redacted(dsn: str) -> str:
