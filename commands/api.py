@@ -1,6 +1,7 @@
 """The `api` service: api.authenticate, with its brute-force guard.
 
-The guard (`gateway.core.ratelimit.FailedLogins`, one per process in `Services`) counts failed
+The guard (`Services.failed_logins`, a `LoginGuard`: one process's memory over a DuckDB file,
+PostgreSQL shared by every gateway over a DuckLake catalog) counts failed
 logins under two keys per attempt: the login subject (the username, case-folded; for a thing the
 appId together with the thingKey, so one device with a stale token cannot lock out its whole fleet,
 while guessing a 256-bit appToken is hopeless anyway) and the client (an isolated-mode MQTT
@@ -82,7 +83,7 @@ async def authenticate(params: AuthenticateParams, ctx: CallContext) -> dict[str
     window = timedelta(seconds=config.auth_failure_window_s)
     limit = config.auth_max_failures
     guard = services.failed_logins
-    attempt = guard.begin(
+    attempt = await guard.admit(
         login_keys(params, ctx.connection), services.clock(), limit=limit, window=window
     )
     if isinstance(attempt, RateLimitExceeded):
@@ -97,7 +98,7 @@ async def authenticate(params: AuthenticateParams, ctx: CallContext) -> dict[str
                 params.app_id, params.app_token, params.thing_key, ttl
             )
     except BaseException:
-        attempt.withdraw()  # no verdict on the credentials: not a failure
+        await attempt.withdraw()  # no verdict on the credentials: not a failure
         raise
     if result is None:
         for key in attempt.reached_limit:
@@ -108,7 +109,7 @@ async def authenticate(params: AuthenticateParams, ctx: CallContext) -> dict[str
                 config.auth_failure_window_s,
             )
         raise AuthenticationFailed("authentication failed: bad credentials")
-    attempt.withdraw()
+    await attempt.withdraw()
     session, token = result
     ctx.open_session(session, token)
     return {"sessionId": token}

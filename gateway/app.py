@@ -150,6 +150,7 @@ def assemble(
         things=storage.identity,
         admin=storage.admin,
         clock=clock,
+        failed_logins=storage.logins,
     )
     return Assembly(
         settings,

@@ -30,8 +30,9 @@ RATE_LIMITED = -90012
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path / "usage.duckdb", session_ttl=100)
+async def harness(backend: dict[str, Any]) -> AsyncIterator[Harness]:
+    """Each backend in turn: the guard in memory (a DuckDB file), in PostgreSQL (a DuckLake)."""
+    h = Harness(**backend, session_ttl=100)
     provision_harness(h)
     yield h
     h.close()
@@ -179,8 +180,8 @@ async def test_usernames_are_counted_case_folded(harness: Harness) -> None:
     assert code(await login(harness, mqtt("fresh"), "user@acme")) == RATE_LIMITED
 
 
-async def test_settings_are_honoured(tmp_path: Path) -> None:
-    h = Harness(tmp_path / "usage.duckdb", auth_max_failures=3, auth_failure_window_s=60)
+async def test_settings_are_honoured(backend: dict[str, Any]) -> None:
+    h = Harness(**backend, auth_max_failures=3, auth_failure_window_s=60)
     try:
         provision_harness(h)
         await fail_from_many_clients(h, "user@acme", 2)

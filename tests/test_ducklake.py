@@ -179,6 +179,36 @@ async def test_a_session_ended_on_one_gateway_is_ended_on_the_other(
         b.close()
 
 
+async def test_failed_logins_on_two_gateways_count_against_one_limit(
+    lake: dict[str, str],
+) -> None:
+    """The brute-force guard lives in PostgreSQL on a lake (storage/ducklake/logins.py): two
+    failures on each of two gateways reach a limit of 4, so the right password is refused on
+    either; counted per process, each gateway would have seen only 2."""
+    a = Harness(**lake, auth_max_failures=4, instance_name="a")  # type: ignore[arg-type]
+    b = Harness(**lake, auth_max_failures=4, instance_name="b")  # type: ignore[arg-type]
+    try:
+        a.identity.create_org("acme")
+        a.identity.create_user("ops@acme", "acme", PASSWORD, "super-ops")
+        for h in (a, b, a, b):
+            failed = await h.call(login_envelope("ops@acme", "wrong password"))
+            assert failed["auth"]["errorCodes"] == [-90004]
+        refused = await b.call(login_envelope("ops@acme", PASSWORD))
+        assert refused["auth"]["errorCodes"] == [-90012]
+    finally:
+        a.close()
+        b.close()
+
+
+def login_envelope(username: str, password: str) -> dict[str, object]:
+    return {
+        "auth": {
+            "command": "api.authenticate",
+            "params": {"username": username, "password": password},
+        }
+    }
+
+
 async def test_the_admin_cli_provisions_a_lake_the_gateways_share(lake: dict[str, str]) -> None:
     where = ("--db", lake["db"], "--data-path", lake["data_path"], "--json")
     code, out = run_cli("admin", "org-create", "acme", *where)

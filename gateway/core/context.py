@@ -11,6 +11,7 @@ from gateway.core.errors import InvalidSession
 from gateway.core.ports import (
     Administration,
     DeviceData,
+    LoginGuard,
     Sessions,
     Things,
     UsageAnalytics,
@@ -76,9 +77,9 @@ class Services:
     admin: Administration
     clock: Callable[[], datetime]
     record_ids: RecordIds = field(default_factory=RecordIds)
-    # api.authenticate's brute-force guard: failed logins per username and per client, kept in
-    # this process's memory.
-    failed_logins: FailedLogins = field(default_factory=FailedLogins)
+    # api.authenticate's brute-force guard: failed logins per username and per client, in this
+    # process's memory unless the storage shares them between gateways (a DuckLake catalog).
+    failed_logins: LoginGuard = field(default_factory=FailedLogins)
 
 
 @dataclass(slots=True)

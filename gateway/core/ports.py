@@ -7,11 +7,12 @@ handler never waits for the writer itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import datetime
+from collections.abc import AsyncIterator, Hashable, Iterable
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from gateway.core.buckets import BucketPlan
+from gateway.core.ratelimit import RateLimitExceeded
 from gateway.core.records import (
     AlarmValue,
     AppInfo,
@@ -40,6 +41,8 @@ __all__ = [
     "AlreadyExists",
     "DeviceData",
     "LastSuperOps",
+    "LoginAttempt",
+    "LoginGuard",
     "Missing",
     "Provisioning",
     "ProvisioningError",
@@ -258,6 +261,34 @@ class Sessions(Protocol):
         ...
 
     async def end(self, token: str) -> None: ...
+
+
+class LoginAttempt(Protocol):
+    """A login attempt the guard let through, provisionally counted as a failure."""
+
+    # The keys this attempt's mark brought to the limit: if it fails, they are now locked.
+    reached_limit: tuple[Hashable, ...]
+
+    async def withdraw(self) -> None:
+        """Withdraw the provisional failure (the login succeeded, or reached no verdict)."""
+        ...
+
+
+class LoginGuard(Protocol):
+    """`api.authenticate`'s brute-force guard: failed logins per key over a sliding window
+    (`gateway.core.ratelimit.FailedLogins` in memory; `storage.ducklake.logins` in PostgreSQL,
+    one count for every gateway on the catalog)."""
+
+    async def admit(
+        self, keys: Iterable[Hashable], now: datetime, *, limit: int, window: timedelta
+    ) -> RateLimitExceeded | LoginAttempt:
+        """Refuse the attempt if one of `keys` is at its limit (the refusal is not counted);
+        otherwise count it as failed under every key until it is withdrawn."""
+        ...
+
+    def describe(self, key: Hashable) -> str:
+        """A key as the process log may show it (subjects only as a keyed hash)."""
+        ...
 
 
 class Provisioning(Protocol):

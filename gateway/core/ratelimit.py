@@ -16,7 +16,9 @@ the window are dropped, and at most `max_keys` (default 100,000) keys are tracke
 keys whose last failure is oldest are forgotten (with a warning in the log), so an attacker who
 can produce failures under that many distinct keys within one window can wipe a victim's counter;
 the per-client key makes that cost many clients. The counters live in one process: several
-gateway instances count separately, and a restart forgets them.
+gateway instances on one DuckDB file would count separately, and a restart forgets them; on a
+DuckLake catalog the counters live in PostgreSQL instead (`storage.ducklake.logins`), shared by
+every gateway. Both serve `api.authenticate` as a `gateway.core.ports.LoginGuard`.
 """
 
 from __future__ import annotations
@@ -31,11 +33,22 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-__all__ = ["DEFAULT_MAX_KEYS", "Attempt", "FailedLogins", "RateLimitExceeded"]
+__all__ = ["DEFAULT_MAX_KEYS", "Attempt", "FailedLogins", "RateLimitExceeded", "describe_key"]
 
 logger = logging.getLogger("tr50gw.ratelimit")
 
 DEFAULT_MAX_KEYS = 100_000
+
+
+def describe_key(log_key: bytes, key: Hashable) -> str:
+    """A guard's key as the process log may show it: clients plainly, subjects (usernames...) as
+    a hash keyed by `log_key`, so that a password typed into the username field cannot be
+    recovered from the log by hashing guesses."""
+    if isinstance(key, tuple) and key[0] == "client":
+        return f"{key[1]} client {key[2]}"
+    kind = key[0] if isinstance(key, tuple) else "key"
+    digest = hmac.new(log_key, repr(key).encode(), hashlib.sha256).hexdigest()
+    return f"{kind} #{digest[:12]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +77,7 @@ class Attempt:
         # The keys this attempt's mark brought to the limit: if it fails, they are now locked.
         self.reached_limit = reached_limit
 
-    def withdraw(self) -> None:
+    async def withdraw(self) -> None:
         """Withdraw the provisional failure (the login succeeded, or never reached a verdict)."""
         self._limiter._withdraw(self._keys, self._at)
 
@@ -93,11 +106,7 @@ class FailedLogins:
 
     def describe(self, key: Hashable) -> str:
         """A key as the process log may show it: clients plainly, subjects as a keyed hash."""
-        if isinstance(key, tuple) and key[0] == "client":
-            return f"{key[1]} client {key[2]}"
-        kind = key[0] if isinstance(key, tuple) else "key"
-        digest = hmac.new(self._log_key, repr(key).encode(), hashlib.sha256).hexdigest()
-        return f"{kind} #{digest[:12]}"
+        return describe_key(self._log_key, key)
 
     def failures(self, key: Hashable, now: datetime, *, window: timedelta) -> int:
         """How many failures of `key` are still inside the window at `now`."""
@@ -150,6 +159,12 @@ class FailedLogins:
                 reached.append(key)
         self._evict_beyond_cap(keep=len(unique))
         return Attempt(self, unique, now, tuple(reached))
+
+    async def admit(
+        self, keys: Iterable[Hashable], now: datetime, *, limit: int, window: timedelta
+    ) -> RateLimitExceeded | Attempt:
+        """`begin`, as the `LoginGuard` port asks for it."""
+        return self.begin(keys, now, limit=limit, window=window)
 
     def _withdraw(self, keys: tuple[Hashable, ...], at: datetime) -> None:
         for key in keys:

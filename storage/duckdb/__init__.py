@@ -7,6 +7,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.core.ports import LoginGuard
+from gateway.core.ratelimit import FailedLogins
 from storage.duckdb.administration import AdminStore
 from storage.duckdb.analytics import UsageAggregates
 from storage.duckdb.broker import CredentialsExporter
@@ -48,6 +50,8 @@ class DuckDBStorage:
         """With `broker_credentials`, the broker plugin's credentials file (broker/README.md)
         is written there at once and rewritten whenever an app or a thing is added."""
         self.database = self._open(path, memory_limit)
+        # api.authenticate's brute-force counters: this process's memory (one gateway per file)
+        self.logins: LoginGuard = FailedLogins()
         self.credentials = (
             CredentialsExporter(self.database, broker_credentials)
             if broker_credentials is not None

@@ -11,6 +11,7 @@ from typing import Any
 from storage.duckdb import DuckDBStorage
 from storage.duckdb.database import Database
 from storage.ducklake.database import LakeDatabase, is_lake, parse_lake
+from storage.ducklake.logins import SharedFailedLogins
 
 __all__ = ["DuckLakeStorage", "LakeDatabase", "is_lake", "parse_lake"]
 
@@ -24,6 +25,15 @@ class DuckLakeStorage(DuckDBStorage):
     ) -> None:
         self._data_path = data_path
         super().__init__(db, clock, **options)
+        # api.authenticate's brute-force counters, shared by every gateway on the catalog
+        self.shared_logins = SharedFailedLogins(parse_lake(db))
+        self.logins = self.shared_logins
+
+    def close(self) -> None:
+        try:
+            self.shared_logins.close()
+        finally:
+            super().close()
 
     def _open(self, path: str | Path, memory_limit: str | None) -> Database:
         return LakeDatabase(str(path), self._data_path, memory_limit=memory_limit)

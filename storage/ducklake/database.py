@@ -87,6 +87,13 @@ CREATE TABLE IF NOT EXISTS sessions (
     last_accessed timestamp NOT NULL,
     ended boolean NOT NULL DEFAULT false
 );
+CREATE TABLE IF NOT EXISTS login_failures (
+    key_digest varchar NOT NULL,
+    at timestamp NOT NULL,
+    attempt varchar NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_by_key ON login_failures (key_digest, at);
+CREATE INDEX IF NOT EXISTS login_failures_by_attempt ON login_failures (attempt);
 """
 
 _KEYS: Final = (
@@ -134,6 +141,7 @@ class LakeDatabase(Database):
         """`db`: `ducklake:postgres:<dsn>`; `data_path`: where the lake's Parquet files go (a
         directory every gateway shares)."""
         dsn = parse_lake(db)
+        self.dsn = dsn
         self.path = Path(str(data_path))
         self.location = f"{LAKE_PREFIX}{_POSTGRES}{_redacted(dsn)} (data {data_path})"
         if not str(data_path).startswith("s3://"):
