@@ -9,6 +9,7 @@ process: each its own in-memory DuckDB attaching the same catalog, as two proces
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import pytest
 
 from gateway.settings import Settings
 from storage.ducklake import extensions
-from storage.ducklake.database import lake_ddl
+from storage.ducklake.database import LakeDatabase, lake_ddl
+from storage.ducklake.maintenance import COMPACTION_LOCK, LakeMaintenance, compact, exclusive
 from tests.harness import Clock, Harness
 from tests.support import run_cli
 
@@ -207,6 +209,106 @@ def login_envelope(username: str, password: str) -> dict[str, object]:
             "params": {"username": username, "password": password},
         }
     }
+
+
+async def small_commits(h: Harness, session: str, commits: int, per_commit: int = 12) -> None:
+    """`commits` writer commits of `per_commit` pings each: a small Parquet file each."""
+    for _ in range(commits):
+        for _ in range(per_commit):
+            await h.as_session(session, p={"command": "diag.ping"})
+        assert h.usage.flush()
+
+
+def usage_files(h: Harness) -> int:
+    row = (
+        h.database.cursor()
+        .execute("SELECT count(*) FROM ducklake_list_files('lake', 'usage_log')")
+        .fetchone()
+    )
+    return int(row[0]) if row else 0
+
+
+async def counts(h: Harness, session: str) -> tuple[int, int]:
+    """What a user sees: the listing's count and the day's activity total."""
+    reply = await h.as_session(
+        session,
+        l={"command": "usage.api.list", "params": {"service": "diag"}},
+        a={"command": "usage.api.activity", "params": {"service": "diag", "interval": "day"}},
+    )
+    assert reply["a"]["success"], reply
+    activity = sum(int(bucket["count"]) for bucket in reply["a"]["params"]["result"])
+    return reply["l"]["params"]["count"], activity
+
+
+async def test_compaction_merges_the_small_files(lake: dict[str, str]) -> None:
+    h = gateway(lake)
+    try:
+        session = await org_with_user(h)
+        await small_commits(h, session, 8)
+        before = usage_files(h)
+        compact(h.database, h.clock() + timedelta(days=1))  # type: ignore[arg-type]
+        assert (before, usage_files(h)) == (8, 1)  # the login, one row, is inlined in the catalog
+    finally:
+        h.close()
+
+
+async def test_compaction_leaves_every_count_unchanged(lake: dict[str, str]) -> None:
+    """Rollups consolidated, files merged, snapshots expired and their files removed: the
+    listing and the chart count what they counted."""
+    h = gateway(lake)
+    try:
+        session = await org_with_user(h)
+        await small_commits(h, session, 6)
+        before = await counts(h, session)
+        done = compact(h.database, h.clock() + timedelta(days=1))  # type: ignore[arg-type]
+        assert done.merged and done.consolidated and done.cleaned, done
+        assert await counts(h, session) == before
+    finally:
+        h.close()
+
+
+async def test_compaction_beside_another_gateways_appends_loses_nothing(
+    lake: dict[str, str],
+) -> None:
+    """Gateway a appends in small commits while b compacts round after round on its thread:
+    every ping is counted once, by both."""
+    a, b = gateway(lake, "a"), gateway(lake, "b")
+    try:
+        session = await org_with_user(a)
+        stop = threading.Event()
+
+        def compacting() -> None:
+            while not stop.is_set():
+                compact(b.database, b.clock() + timedelta(days=1))  # type: ignore[arg-type]
+
+        thread = threading.Thread(target=compacting)
+        thread.start()
+        try:
+            await small_commits(a, session, 20, per_commit=15)
+        finally:
+            stop.set()
+            thread.join()
+        seen = [(await counts(h, session))[0] for h in (a, b)]
+        assert seen == [300, 300]
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_one_gateway_compacts_at_a_time(lake: dict[str, str]) -> None:
+    """While another holds the lock (here: the test), a gateway's round is skipped."""
+    h = gateway(lake)
+    try:
+        database = h.database
+        assert isinstance(database, LakeDatabase)
+        maintenance = LakeMaintenance(database, h.clock, interval=3600)
+        maintenance.close()  # its first round ran at start, holding the lock alone
+        with exclusive(database.dsn, COMPACTION_LOCK) as held:
+            assert held
+            maintenance.round()
+        assert (maintenance.ran, maintenance.skipped) == (1, 1)
+    finally:
+        h.close()
 
 
 async def test_the_admin_cli_provisions_a_lake_the_gateways_share(lake: dict[str, str]) -> None:

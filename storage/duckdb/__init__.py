@@ -17,6 +17,7 @@ from storage.duckdb.database import Database, DatabaseLocked
 from storage.duckdb.devices import DeviceStore
 from storage.duckdb.export import UsageExporter
 from storage.duckdb.identity import IdentityStore
+from storage.duckdb.periodic import Periodic
 from storage.duckdb.retention import Retention
 from storage.duckdb.usage import UsageQueries, UsageWriter
 from storage.duckdb.writer import BatchWriter
@@ -80,14 +81,12 @@ class DuckDBStorage:
             on_change=self.credentials.changed if self.credentials is not None else None,
         )
         self.compactor = (
-            Compactor(
-                self.database, clock, interval=compact_interval, retention_days=retention_days
-            )
+            self._compactor(clock, compact_interval, retention_days)
             if compact_interval > 0
             else None
         )
         self.retention = (
-            Retention(
+            self._retention_class(
                 self.database,
                 clock,
                 retention_days=retention_days,
@@ -99,8 +98,16 @@ class DuckDBStorage:
             else None
         )
 
+    _retention_class: type[Retention] = Retention
+
     def _open(self, path: str | Path, memory_limit: str | None) -> Database:
         return Database(path, memory_limit=memory_limit)
+
+    def _compactor(
+        self, clock: Callable[[], datetime], interval: float, retention_days: int
+    ) -> Periodic:
+        """The upkeep of `compact_interval` (a file: finished days re-sorted by org)."""
+        return Compactor(self.database, clock, interval=interval, retention_days=retention_days)
 
     def _flush_devices(self) -> None:
         for writer in self.devices.writers.values():

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
+import duckdb
 import pyarrow as pa
 
 from storage.duckdb.database import Database
@@ -23,6 +25,16 @@ from storage.duckdb.transaction import transaction
 __all__ = ["BatchWriter", "TableSpec"]
 
 Row = TypeVar("Row")
+
+MAX_CONFLICT_RETRIES = 50  # a batch tried again after a commit conflict, at most this often
+# On a lake whose catalog is unreachable, records wait in memory up to this many (about 1 KB
+# each); beyond it the batch being stored is given up, logged, so memory stays bounded.
+MAX_BACKLOG = 500_000
+
+
+def _conflict(error: duckdb.Error) -> bool:
+    """A commit lost to a concurrent one (DuckDB's write-write conflicts, DuckLake's)."""
+    return isinstance(error, duckdb.TransactionException) and "onflict" in str(error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +81,7 @@ class BatchWriter(Generic[Row]):
         self._failing = False  # the last batch could not be stored at all
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._staged: Any = None  # the cursor whose `batch` table and statements are ready
+        self.conflicts_retried = 0  # commits tried again after a conflict (several writers)
         # Held while a batch commits and `committed` moves with it: a reader holding it sees a
         # DuckDB snapshot and an uncommitted list that add up to exactly `submitted` (usage.py).
         self.commit_lock = threading.Lock()
@@ -189,7 +202,7 @@ class BatchWriter(Generic[Row]):
                 self._in_flight = batch
             failing = False
             try:
-                self._insert(cursor, batch)
+                self._store(cursor, batch)
             except Exception:
                 # One unstorable string (a lone surrogate...) must not sink the whole batch.
                 self._logger.exception(
@@ -213,6 +226,47 @@ class BatchWriter(Generic[Row]):
             for _, loop, future in ready:
                 loop.call_soon_threadsafe(_resolve, future)
         cursor.close()
+
+    def _store(self, cursor: Any, batch: list[Row]) -> None:
+        """`_insert` the batch, again after a commit conflict (several gateways appending to one
+        lake, or its compaction, committed first: the transaction was rolled back whole, so
+        trying again stores the batch once) and, on a lake, while the catalog is unreachable
+        (PostgreSQL restarting) and no more than `MAX_BACKLOG` records wait; then the error."""
+        conflicts = 0
+        outage_since: float | None = None
+        while True:
+            try:
+                self._insert(cursor, batch)
+            except duckdb.Error as error:
+                if _conflict(error) and conflicts < MAX_CONFLICT_RETRIES:
+                    conflicts += 1
+                    self.conflicts_retried += 1
+                    time.sleep(random.uniform(0.5, 1.5) * min(0.2, 0.002 * 2**conflicts))
+                    continue
+                if (
+                    not self._database.lake
+                    or _conflict(error)
+                    or self._stopping
+                    or self.backlog > MAX_BACKLOG
+                ):
+                    raise
+                if outage_since is None:
+                    outage_since = time.monotonic()
+                    self._failing = True
+                    self._logger.error(
+                        "the lake is unreachable (%s); %d records wait, retrying",
+                        str(error).splitlines()[0][:200],
+                        self.backlog,
+                    )
+                time.sleep(min(5.0, 0.1 + (time.monotonic() - outage_since) / 10))
+                continue
+            if outage_since is not None:
+                self._logger.warning(
+                    "the lake is back after %.1f s; storing the %d waiting records",
+                    time.monotonic() - outage_since,
+                    self.backlog,
+                )
+            return
 
     def _linger(self) -> None:
         """Let the batch grow for up to one flush interval (called holding the condition)."""

@@ -10,8 +10,10 @@ from typing import Any
 
 from storage.duckdb import DuckDBStorage
 from storage.duckdb.database import Database
+from storage.duckdb.periodic import Periodic
 from storage.ducklake.database import LakeDatabase, is_lake, parse_lake
 from storage.ducklake.logins import SharedFailedLogins
+from storage.ducklake.maintenance import LakeMaintenance, LakeRetention
 
 __all__ = ["DuckLakeStorage", "LakeDatabase", "is_lake", "parse_lake"]
 
@@ -35,5 +37,15 @@ class DuckLakeStorage(DuckDBStorage):
         finally:
             super().close()
 
+    _retention_class = LakeRetention
+
     def _open(self, path: str | Path, memory_limit: str | None) -> Database:
         return LakeDatabase(str(path), self._data_path, memory_limit=memory_limit)
+
+    def _compactor(
+        self, clock: Callable[[], datetime], interval: float, retention_days: int
+    ) -> Periodic:
+        """On a lake: small files merged, old snapshots and files removed, by one gateway at a
+        time (storage/ducklake/maintenance.py)."""
+        assert isinstance(self.database, LakeDatabase)
+        return LakeMaintenance(self.database, clock, interval=interval)
