@@ -15,9 +15,9 @@ import re
 import socket
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, get_origin
+from typing import TYPE_CHECKING, Any, get_origin
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -27,18 +27,13 @@ from pydantic_settings import (
 )
 
 from gateway.transports.mqtt.link import MqttTarget, parse_mqtt_url
-from storage.ducklake.objectstore import (
-    URL_STYLES,
-    ObjectStore,
-    check_credential,
-    check_region,
-    check_s3_path,
-    is_s3,
-    parse_endpoint,
-)
+
+if TYPE_CHECKING:
+    from storage.ducklake.objectstore import ObjectStore
 
 LAKE_PREFIX = "ducklake:"
 LAKE_CATALOG = "ducklake:postgres:"  # the one catalog database several gateways can share
+S3_PREFIX = "s3://"  # a data path in an object store (storage/ducklake/objectstore.py)
 
 __all__ = ["ENV_PREFIX", "OBJECT_STORE_SETTINGS", "Settings"]
 
@@ -321,38 +316,27 @@ class Settings(BaseSettings):
                 raise ValueError("--db ducklake:... needs --data-path (where its files go)")
         return self
 
-    @field_validator("data_path")
+    @field_validator(*OBJECT_STORE_SETTINGS, "data_path")
     @classmethod
-    def _valid_s3_path(cls, value: str) -> str:
-        return check_s3_path(value) if is_s3(value) else value
+    def _valid_for_an_object_store(cls, value: Any, info: ValidationInfo) -> Any:
+        """By the rules of storage/ducklake/objectstore.py (the ones `ObjectStore` checks),
+        imported when a value is checked rather than with this module: `tr50gw call` builds
+        the parser from these fields and loads no storage (tests/test_layers.py)."""
+        from storage.ducklake import objectstore as rules
 
-    @field_validator("s3_endpoint")
-    @classmethod
-    def _valid_s3_endpoint(cls, value: str) -> str:
-        parse_endpoint(value)
-        return value
-
-    @field_validator("s3_region")
-    @classmethod
-    def _valid_s3_region(cls, value: str) -> str:
-        return check_region(value)
-
-    @field_validator("s3_access_key_id")
-    @classmethod
-    def _valid_s3_access_key_id(cls, value: str) -> str:
-        return check_credential(value, "access key id")
-
-    @field_validator("s3_secret_access_key")
-    @classmethod
-    def _valid_s3_secret_access_key(cls, value: SecretStr) -> SecretStr:
-        check_credential(value.get_secret_value(), "secret access key")
-        return value
-
-    @field_validator("s3_url_style")
-    @classmethod
-    def _valid_s3_url_style(cls, value: str) -> str:
-        if value not in ("", *URL_STYLES):
-            raise ValueError(f"an S3 URL style is {' or '.join(URL_STYLES)} ('' = by endpoint)")
+        match info.field_name:
+            case "data_path" if rules.is_s3(value):
+                rules.check_s3_path(value)
+            case "s3_endpoint":
+                rules.parse_endpoint(value)
+            case "s3_region":
+                rules.check_region(value)
+            case "s3_access_key_id":
+                rules.check_credential(value, "access key id")
+            case "s3_secret_access_key":
+                rules.check_credential(value.get_secret_value(), "secret access key")
+            case "s3_url_style":
+                rules.check_url_style(value)
         return value
 
     @model_validator(mode="after")
@@ -360,14 +344,16 @@ class Settings(BaseSettings):
         """For an s3:// data path, where they are used (the environment may hold them for
         another)."""
         secret = self.s3_secret_access_key.get_secret_value()
-        if is_s3(self.data_path) and bool(self.s3_access_key_id) != bool(secret):
+        if self.data_path.startswith(S3_PREFIX) and bool(self.s3_access_key_id) != bool(secret):
             raise ValueError("--s3-access-key-id and --s3-secret-access-key go together")
         return self
 
     @property
     def object_store(self) -> ObjectStore | None:
         """The object store of an `s3://` data path, for the storage; None for a directory."""
-        if not is_s3(self.data_path):
+        from storage.ducklake.objectstore import ObjectStore
+
+        if not self.data_path.startswith(S3_PREFIX):
             return None
         return ObjectStore(
             endpoint=self.s3_endpoint,

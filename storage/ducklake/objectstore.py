@@ -25,6 +25,7 @@ __all__ = [
     "check_credential",
     "check_region",
     "check_s3_path",
+    "check_url_style",
     "is_s3",
     "parse_endpoint",
 ]
@@ -99,6 +100,13 @@ def check_credential(value: str, what: str) -> str:
     return value
 
 
+def check_url_style(style: str) -> str:
+    """`path` or `vhost`, or '' (`ObjectStore.style` picks by the endpoint)."""
+    if style not in ("", *URL_STYLES):
+        raise ValueError(f"an S3 URL style is {' or '.join(URL_STYLES)} ('' = by endpoint)")
+    return style
+
+
 @dataclass(frozen=True)
 class ObjectStore:
     """Where the store is and how to sign for it. `endpoint` '' is AWS itself; `url_style` ''
@@ -118,8 +126,7 @@ class ObjectStore:
         check_credential(self.secret_access_key, "secret access key")
         if bool(self.access_key_id) != bool(self.secret_access_key):
             raise ValueError("an S3 access key id and its secret access key go together")
-        if self.url_style not in ("", *URL_STYLES):
-            raise ValueError(f"an S3 URL style is {' or '.join(URL_STYLES)}")
+        check_url_style(self.url_style)
 
     @property
     def style(self) -> str:
