@@ -295,6 +295,8 @@ def _scope(parser: argparse.ArgumentParser) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    from gateway.settings import OBJECT_STORE_SETTINGS, Settings
+
     parser.add_argument(
         "--db",
         default=os.environ.get("TR50GW_DB") or "data/usage.duckdb",
@@ -305,7 +307,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-path",
         default=os.environ.get("TR50GW_DATA_PATH") or "",
-        help="a DuckLake catalog's data path, as the gateways have it (also TR50GW_DATA_PATH)",
+        help="a DuckLake catalog's data path, as the gateways have it (also TR50GW_DATA_PATH);"
+        " an s3:// one with the --s3-* settings the gateways have",
     )
     parser.add_argument(
         "--gateway",
@@ -323,6 +326,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="the broker plugin's credentials file to rewrite when the CLI opens the "
         "database itself (as `serve` has it; also TR50GW_BROKER_CREDENTIALS)",
     )
+    Settings.add_flags(parser, OBJECT_STORE_SETTINGS)  # as `serve` takes them
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -395,11 +399,14 @@ def _outcome(reply: Any, key: str) -> Any:
 def _open_file(args: argparse.Namespace, **settings: Any) -> Assembly:
     """The gateway's assembly over `--db` for the CLI's own use: no transports, no compaction,
     no retention (the running gateway's business); `DatabaseLocked` when a gateway has it."""
-    from gateway.app import assemble
-    from gateway.settings import Settings
+    from pydantic import ValidationError
 
-    return assemble(
-        Settings(
+    from gateway.app import assemble
+    from gateway.settings import OBJECT_STORE_SETTINGS, Settings
+    from storage.ducklake import ObjectStoreError
+
+    try:
+        chosen = Settings(
             db=args.db,
             data_path=args.data_path,
             mqtt_url="none",
@@ -408,9 +415,18 @@ def _open_file(args: argparse.Namespace, **settings: Any) -> Assembly:
             compact_interval_s=0,
             retention_days=0,
             instance_name=f"admin-cli@{socket.gethostname()}",
+            **Settings.cli_values(args, os.environ, OBJECT_STORE_SETTINGS),
             **settings,
         )
-    )
+    except ValidationError as error:  # as `serve` says it: without the values
+        item = error.errors(include_input=False, include_url=False)[0]
+        name = ".".join(str(part) for part in item["loc"])
+        where = f"setting {name}" if name else "settings"  # no name: settings that clash
+        raise AdminError(EXIT_USAGE, f"bad {where}: {item['msg']}") from None
+    try:
+        return assemble(chosen)
+    except ObjectStoreError as error:
+        raise AdminError(EXIT_FAILED, f"cannot open the usage log: {error}") from None
 
 
 T = TypeVar("T")

@@ -166,9 +166,16 @@ def assemble(
 def open_storage(
     settings: Settings, clock: Callable[[], datetime], **options: Any
 ) -> DuckDBStorage:
-    """The DuckDB file's storage, or a DuckLake catalog's (`--db ducklake:...`)."""
+    """The DuckDB file's storage, or a DuckLake catalog's (`--db ducklake:...`, its files in a
+    directory or an S3-compatible object store: `ObjectStoreError` when the store refuses)."""
     if isinstance(settings.db, str):
-        return DuckLakeStorage(settings.db, clock, data_path=settings.data_path, **options)
+        return DuckLakeStorage(
+            settings.db,
+            clock,
+            data_path=settings.data_path,
+            object_store=settings.object_store,
+            **options,
+        )
     return DuckDBStorage(settings.db, clock, **options)
 
 

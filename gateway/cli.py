@@ -68,6 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.app import Gateway
     from gateway.settings import Settings
     from storage.duckdb import DatabaseLocked
+    from storage.ducklake import ObjectStoreError
 
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -81,11 +82,12 @@ def _serve(args: argparse.Namespace) -> int:
         # Without the input values: a bad MQTT URL may carry a password.
         for item in error.errors(include_input=False, include_url=False):
             name = ".".join(str(part) for part in item["loc"])
-            print(f"tr50gw: bad setting {name}: {item['msg']}", file=sys.stderr)
+            where = f"setting {name}" if name else "settings"  # no name: settings that clash
+            print(f"tr50gw: bad {where}: {item['msg']}", file=sys.stderr)
         return EXIT_USAGE
     try:
         gateway = Gateway(settings)
-    except DatabaseLocked as error:
+    except (DatabaseLocked, ObjectStoreError) as error:
         print(f"tr50gw: cannot open the usage log: {error}", file=sys.stderr)
         return EXIT_FAILED
     except PluginError as error:

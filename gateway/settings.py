@@ -13,11 +13,11 @@ import argparse
 import json
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, get_origin
+from typing import TYPE_CHECKING, Any, get_origin
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -28,17 +28,32 @@ from pydantic_settings import (
 
 from gateway.transports.mqtt.link import MqttTarget, parse_mqtt_url
 
+if TYPE_CHECKING:
+    from storage.ducklake.objectstore import ObjectStore
+
 LAKE_PREFIX = "ducklake:"
 LAKE_CATALOG = "ducklake:postgres:"  # the one catalog database several gateways can share
+S3_PREFIX = "s3://"  # a data path in an object store (storage/ducklake/objectstore.py)
 
-__all__ = ["ENV_PREFIX", "Settings"]
+__all__ = ["ENV_PREFIX", "OBJECT_STORE_SETTINGS", "Settings"]
 
 ENV_PREFIX = "TR50GW_"
+# The settings of an s3:// --data-path's object store: `tr50gw admin` takes them too.
+OBJECT_STORE_SETTINGS = (
+    "s3_endpoint",
+    "s3_region",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "s3_url_style",
+)
 _MQTT_OFF = ("", "none", "off")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+    # No input in an error's text: a URL may carry a password, and a key is a secret.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", hide_input_in_errors=True
+    )
 
     mqtt_url: str = Field(
         "mqtt://127.0.0.1:1883",
@@ -88,7 +103,27 @@ class Settings(BaseSettings):
     data_path: str = Field(
         "",
         description="where a DuckLake catalog's Parquet files go: a directory every gateway"
-        " shares (--db ducklake:...)",
+        " shares, or s3://bucket/prefix in an S3-compatible object store (--s3-*)"
+        " (--db ducklake:...)",
+    )
+    s3_endpoint: str = Field(
+        "",
+        description="the object store of an s3:// --data-path: http://host:port or "
+        "https://host:port (MinIO, Ceph, ...); '' = AWS",
+    )
+    s3_region: str = Field("us-east-1", description="the object store's region")
+    s3_access_key_id: str = Field(
+        "", description="the object store's access key id; '' = unsigned requests"
+    )
+    s3_secret_access_key: SecretStr = Field(
+        SecretStr(""),
+        description="its secret access key, never shown (belongs in "
+        "TR50GW_S3_SECRET_ACCESS_KEY: a command line is visible to every local user)",
+    )
+    s3_url_style: str = Field(
+        "",
+        description="path (the bucket in the URL's path) or vhost (in its host name); "
+        "'' = path with --s3-endpoint, vhost on AWS",
     )
     flush_interval_ms: int = Field(
         200,
@@ -195,11 +230,14 @@ class Settings(BaseSettings):
         return (init_settings,)
 
     @classmethod
-    def add_flags(cls, parser: argparse.ArgumentParser) -> None:
-        """One flag per field: `--ws-port` for `ws_port`, its help the field's description and
-        default. A bool is `--name` / `--no-name`; a list field takes one item per use of the
-        singular flag (`--ws-allowed-origin A --ws-allowed-origin B`). Flags not given stay
-        absent from the parsed args, so they never hide an environment variable."""
+    def add_flags(
+        cls, parser: argparse.ArgumentParser, names: Collection[str] | None = None
+    ) -> None:
+        """One flag per field (of `names`, else of all): `--ws-port` for `ws_port`, its help
+        the field's description and default. A bool is `--name` / `--no-name`; a list field
+        takes one item per use of the singular flag (`--ws-allowed-origin A
+        --ws-allowed-origin B`). Flags not given stay absent from the parsed args, so they never
+        hide an environment variable."""
         group = parser.add_argument_group(
             "settings",
             f"Each is also an environment variable {ENV_PREFIX}<NAME> ({ENV_PREFIX}MQTT_URL for "
@@ -207,6 +245,8 @@ class Settings(BaseSettings):
             "); flags win over the environment.",
         )
         for name, field in cls.model_fields.items():
+            if names is not None and name not in names:
+                continue
             flag = "--" + name.replace("_", "-")
             shown = _shown_default(field)
             help_text = f"{field.description or ''} (default: {shown})".replace("%", "%%")
@@ -235,9 +275,20 @@ class Settings(BaseSettings):
     def from_cli(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         """Flags given in `args` (parsed by a parser `add_flags` equipped), over `TR50GW_*`
         variables in `environ`, over the defaults; pydantic's ValidationError for a bad value."""
+        return cls(**cls.cli_values(args, environ))
+
+    @classmethod
+    def cli_values(
+        cls,
+        args: argparse.Namespace,
+        environ: Mapping[str, str],
+        names: Collection[str] | None = None,
+    ) -> dict[str, Any]:
+        """The values flags in `args` and `TR50GW_*` variables in `environ` give (flags first),
+        of `names` or of every field, for another tool's own `Settings(...)` (`tr50gw admin`)."""
         values = _EnvironSource(cls, environ)()
         values.update({name: getattr(args, name) for name in cls.model_fields if name in args})
-        return cls(**values)
+        return values if names is None else {k: v for k, v in values.items() if k in names}
 
     @model_validator(mode="after")
     def _rollups_outlive_records(self) -> Settings:
@@ -264,6 +315,53 @@ class Settings(BaseSettings):
             if not self.data_path:
                 raise ValueError("--db ducklake:... needs --data-path (where its files go)")
         return self
+
+    @field_validator(*OBJECT_STORE_SETTINGS, "data_path")
+    @classmethod
+    def _valid_for_an_object_store(cls, value: Any, info: ValidationInfo) -> Any:
+        """By the rules of storage/ducklake/objectstore.py (the ones `ObjectStore` checks),
+        imported when a value is checked rather than with this module: `tr50gw call` builds
+        the parser from these fields and loads no storage (tests/test_layers.py)."""
+        from storage.ducklake import objectstore as rules
+
+        match info.field_name:
+            case "data_path" if rules.is_s3(value):
+                rules.check_s3_path(value)
+            case "s3_endpoint":
+                rules.parse_endpoint(value)
+            case "s3_region":
+                rules.check_region(value)
+            case "s3_access_key_id":
+                rules.check_credential(value, "access key id")
+            case "s3_secret_access_key":
+                rules.check_credential(value.get_secret_value(), "secret access key")
+            case "s3_url_style":
+                rules.check_url_style(value)
+        return value
+
+    @model_validator(mode="after")
+    def _s3_keys_go_together(self) -> Settings:
+        """For an s3:// data path, where they are used (the environment may hold them for
+        another)."""
+        secret = self.s3_secret_access_key.get_secret_value()
+        if self.data_path.startswith(S3_PREFIX) and bool(self.s3_access_key_id) != bool(secret):
+            raise ValueError("--s3-access-key-id and --s3-secret-access-key go together")
+        return self
+
+    @property
+    def object_store(self) -> ObjectStore | None:
+        """The object store of an `s3://` data path, for the storage; None for a directory."""
+        from storage.ducklake.objectstore import ObjectStore
+
+        if not self.data_path.startswith(S3_PREFIX):
+            return None
+        return ObjectStore(
+            endpoint=self.s3_endpoint,
+            region=self.s3_region,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=self.s3_secret_access_key.get_secret_value(),
+            url_style=self.s3_url_style,
+        )
 
     @property
     def db_shown(self) -> str:
@@ -318,6 +416,8 @@ def _is_list(field: FieldInfo) -> bool:
 def _shown_default(field: FieldInfo) -> str:
     """The default as one would write it in the environment: `false`, `''`, `[]`, `8765`."""
     value = field.get_default(call_default_factory=True)
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):

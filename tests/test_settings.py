@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from gateway.cli import build_parser
 from gateway.settings import ENV_PREFIX, Settings
@@ -29,6 +30,11 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "http_port": ("8080", 8080),
     "db": ("/var/lib/tr50gw/usage.duckdb", Path("/var/lib/tr50gw/usage.duckdb")),
     "data_path": ("/srv/lake", "/srv/lake"),
+    "s3_endpoint": ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+    "s3_region": ("eu-central-1", "eu-central-1"),
+    "s3_access_key_id": ("AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+    "s3_secret_access_key": ("k3y/with+ch4rs", SecretStr("k3y/with+ch4rs")),
+    "s3_url_style": ("vhost", "vhost"),
     "flush_interval_ms": ("0", 0),
     "compact_interval_s": ("0", 0),
     "db_memory_limit": ("1GiB", "1GiB"),

@@ -14,18 +14,34 @@ from storage.duckdb.periodic import Periodic
 from storage.ducklake.database import LakeDatabase, is_lake, parse_lake
 from storage.ducklake.logins import SharedFailedLogins
 from storage.ducklake.maintenance import LakeMaintenance, LakeRetention
+from storage.ducklake.objectstore import ObjectStore, ObjectStoreError
 
-__all__ = ["DuckLakeStorage", "LakeDatabase", "is_lake", "parse_lake"]
+__all__ = [
+    "DuckLakeStorage",
+    "LakeDatabase",
+    "ObjectStore",
+    "ObjectStoreError",
+    "is_lake",
+    "parse_lake",
+]
 
 
 class DuckLakeStorage(DuckDBStorage):
     """`DuckDBStorage` whose tables live in a DuckLake catalog (`db`: `ducklake:postgres:<dsn>`)
-    with its Parquet files under `data_path`, and whose identity tables live in PostgreSQL."""
+    with its Parquet files under `data_path` (a shared directory, or `s3://bucket/prefix` in
+    `object_store`), and whose identity tables live in PostgreSQL."""
 
     def __init__(
-        self, db: str, clock: Callable[[], datetime], *, data_path: str | Path, **options: Any
+        self,
+        db: str,
+        clock: Callable[[], datetime],
+        *,
+        data_path: str | Path,
+        object_store: ObjectStore | None = None,
+        **options: Any,
     ) -> None:
         self._data_path = data_path
+        self._object_store = object_store
         super().__init__(db, clock, **options)
         # api.authenticate's brute-force counters, shared by every gateway on the catalog
         self.shared_logins = SharedFailedLogins(parse_lake(db))
@@ -40,7 +56,12 @@ class DuckLakeStorage(DuckDBStorage):
     _retention_class = LakeRetention
 
     def _open(self, path: str | Path, memory_limit: str | None) -> Database:
-        return LakeDatabase(str(path), self._data_path, memory_limit=memory_limit)
+        return LakeDatabase(
+            str(path),
+            self._data_path,
+            memory_limit=memory_limit,
+            object_store=self._object_store,
+        )
 
     def _compactor(
         self, clock: Callable[[], datetime], interval: float, retention_days: int

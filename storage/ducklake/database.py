@@ -5,7 +5,10 @@ One in-memory DuckDB per process (`LakeDatabase`) attaches
 * the lake, `ducklake:postgres:<dsn>` with its Parquet files under `--data-path`, as `lake`:
   the usage log, its rollups and bookkeeping, and the device data, in the same tables and
   columns as the DuckDB file's (storage/duckdb/database.py), without their primary keys
-  (DuckLake has none: the few upserts use `MERGE INTO` or an UPDATE, then an INSERT);
+  (DuckLake has none: the few upserts use `MERGE INTO` or an UPDATE, then an INSERT). A data
+  path `s3://bucket/prefix` is an S3-compatible object store (`ObjectStore`): httpfs is loaded,
+  a temporary secret made, and the prefix listed once before the lake is attached, so that a
+  wrong key or endpoint stops the start with the store's own reason (`ObjectStoreError`);
 * the same PostgreSQL database through DuckDB's postgres extension, as `pg`: the identity tables
   (orgs, users, applications, things, sessions) with their keys, created there in PostgreSQL's
   own DDL, so that every gateway sees one set of them.
@@ -26,11 +29,21 @@ import duckdb
 from storage.duckdb import rollups
 from storage.duckdb.database import LOG_SCHEMA, Database, device_schema
 from storage.ducklake import extensions
+from storage.ducklake.objectstore import ObjectStore, ObjectStoreError, check_s3_path, is_s3
 
-__all__ = ["IDENTITY_DDL", "LAKE_PREFIX", "LakeDatabase", "is_lake", "lake_ddl", "parse_lake"]
+__all__ = [
+    "IDENTITY_DDL",
+    "LAKE_PREFIX",
+    "LakeDatabase",
+    "is_lake",
+    "lake_ddl",
+    "parse_lake",
+    "secret_sql",
+]
 
 LAKE_PREFIX: Final = "ducklake:"
 _POSTGRES: Final = "postgres:"
+_SECRET_NAME: Final = "tr50gw_data_path"  # noqa: S105 - the DuckDB secret's name
 
 # The identity tables in PostgreSQL's DDL, with every column the DuckDB file's have after its
 # migrations (storage/duckdb/database.py: IDENTITY_SCHEMA + MIGRATIONS).
@@ -128,8 +141,40 @@ def parse_lake(db: str) -> str:
 
 
 def _quoted(text: str) -> str:
-    """A SQL string literal (ATTACH takes no parameters)."""
+    """A SQL string literal (ATTACH and CREATE SECRET take no parameters)."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def secret_sql(store: ObjectStore) -> str:
+    """`CREATE TEMPORARY SECRET` for `store`: the connection's own, in memory, never a file.
+    Its values were checked when `store` was made."""
+    options = [f"TYPE s3, REGION {_quoted(store.region)}, URL_STYLE {_quoted(store.style)}"]
+    if store.access_key_id:
+        options.append(
+            f"KEY_ID {_quoted(store.access_key_id)}, SECRET {_quoted(store.secret_access_key)}"
+        )
+    endpoint = store.endpoint_host
+    if endpoint is not None:
+        tls, host = endpoint
+        options.append(f"ENDPOINT {_quoted(host)}, USE_SSL {'true' if tls else 'false'}")
+    return f"CREATE TEMPORARY SECRET {_SECRET_NAME} ({', '.join(options)})"
+
+
+def _open_store(connection: duckdb.DuckDBPyConnection, data_path: str, store: ObjectStore) -> None:
+    """The secret (httpfs loaded), and one listing of the prefix: a wrong key, region, bucket
+    or endpoint fails here, at start, rather than at the first commit of the usage writer."""
+    try:
+        connection.execute(secret_sql(store))
+    except duckdb.Error as error:  # DuckDB may quote the statement: never shown
+        raise ObjectStoreError(f"DuckDB refused the S3 settings ({type(error).__name__})") from None
+    try:
+        connection.execute("SELECT count(*) FROM glob(?)", [data_path.rstrip("/") + "/*"])
+    except duckdb.Error as error:
+        # What failed and the store's own code and message, on one line, without DuckDB's
+        # pointer into our statement or its hints.
+        parts = [part for part in str(error).split("\n\n") if not part.startswith("LINE ")]
+        reason = " ".join(parts[:2]).replace("\n", " ")
+        raise ObjectStoreError(f"listing {data_path} failed: {store.scrubbed(reason)}") from None
 
 
 class LakeDatabase(Database):
@@ -137,14 +182,25 @@ class LakeDatabase(Database):
 
     lake = True
 
-    def __init__(self, db: str, data_path: str | Path, *, memory_limit: str | None = None) -> None:
+    def __init__(
+        self,
+        db: str,
+        data_path: str | Path,
+        *,
+        memory_limit: str | None = None,
+        object_store: ObjectStore | None = None,
+    ) -> None:
         """`db`: `ducklake:postgres:<dsn>`; `data_path`: where the lake's Parquet files go (a
-        directory every gateway shares)."""
+        directory every gateway shares, or `s3://bucket/prefix` in `object_store`: AWS with
+        unsigned requests when None)."""
         dsn = parse_lake(db)
         self.dsn = dsn
         self.path = Path(str(data_path))
         self.location = f"{LAKE_PREFIX}{_POSTGRES}{_redacted(dsn)} (data {data_path})"
-        if not str(data_path).startswith("s3://"):
+        s3 = is_s3(str(data_path))
+        if s3:
+            check_s3_path(str(data_path))
+        else:
             Path(data_path).mkdir(parents=True, exist_ok=True)
         config: dict[str, str | bool | int | float | list[str]] = {
             "extension_directory": str(extensions.cache_directory()),
@@ -155,7 +211,10 @@ class LakeDatabase(Database):
             config["memory_limit"] = memory_limit
         connection = duckdb.connect(":memory:", config=config)
         try:
-            extensions.load(connection, ("ducklake", "postgres"))
+            names = ("ducklake", "postgres", "httpfs") if s3 else ("ducklake", "postgres")
+            extensions.load(connection, names)
+            if s3:
+                _open_store(connection, str(data_path), object_store or ObjectStore())
             connection.execute(
                 f"ATTACH {_quoted(LAKE_PREFIX + _POSTGRES + dsn)} AS lake"
                 f" (DATA_PATH {_quoted(str(data_path))})"
