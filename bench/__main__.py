@@ -1,10 +1,11 @@
 """`python -m bench [--quick] [--only SUITE,...]` (what `make bench` runs; suites: SUITES).
 
 Runs the suites one after the other (round trips over MQTT and WebSocket, sustained ingest, queries
-on 10M records, device data: property.batch ingest and property reads on 10M values), prints one
-table on stdout, and writes bench/results/latest.json (rows plus the machine they ran on) and
-bench/results/latest.png. Progress goes to stderr. The exit status is 1 when a suite crashed (its
-row says so), not when a target was missed.
+on 10M records, device data: property.batch ingest and property reads on 10M values, several
+gateways on a DuckLake against the DuckDB file), prints one table on stdout, and writes
+bench/results/latest.json (rows plus the machine they ran on) and bench/results/latest.png.
+Progress goes to stderr. The exit status is 1 when a suite crashed (its row says so), not when a
+target was missed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bench.roundtrip import progress
 
 __all__ = ["main", "render_chart", "render_table"]
 
-SUITES = ("mqtt", "ws", "ingest", "queries", "devices", "export", "console")
+SUITES = ("mqtt", "ws", "ingest", "queries", "devices", "export", "console", "lake")
 
 
 # -- table ---------------------------------------------------------------------------------------
@@ -520,6 +521,10 @@ def _suite_runners(
         from bench import console
 
         runners.append(("console", console.run))
+    if "lake" in only:  # after queries: it reuses their 10M file while fresh
+        from bench import lake
+
+        runners.append(("lake", lake.run))
     return runners
 
 
