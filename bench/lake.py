@@ -7,15 +7,16 @@ temporary directory:
 1. Scale-out: MQTT `diag.ping`, QoS 1, 100 in flight (the round-trip suite's load generator,
    bench.load, in a process of its own) through 1, then 2, then 3 `tr50gw serve` processes
    (`--shared-group bench --instance-name gw-N`, trusting the broker plugin as the round-trip
-   suite's gateway does) behind one Mosquitto, on one lake: requests/s of each, and 2/1 and 3/1
-   (`vs_1gw`). The gateways of a run stay up for the next, which adds one. Once every run is
-   done the gateways are stopped and the lake's records counted by the load's client id: every
-   request of a run must have been answered (none lost, none failed), logged exactly once
-   (`rows` == `answered`, warm-up and drain included), and by every gateway of the run
-   (`gateways_used`; `busiest_share`: the busiest one's share of the records).
+   suite's gateway does) behind one Mosquitto, on one lake, 1 s warm-up and 5 s measured each
+   (0.5 and 1.5 with `--quick`): requests/s of each, and 2/1 and 3/1 (`vs_1gw`). The gateways
+   of a run stay up for the next, which adds one. Once every run is done the gateways are
+   stopped and the lake's records counted by the load's client id: every request of a run must
+   have been answered (none lost, none failed), logged exactly once (`rows` == `answered`,
+   warm-up and drain included), and by every gateway of the run (`gateways_used`;
+   `busiest_share`: the busiest one's share of the records).
 2. Ingest: bench/ingest.py's sustained load (WebSocket envelopes of 50 `diag.ping`, 16 in flight)
-   into a DuckDB file, then into a lake, one gateway each: stored records/s of each, lake/file
-   (`lake_vs_file`), none lost.
+   into a DuckDB file, then into a lake, one gateway each, for as long as that suite's: stored
+   records/s of each, lake/file (`lake_vs_file`), none lost.
 3. Queries: the queries suite's 10M-record set (bench/results/usage-10m.duckdb, reused while
    fresh, generated otherwise; 200k records in usage-200k.duckdb with `--quick`) copied into a
    lake (its own row: `usage_log` a UTC day per statement by `INSERT ... SELECT` from the file
@@ -25,7 +26,9 @@ temporary directory:
    timed on the file, then on the lake: the org-admin's `usage.api.list` (the busiest org, the
    last 24 h, limit 10) and Super-Ops's `usage.api.activity` showAll over the last 30 days (auto:
    day buckets), each window ending before the clients logged in, so that both sides count the
-   same records. p50 of each, lake/file (`lake_vs_file`), and the target: the same count.
+   same records (5 warm-up rounds and 30 timed for the listing, 1 and 10 for the activity; fewer
+   when a case's timed calls would take more than CASE_SECONDS). p50 of each, lake/file
+   (`lake_vs_file`), and the target: the same count.
 
 The lake is not kept between runs: the copy costs less than generating the file (its row says
 how long it took), and a kept lake would be a PostgreSQL cluster owned by the `postgres` user
@@ -88,6 +91,8 @@ COPIED_TABLES = (
 )
 """The lake's tables copied from the file as they are, after `usage_log`."""
 COPY_MEMORY = "2GB"
+CASE_SECONDS = 20.0  # the timed calls of a query case, both sides, at most (about)
+MIN_REPETITIONS = 3
 
 
 @dataclass(frozen=True)
@@ -375,15 +380,27 @@ def _alternating(
     repetitions: int,
 ) -> dict[str, tuple[list[float], float]]:
     """Per side, the round trips of `case` in ms after `warmup` calls, each call made on every
-    side in turn (the same moment of the machine), and the count the last reply gave."""
+    side in turn (the same moment of the machine), and the count the last reply gave. Fewer
+    timed calls (down to MIN_REPETITIONS) when the slowest warm-up round says that
+    `repetitions` would take longer than CASE_SECONDS."""
     timings: dict[str, list[float]] = {side: [] for side in clients}
     counts: dict[str, float] = {}
-    for index in range(warmup + repetitions):
+    slowest = 0.0
+    index = 0
+    while index < warmup + repetitions:
+        round_seconds = 0.0
         for side, client in clients.items():
             elapsed, reply = client.timed(case.command, case.params)
+            round_seconds += elapsed
             counts[side] = _reply_count(case.command, reply)
             if index >= warmup:
                 timings[side].append(elapsed * 1000)
+        index += 1
+        if index <= warmup:
+            slowest = max(slowest, round_seconds)
+            if index == warmup and slowest > 0:
+                fits = int(CASE_SECONDS / slowest)
+                repetitions = min(repetitions, max(MIN_REPETITIONS, fits))
     return {side: (timings[side], counts[side]) for side in clients}
 
 
