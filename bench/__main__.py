@@ -468,9 +468,11 @@ def _lake_rows(results: Sequence[Result]) -> list[tuple[str, float, str, str]]:
                 colour, label = _GATEWAY, result.case.split(",")[0]
                 stored = (_number(metrics["stored_per_s"]), _number(other["stored_per_s"]))
                 detail = f"{stored[0]} vs {stored[1]} stored/s"
-            else:
-                colour, label = _LATENCY, result.case
+            else:  # `usage.api.list org: ..., limit 10, 10M`: the set's size goes last
+                head, _, size = result.case.rpartition(", ")
+                colour, label = _LATENCY, head or size
                 detail = f"p50 {_number(metrics['p50_ms'])} vs {_number(other['p50_ms'])} ms"
+                detail += f" on {size}" if head else ""
             label += ": lake / file"
         else:
             continue

@@ -43,8 +43,8 @@ def test_the_chart_pairs_each_lake_ratio_with_its_figures() -> None:
         Result("lake", "ping, 2 gateways", "ducklake", {"rps": 1800.0, "vs_1gw": 1.8}, met=True),
         Result("lake", "ingest: load", "file", {"stored_per_s": 50000.0}),
         Result("lake", "ingest: load", "ducklake", {"stored_per_s": 20000.0, "lake_vs_file": 0.4}),
-        Result("lake", "list", "file", {"p50_ms": 4.0}),
-        Result("lake", "list", "ducklake", {"p50_ms": 12.0, "lake_vs_file": 3.0}, met=False),
+        Result("lake", "list, 10M", "file", {"p50_ms": 4.0}),
+        Result("lake", "list, 10M", "ducklake", {"p50_ms": 12.0, "lake_vs_file": 3.0}, met=False),
     ]
 
     rows = [(label, ratio, detail) for label, ratio, detail, _ in _lake_rows(results)]
@@ -52,6 +52,6 @@ def test_the_chart_pairs_each_lake_ratio_with_its_figures() -> None:
     assert rows == [
         ("ping, 2 gateways / 1", 1.8, "1,800 vs 1,000 req/s"),
         ("ingest: load: lake / file", 0.4, "20,000 vs 50,000 stored/s"),
-        ("list: lake / file", 3.0, "p50 12.0 vs 4.00 ms"),
+        ("list: lake / file", 3.0, "p50 12.0 vs 4.00 ms on 10M"),
     ]
     assert _lake_rows(results)[-1][3] == "#d62728"  # its check failed: red
