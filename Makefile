@@ -159,7 +159,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(VPY) -m pip install --disable-pip-version-check -e '.[test,bench]'
 	@touch $@
 
-bench: venv mosquitto broker-plugin node_modules chromium $(BENCH_STAMP)
+bench: venv mosquitto broker-plugin postgresql node_modules chromium $(BENCH_STAMP)
 	$(VPY) -m bench $(BENCH_ARGS)
 
 # The queries suite on 100M records (issue 14): the set is generated once (about 15 min, 11 GB in

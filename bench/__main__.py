@@ -1,10 +1,11 @@
 """`python -m bench [--quick] [--only SUITE,...]` (what `make bench` runs; suites: SUITES).
 
 Runs the suites one after the other (round trips over MQTT and WebSocket, sustained ingest, queries
-on 10M records, device data: property.batch ingest and property reads on 10M values), prints one
-table on stdout, and writes bench/results/latest.json (rows plus the machine they ran on) and
-bench/results/latest.png. Progress goes to stderr. The exit status is 1 when a suite crashed (its
-row says so), not when a target was missed.
+on 10M records, device data: property.batch ingest and property reads on 10M values, several
+gateways on a DuckLake against the DuckDB file), prints one table on stdout, and writes
+bench/results/latest.json (rows plus the machine they ran on) and bench/results/latest.png.
+Progress goes to stderr. The exit status is 1 when a suite crashed (its row says so), not when a
+target was missed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bench.roundtrip import progress
 
 __all__ = ["main", "render_chart", "render_table"]
 
-SUITES = ("mqtt", "ws", "ingest", "queries", "devices", "export", "console")
+SUITES = ("mqtt", "ws", "ingest", "queries", "devices", "export", "console", "lake")
 
 
 # -- table ---------------------------------------------------------------------------------------
@@ -444,14 +445,81 @@ def _analytics_panels(axes: Sequence[Any], results: Sequence[Result]) -> None:
         )
 
 
+_LATENCY = "#ff7f0e"
+
+
+def _lake_rows(results: Sequence[Result]) -> list[tuple[str, float, str, str]]:
+    """The lake suite's comparisons as (label, ratio, the two figures, colour): requests/s of 2
+    and 3 gateways over 1, ingest lake/file (blue: higher is better), query p50 lake/file
+    (orange: lower is better); red where the row's check failed."""
+    lake = [result for result in results if result.suite == "lake"]
+    base = next((result for result in lake if "gateways_used" in result.metrics), None)
+    files = {result.case: result.metrics for result in lake if result.side == "file"}
+    rows: list[tuple[str, float, str, str]] = []
+    for result in lake:
+        metrics = result.metrics
+        if "vs_1gw" in metrics and base is not None:
+            ratio, colour = metrics["vs_1gw"], _GATEWAY
+            detail = f"{_number(metrics['rps'])} vs {_number(base.metrics['rps'])} req/s"
+            label = f"{result.case} / 1"
+        elif "lake_vs_file" in metrics and result.case in files:
+            ratio, other = metrics["lake_vs_file"], files[result.case]
+            if "stored_per_s" in metrics:  # `ingest: 50 x diag.ping per envelope, ...`
+                colour, label = _GATEWAY, result.case.split(",")[0]
+                stored = (_number(metrics["stored_per_s"]), _number(other["stored_per_s"]))
+                detail = f"{stored[0]} vs {stored[1]} stored/s"
+            else:  # `usage.api.list org: ..., limit 10, 10M`: the set's size goes last
+                head, _, size = result.case.rpartition(", ")
+                colour, label = _LATENCY, head or size
+                detail = f"p50 {_number(metrics['p50_ms'])} vs {_number(other['p50_ms'])} ms"
+                detail += f" on {size}" if head else ""
+            label += ": lake / file"
+        else:
+            continue
+        if ratio is None or math.isnan(ratio):
+            continue
+        rows.append((label, ratio, detail, _MISS if result.met is False else colour))
+    return rows
+
+
+def _lake_panel(axis: Any, results: Sequence[Result]) -> None:
+    rows = _lake_rows(results)
+    if not rows:
+        _empty(axis, "lake not run")
+        return
+    values = [value for _, value, _, _ in rows]
+    axis.barh(range(len(rows)), values, color=[colour for _, _, _, colour in rows])
+    for index, (_, value, detail, _) in enumerate(rows):
+        axis.annotate(f" {value:.2f}  ({detail})", (value, index), va="center", fontsize=7)
+    axis.axvline(1.0, color="black", lw=1)
+    axis.set_yticks(range(len(rows)), [label for label, _, _, _ in rows], fontsize=7)
+    axis.invert_yaxis()
+    if max(values) / max(min(values), 1e-9) > 8:  # a slow query beside the throughputs
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlim(min(values) / 2, max(values) * 4)
+    else:
+        axis.set_xlim(0, max(values) * 1.6)
+    axis.grid(axis="x", alpha=0.3)
+    axis.set_title(
+        "Several gateways on one DuckLake, and DuckLake vs the DuckDB file (ratios; black line"
+        " = 1)\nblue: requests or records per second, higher is better; orange: p50, lower is"
+        " better; red: a check failed (lost, not logged once, a different count)",
+        fontsize=10,
+    )
+
+
 def render_chart(results: Sequence[Result], machine: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure = plt.figure(figsize=(18, 22))
-    grid = figure.add_gridspec(4, 6, height_ratios=(3, 3.4, 2.6, 1.5))
+    figure = plt.figure(figsize=(18, 25))
+    grid = figure.add_gridspec(5, 6, height_ratios=(3, 3.4, 2.6, 1.5, 1.8))
     _throughput_panel(figure.add_subplot(grid[0, :3]), results)
     _latency_panel(figure.add_subplot(grid[0, 3:]), results)
     _stored_panel(
@@ -472,6 +540,7 @@ def render_chart(results: Sequence[Result], machine: dict[str, Any], path: Path)
         "property.batch (100 values each): property values/s",
     )
     _devices_reads_panel(figure.add_subplot(grid[3, 3:]), results)
+    _lake_panel(figure.add_subplot(grid[4, :]), results)
     figure.suptitle(
         f"tr50gw benchmarks {machine['date']} - {machine['cpu']}, {machine['cores']} cores, "
         f"{machine['ram_gb']} GB, Python {machine['python']}, DuckDB {machine['duckdb']}, "
@@ -520,6 +589,10 @@ def _suite_runners(
         from bench import console
 
         runners.append(("console", console.run))
+    if "lake" in only:  # after queries: it reuses their 10M file while fresh
+        from bench import lake
+
+        runners.append(("lake", lake.run))
     return runners
 
 

@@ -70,11 +70,13 @@ def rss_mb(pid: int) -> float:
 
 
 class GatewayProcess:
-    """`tr50gw serve` as a subprocess, ready once it has logged its listeners."""
+    """`tr50gw serve` as a subprocess, ready once it has logged its listeners; `db` a DuckDB
+    file, or a DuckLake catalog (`ducklake:postgres:<dsn>`, its `TR50GW_DATA_PATH` in
+    `extra_env`)."""
 
     def __init__(
         self,
-        db: Path,
+        db: Path | str,
         *,
         mqtt_url: str = "none",
         ws_port: int | None = None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,10 @@ from bench.roundtrip import (
 )
 
 __all__ = [
+    "CASE",
     "COMMANDS_PER_ENVELOPE",
+    "measure",
+    "none_lost",
     "run",
     "sustained_metrics",
     "sustained_summary",
@@ -44,6 +48,11 @@ COMMANDS_PER_ENVELOPE = 50
 LOAD_PROCESSES = 2
 CONNECTIONS_PER_PROCESS = 8
 TARGET = 50_000
+CASE = (
+    f"{COMMANDS_PER_ENVELOPE} x diag.ping per envelope, "
+    f"{LOAD_PROCESSES * CONNECTIONS_PER_PROCESS} in flight ({LOAD_PROCESSES} ws clients)"
+)
+"""The load, in words (the row's case)."""
 
 
 def _envelope() -> str:
@@ -96,65 +105,84 @@ def sustained_summary(metrics: dict[str, float], unit: str) -> str:
     )
 
 
+def measure(
+    db: Path | str,
+    account: Account,
+    count_rows: Callable[[], int],
+    *,
+    warmup: float,
+    duration: float,
+    extra_env: Mapping[str, str] | None = None,
+    name: str = "ingest",
+) -> tuple[dict[str, float], float | None]:
+    """The sustained ingest into `db` (a DuckDB file, or a lake with its data path in
+    `extra_env`), `account` provisioned in it: the metrics (`sustained_metrics`, with the rows
+    `count_rows()` finds once the gateway has stopped and the rows expected) and the gateway's
+    peak RSS under the load (None when not sampled). Progress lines start with `name`."""
+    progress(f"{name}: starting the gateway (WebSocket only)")
+    gateway = GatewayProcess(db, extra_env=extra_env)
+    sampler: RssSampler | None = None
+    try:
+        gateway.wait_ready()
+        sampler = RssSampler(gateway.pid)
+        progress(
+            f"{name}: {LOAD_PROCESSES} ws clients x {CONNECTIONS_PER_PROCESS} connections, "
+            f"{COMMANDS_PER_ENVELOPE} x diag.ping per envelope, {warmup + duration:.0f} s"
+        )
+        with sampler.active():
+            result = run_load(
+                [
+                    "ws",
+                    "--url",
+                    gateway.ws_url,
+                    "--window",
+                    str(CONNECTIONS_PER_PROCESS),
+                    "--payload",
+                    _envelope(),
+                ],
+                warmup=warmup,
+                duration=duration,
+                processes=LOAD_PROCESSES,
+            )
+        visible_at = visibility_barrier(gateway.ws_url, account, "usage.api.list", {"limit": 1})
+    finally:
+        if sampler is not None:
+            sampler.close()
+        gateway.stop()
+    rows = count_rows()
+    records = result["answered"] * COMMANDS_PER_ENVELOPE
+    expected = records + 2
+    metrics = sustained_metrics(result, visible_at, records, COMMANDS_PER_ENVELOPE, "records")
+    metrics |= {"errors": float(result["errors"]), "rows": float(rows), "expected": float(expected)}
+    progress(f"{name}: {sustained_summary(metrics, 'records')}, rows {rows} (expected {expected})")
+    peak = max(sampler.samples) if sampler is not None and sampler.samples else None
+    return metrics, peak
+
+
+def none_lost(metrics: dict[str, float]) -> bool:
+    """Every record the clients were answered for is stored, and none failed."""
+    return metrics["rows"] == metrics["expected"] and metrics["errors"] == 0
+
+
 def run(quick: bool = False) -> list[Result]:
     warmup, duration = (1.0, 3.0) if quick else (2.0, 12.0)
     with tempfile.TemporaryDirectory(prefix="tr50gw-ingest-") as tmp:
         db = Path(tmp) / "usage.duckdb"
         account = provision(db)
-        progress("ingest: starting the gateway (WebSocket only)")
-        gateway = GatewayProcess(db)
-        sampler: RssSampler | None = None
-        try:
-            gateway.wait_ready()
-            sampler = RssSampler(gateway.pid)
-            window = LOAD_PROCESSES * CONNECTIONS_PER_PROCESS
-            progress(
-                f"ingest: {LOAD_PROCESSES} ws clients x {CONNECTIONS_PER_PROCESS} connections, "
-                f"{COMMANDS_PER_ENVELOPE} x diag.ping per envelope, {warmup + duration:.0f} s"
-            )
-            with sampler.active():
-                result = run_load(
-                    [
-                        "ws",
-                        "--url",
-                        gateway.ws_url,
-                        "--window",
-                        str(CONNECTIONS_PER_PROCESS),
-                        "--payload",
-                        _envelope(),
-                    ],
-                    warmup=warmup,
-                    duration=duration,
-                    processes=LOAD_PROCESSES,
-                )
-            visible_at = visibility_barrier(gateway.ws_url, account, "usage.api.list", {"limit": 1})
-        finally:
-            if sampler is not None:
-                sampler.close()
-            gateway.stop()
-        rows = count_usage_rows(db)
-    records = result["answered"] * COMMANDS_PER_ENVELOPE
-    expected = records + 2
-    metrics = sustained_metrics(result, visible_at, records, COMMANDS_PER_ENVELOPE, "records")
+        metrics, peak = measure(
+            db, account, lambda: count_usage_rows(db), warmup=warmup, duration=duration
+        )
     stored_per_s = metrics["stored_per_s"]
-    metrics |= {"errors": float(result["errors"]), "rows": float(rows), "expected": float(expected)}
-    progress(f"ingest: {sustained_summary(metrics, 'records')}, rows {rows} (expected {expected})")
-    case = (
-        f"{COMMANDS_PER_ENVELOPE} x diag.ping per envelope, {window} in flight "
-        f"({LOAD_PROCESSES} ws clients)"
-    )
     results = [
         Result(
             "ingest",
-            case,
+            CASE,
             "gateway",
             metrics,
             f">= {TARGET:,} stored/s, none lost",
-            stored_per_s >= TARGET and rows == expected and result["errors"] == 0,
+            stored_per_s >= TARGET and none_lost(metrics),
         )
     ]
-    if sampler is not None and sampler.samples:
-        results.append(
-            Result("memory", "during ingest", "gateway", {"rss_mb": round(max(sampler.samples), 1)})
-        )
+    if peak is not None:
+        results.append(Result("memory", "during ingest", "gateway", {"rss_mb": round(peak, 1)}))
     return results

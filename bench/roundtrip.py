@@ -65,12 +65,14 @@ from bench.common import GatewayProcess, Result, rss_mb
 from devtools.broker import CREDENTIALS_HEADER, REPO_ROOT, Broker
 
 __all__ = [
+    "ACCOUNT_PASSWORD",
     "LIST_ENVELOPE",
     "PING_ENVELOPE",
     "Account",
     "Case",
     "EchoProcess",
     "RssSampler",
+    "account_username",
     "allow_things",
     "count_usage_rows",
     "progress",
@@ -154,10 +156,18 @@ def _admin(*argv: str) -> dict[str, Any]:
     return result
 
 
+ACCOUNT_PASSWORD = "bench password 1234"
+
+
+def account_username(org_key: str) -> str:
+    """The benchmark user's email in the org `org_key` (its password: ACCOUNT_PASSWORD)."""
+    return f"bench@{org_key}.test"
+
+
 def provision(db: Path, org_key: str = "bench") -> Account:
     """An org, a user and an application in a fresh DuckDB file, via `tr50gw admin`."""
-    password = "bench password 1234"
-    username = f"bench@{org_key}.test"
+    password = ACCOUNT_PASSWORD
+    username = account_username(org_key)
     _admin("org-create", org_key, "--name", "Benchmarks", "--db", str(db))
     _admin("user-create", username, "--org", org_key, "--password", password, "--db", str(db))
     app = _admin("app-create", "--org", org_key, "--name", "bench", "--db", str(db))
