@@ -214,6 +214,13 @@ class PostgresServer:
             raise PostgresError(f"psql failed: {done.stderr.strip()}")
         return done.stdout
 
+    def halt(self) -> None:
+        """Stop the server and keep its data: `start()` brings it back on the same port (a
+        restart, or an outage in the tests)."""
+        if self.started:
+            self._run(str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast")
+            self.started = False
+
     def stop(self) -> None:
         if self.started:
             self._run(str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast")

@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from devtools.postgres import PostgresServer
 from gateway.settings import Settings
 from storage.ducklake import extensions
 from storage.ducklake.database import LakeDatabase, lake_ddl
@@ -309,6 +310,35 @@ async def test_one_gateway_compacts_at_a_time(lake: dict[str, str]) -> None:
         assert (maintenance.ran, maintenance.skipped) == (1, 1)
     finally:
         h.close()
+
+
+async def test_while_postgresql_is_down_calls_are_answered_and_stored_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL stopped (on a cluster of this test's own): a held session keeps working (no
+    gateway can end it meanwhile), the writer keeps the records and stores them when it is back."""
+    with PostgresServer() as server:
+        lake = {"db": f"ducklake:postgres:{server.dsn}", "data_path": str(tmp_path / "lake")}
+        h = gateway(lake)
+        try:
+            session = await org_with_user(h)
+            for _ in range(3):
+                await h.as_session(session, p={"command": "diag.ping"})
+            assert h.usage.flush()
+            server.halt()
+            await asyncio.sleep(0.6)  # past the sessions' recheck: they are read again
+            answered = 0
+            for _ in range(10):
+                reply = await h.as_session(session, p={"command": "diag.ping"})
+                answered += bool(reply["p"]["success"])
+            server.start()
+            assert h.usage.flush(60)
+            reply = await h.as_session(
+                session, l={"command": "usage.api.list", "params": {"service": "diag"}}
+            )
+            assert (answered, reply["l"]["params"]["count"]) == (10, 13)
+        finally:
+            h.close()
 
 
 async def test_the_admin_cli_provisions_a_lake_the_gateways_share(lake: dict[str, str]) -> None:

@@ -47,12 +47,18 @@ class Dispatcher:
         With `durable_replies`, the reply is held until the payload's usage records are
         committed: a crash can then lose no record of a call that was answered.
         """
+        started = time.perf_counter_ns()
         try:
             reply = await self._handle(payload, connection)
-        except Exception as error:  # pragma: no cover - a bug; still answer and keep serving
+        except Exception as error:  # a bug, or storage out of reach (a lake's PostgreSQL down)
             logger.exception("dispatcher failed")
             err = to_failure(error)
             reply = codec.encode(failure(err.code, err.message))
+            # Still one usage record for the payload, as a root failure with no caller (who
+            # sent it may be what could not be read) and no request text (it may hold a
+            # password the failed path never redacted).
+            ctx = CallContext(self._services, connection, None, None, self._services.clock())
+            self._record(ctx, "", "", "", reply.decode(), err.code, started)
         return await self._paced(reply)
 
     async def _paced(self, reply: bytes) -> bytes:

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 import uuid
@@ -29,6 +30,8 @@ from gateway.core.records import Org, Session, ThingSummary
 from storage.duckdb.database import Database
 
 __all__ = ["ROLES", "IdentityStore", "hash_password", "token_digest", "verify_password"]
+
+logger = logging.getLogger("tr50gw.identity")
 
 ROLES: Final = ("user", "org-admin", "super-ops")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -83,6 +86,7 @@ class IdentityStore:
         # On a lake (several gateways, one sessions table), when each session in memory was
         # last read from the table (time.monotonic()).
         self._checked: dict[str, float] = {}
+        self._outage_logged = False  # said once per outage that sessions cannot be read
 
     @cached_property
     def _dummy_hash(self) -> str:
@@ -404,7 +408,20 @@ class IdentityStore:
         now = time.monotonic()
         if checked is None or now - checked < RECHECK_EVERY:
             return True
-        stored = await asyncio.to_thread(self._load_session_sync, session.token_hash)
+        try:
+            stored = await asyncio.to_thread(self._load_session_sync, session.token_hash)
+        except duckdb.Error as error:
+            # PostgreSQL out of reach: no gateway can end a session, change a role or delete a
+            # user meanwhile (all of that is written there), so the session held stays as it was
+            # read last; its expiry is still checked here.
+            if not self._outage_logged:
+                self._outage_logged = True
+                logger.warning(
+                    "sessions cannot be read again (%s); trusting the ones held until it is back",
+                    str(error).splitlines()[0][:160],
+                )
+            return True
+        self._outage_logged = False
         if stored is None:
             session.ended = True
             self._sessions.pop(session.token_hash, None)

@@ -262,8 +262,9 @@ class BatchWriter(Generic[Row]):
                 continue
             if outage_since is not None:
                 self._logger.warning(
-                    "the lake is back after %.1f s; storing the %d waiting records",
+                    "the lake is back after %.1f s: %d waiting records stored, %d more queued",
                     time.monotonic() - outage_since,
+                    len(batch),
                     self.backlog,
                 )
             return
