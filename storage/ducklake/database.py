@@ -217,7 +217,7 @@ class LakeDatabase(Database):
                 _open_store(connection, str(data_path), object_store or ObjectStore())
             connection.execute(
                 f"ATTACH {_quoted(LAKE_PREFIX + _POSTGRES + dsn)} AS lake"
-                f" (DATA_PATH {_quoted(str(data_path))})"
+                f" (DATA_PATH {_quoted(str(data_path))}, DATA_INLINING_ROW_LIMIT 0)"
             )
             connection.execute(f"ATTACH {_quoted(dsn)} AS pg (TYPE postgres, SCHEMA 'public')")
             connection.execute("CALL postgres_execute('pg', ?)", [IDENTITY_DDL])

@@ -24,6 +24,7 @@ takes a lock of its own the same way, so that no two gateways archive one day.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -128,8 +129,13 @@ def compact(database: LakeDatabase, now: datetime, keep: timedelta = KEEP) -> Ro
                 try:
                     setattr(done, name, step())
                     break
-                except duckdb.TransactionException as error:
-                    if "onflict" not in str(error):
+                except duckdb.Error as error:
+                    # A commit conflict, or PostgreSQL refusing a serialization (another
+                    # gateway's append won): the step is rolled back, tried again, or left to
+                    # the next round. Appends always win.
+                    with contextlib.suppress(duckdb.Error):
+                        cursor.execute("ROLLBACK")
+                    if not _lost_a_race(error):
                         raise
                     done.conflicts += 1
                     if attempt == STEP_TRIES:
@@ -140,6 +146,11 @@ def compact(database: LakeDatabase, now: datetime, keep: timedelta = KEEP) -> Ro
     finally:
         cursor.close()
     return done
+
+
+def _lost_a_race(error: duckdb.Error) -> bool:
+    text = str(error)
+    return "onflict" in text or "could not serialize" in text
 
 
 class LakeMaintenance(Periodic):
