@@ -109,6 +109,16 @@ CREATE INDEX IF NOT EXISTS login_failures_by_key ON login_failures (key_digest, 
 CREATE INDEX IF NOT EXISTS login_failures_by_attempt ON login_failures (attempt);
 """
 
+# DuckLake retries a commit that raced another writer's (every gateway appends to the same
+# tables): by default after 100 ms, growing 1.5 times, 10 times. Several gateways committing
+# small batches (--durable-replies commits per reply) then waited seconds per commit and stalled;
+# short waits growing slowly keep a commit's cost near its own (measured: tests and bench/lake.py).
+COMMIT_RETRIES: Final = {
+    "ducklake_retry_wait_ms": 5,
+    "ducklake_retry_backoff": 1.3,
+    "ducklake_max_retry_count": 25,
+}
+
 _KEYS: Final = (
     re.compile(r",\s*PRIMARY KEY\s*\([^)]*\)"),  # a table's key clause
     re.compile(r"\s+(PRIMARY KEY|UNIQUE)\b"),  # a column's
@@ -215,6 +225,8 @@ class LakeDatabase(Database):
             extensions.load(connection, names)
             if s3:
                 _open_store(connection, str(data_path), object_store or ObjectStore())
+            for setting, value in COMMIT_RETRIES.items():
+                connection.execute(f"SET GLOBAL {setting} = {value}")
             connection.execute(
                 f"ATTACH {_quoted(LAKE_PREFIX + _POSTGRES + dsn)} AS lake"
                 f" (DATA_PATH {_quoted(str(data_path))}, DATA_INLINING_ROW_LIMIT 0)"
