@@ -215,7 +215,7 @@ minutes): per module, `LAKE_SAMPLE` of those tests, spread evenly through the mo
 first case on the DuckLake (the DuckDB file gets every case either way): a lake's set-up (a
 PostgreSQL database, its extensions, its catalog) costs about a second a test."""
 
-LAKE_SAMPLE = 4
+LAKE_SAMPLE = 3
 
 BOUNDED_ELSEWHERE = frozenset({"tests.test_admin_effects", "tests.test_bruteforce"})
 """Modules whose lake cases run only in `make test-backends`: administration's effects and the

@@ -402,7 +402,9 @@ class DeviceStore:
 
     def _fill_current_tables(self) -> None:
         """Fill an empty `<name>_current` from its history (a file written before they existed;
-        afterwards the writers keep them)."""
+        afterwards the writers keep them). A lake never had such files: nothing to fill."""
+        if self._database.lake:
+            return
         cursor = self._database.cursor()
         for spec in (PROPERTY_TABLE, LOCATION_TABLE, ALARM_TABLE, ATTRIBUTE_TABLE):
             current = f"{spec.name}_current"
