@@ -62,7 +62,7 @@ from urllib.parse import quote
 
 from bench import load
 from bench.common import GatewayProcess, Result, rss_mb
-from devtools.broker import CREDENTIALS_HEADER, REPO_ROOT, Broker
+from devtools.broker import CREDENTIALS_HEADER, REPO_ROOT, Broker, stop_process
 
 __all__ = [
     "ACCOUNT_PASSWORD",
@@ -229,13 +229,7 @@ class EchoProcess:
         return self.process.stderr.read()[-1500:]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 10)
 
     def __enter__(self) -> EchoProcess:
         return self

@@ -67,6 +67,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from devtools.broker import stop_process  # the standard library only
+
 __all__ = ["Config", "Report", "SoakError", "main", "render_chart", "render_summary", "run"]
 
 # The heavy imports (paho, websockets, duckdb, the gateway's CLI, matplotlib) happen where they are
@@ -591,12 +593,7 @@ class Worker:
             try:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
-                self.process.terminate()
-                try:
-                    self.process.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
+                stop_process(self.process, 5)
         self._reader.join(2)
         self.stderr.close()
 

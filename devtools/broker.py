@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 from urllib.parse import quote
 
 __all__ = [
@@ -79,6 +79,18 @@ def free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def stop_process(process: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM a child still running, then SIGKILL it if it has not exited within `grace`
+    seconds; it is reaped either way."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
@@ -435,13 +447,8 @@ class Broker:
 
     def stop(self) -> None:
         """SIGTERM (Mosquitto saves its persistence file), then SIGKILL after 5 s."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            stop_process(self._process, 5)
         self._close_log()
 
     def kill(self) -> None:

@@ -222,9 +222,7 @@ class PostgresServer:
             self.started = False
 
     def stop(self) -> None:
-        if self.started:
-            self._run(str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast")
-            self.started = False
+        self.halt()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

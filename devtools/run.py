@@ -23,7 +23,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from devtools.broker import DEFAULT_WEBSOCKETS_PORT, REPO_ROOT, Broker, BrokerError, choose_port
+from devtools.broker import (
+    DEFAULT_WEBSOCKETS_PORT,
+    REPO_ROOT,
+    Broker,
+    BrokerError,
+    choose_port,
+    stop_process,
+)
 from devtools.demo import TOKEN_VARIABLE, thing_keys
 from gateway.transports.client import call_mqtt
 
@@ -249,16 +256,6 @@ def gateway_answers(mqtt_url: str, gateway: subprocess.Popen[bytes]) -> bool:
     return False
 
 
-def _stop(child: subprocess.Popen[bytes]) -> None:
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-
-
 def serve(command: list[str], env: dict[str, str], fleet: FleetLaunch | None) -> int:
     """Run the gateway in the foreground and, once it answers, the demo fleet beside it, passing
     SIGINT/SIGTERM on to both; the gateway's exit code. The fleet ends with the gateway."""
@@ -282,7 +279,7 @@ def serve(command: list[str], env: dict[str, str], fleet: FleetLaunch | None) ->
         )
     code = gateway.wait()
     for child in children[1:]:
-        _stop(child)
+        stop_process(child, 10)
     return 0 if code in (-signal.SIGINT, -signal.SIGTERM) else code
 
 

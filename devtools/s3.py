@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from devtools.broker import free_port
+from devtools.broker import free_port, stop_process
 
 __all__ = ["REGION", "Credentials", "S3Error", "S3Server", "main"]
 
@@ -166,13 +166,8 @@ class S3Server:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 5 s."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            stop_process(self._process, 5)
         self._process = None
         if self._log is not None:
             self._log.close()

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,8 +23,8 @@ from devtools.postgres import PostgresServer
 from devtools.s3 import S3Server
 from gateway.settings import Settings
 from storage.ducklake import ObjectStore
-from tests.harness import Clock, Harness
 from tests.support import GatewayThread, run_cli, ws_client
+from tests.test_ducklake import gateway, org_with_user, pings_listed
 
 BUCKET = "tr50gw-lake"
 PASSWORD = "correct horse battery"
@@ -58,39 +57,18 @@ def s3_lake(postgres: PostgresServer, s3: S3Server) -> dict[str, Any]:
     }
 
 
-def harness(lake: dict[str, Any]) -> Harness:
-    settings = dict(lake)
-    return Harness(settings.pop("db"), Clock(datetime(2026, 11, 30, 12)), **settings)
-
-
-async def org_with_user(h: Harness) -> str:
-    h.identity.create_org("acme")
-    h.identity.create_user("ops@acme", "acme", PASSWORD, "super-ops")
-    return await h.login("ops@acme", PASSWORD)
-
-
 async def test_a_gateway_on_s3_logs_every_call_and_lists_them(s3_lake: dict[str, Any]) -> None:
-    h = harness(s3_lake)
-    try:
-        session = await org_with_user(h)
-        for _ in range(5):
-            reply = await h.as_session(session, p={"command": "diag.ping"})
-            assert reply["p"]["success"]
-        reply = await h.as_session(
-            session, l={"command": "usage.api.list", "params": {"service": "diag"}}
-        )
-        assert reply["l"]["params"]["count"] == 5
-    finally:
-        h.close()
+    assert await pings_listed(s3_lake) == 5
 
 
 async def test_the_usage_log_is_parquet_under_the_prefix(
     s3_lake: dict[str, Any], s3: S3Server
 ) -> None:
-    h = harness(s3_lake)
+    h = gateway(s3_lake)
     try:
         session = await org_with_user(h)
-        for _ in range(INLINED + 1):  # one batch: a smaller one stays in the catalog
+        # one batch, larger than DuckLake's default inlining limit (a lake turns inlining off)
+        for _ in range(INLINED + 1):
             await h.as_session(session, p={"command": "diag.ping"})
         assert h.usage.flush()
     finally:

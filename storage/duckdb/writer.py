@@ -81,7 +81,6 @@ class BatchWriter(Generic[Row]):
         self._failing = False  # the last batch could not be stored at all
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._staged: Any = None  # the cursor whose `batch` table and statements are ready
-        self.conflicts_retried = 0  # commits tried again after a conflict (several writers)
         # Held while a batch commits and `committed` moves with it: a reader holding it sees a
         # DuckDB snapshot and an uncommitted list that add up to exactly `submitted` (usage.py).
         self.commit_lock = threading.Lock()
@@ -240,7 +239,6 @@ class BatchWriter(Generic[Row]):
             except duckdb.Error as error:
                 if _conflict(error) and conflicts < MAX_CONFLICT_RETRIES:
                     conflicts += 1
-                    self.conflicts_retried += 1
                     time.sleep(random.uniform(0.5, 1.5) * min(0.2, 0.002 * 2**conflicts))
                     continue
                 if (

@@ -44,7 +44,8 @@ class DuckLakeStorage(DuckDBStorage):
         self._object_store = object_store
         super().__init__(db, clock, **options)
         # api.authenticate's brute-force counters, shared by every gateway on the catalog
-        self.shared_logins = SharedFailedLogins(parse_lake(db))
+        assert isinstance(self.database, LakeDatabase)
+        self.shared_logins = SharedFailedLogins(self.database.dsn)
         self.logins = self.shared_logins
 
     def close(self) -> None:

@@ -92,15 +92,6 @@ class SharedFailedLogins:
         unique = tuple(dict.fromkeys(keys))
         return await asyncio.to_thread(self._admit, unique, now, limit, window)
 
-    def failures(self, key: Hashable, now: datetime, *, window: timedelta) -> int:
-        """How many failures of `key` are inside the window at `now` (for tests and tools)."""
-        with self._lock, self._connected() as connection:
-            row = connection.execute(
-                "SELECT count(*) FROM login_failures WHERE key_digest = %s AND at > %s",
-                (digest(key), now - window),
-            ).fetchone()
-        return int(row[0]) if row else 0
-
     def close(self) -> None:
         with self._lock:
             if self._connection is not None:
