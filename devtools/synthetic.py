@@ -272,7 +272,8 @@ def _family_case(part: int) -> str:
 
 
 _INSERT_SQL: Final = f"""
-INSERT INTO usage_log
+INSERT INTO usage_log (id, ts, exec_time, processed_by, org_id, org_key, whoami, service, command,
+    success, error_code, transport, client_id, remote_addr, request, response)
 WITH base AS (
     SELECT i, k,
         $start_us + floor((

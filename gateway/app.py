@@ -129,13 +129,26 @@ def assemble(
         "tr50gw_writer_backlog",
         "Rows submitted to a table's writer and not yet committed",
         "table",
-        {name: _backlog_of(writer) for name, writer in writers.items()},
+        {name: _reading(writer, "backlog") for name, writer in writers.items()},
     )
     metrics.labelled_gauge(
         "tr50gw_writer_commit_lag_seconds",
         "How long the oldest uncommitted row of a table has waited, at most (0: none waits)",
         "table",
-        {name: _commit_lag_of(writer) for name, writer in writers.items()},
+        {name: _reading(writer, "commit_lag") for name, writer in writers.items()},
+    )
+    metrics.labelled_counter(
+        "tr50gw_writer_commits",
+        "Batches of a table's rows committed",
+        "table",
+        {name: _reading(writer, "commits") for name, writer in writers.items()},
+    )
+    metrics.labelled_counter(
+        "tr50gw_writer_commit_conflicts",
+        "Commits of a table's rows that lost to a concurrent commit (another gateway on the"
+        " same lake, or its compaction) and were tried again",
+        "table",
+        {name: _reading(writer, "conflicts") for name, writer in writers.items()},
     )
     tail = UsageTail(presenters.usage_record)
     services = Services(
@@ -212,12 +225,9 @@ def _version() -> str:
         return "0"
 
 
-def _backlog_of(writer: BatchWriter[Any]) -> Callable[[], float]:
-    return lambda: writer.backlog
-
-
-def _commit_lag_of(writer: BatchWriter[Any]) -> Callable[[], float]:
-    return lambda: writer.commit_lag
+def _reading(writer: BatchWriter[Any], figure: str) -> Callable[[], float]:
+    """Reads one of a writer's figures (`backlog`, `commit_lag`, `commits`...) when scraped."""
+    return lambda: float(getattr(writer, figure))
 
 
 def _open_connections_of(transport: WebSocketTransport) -> Callable[[], float]:

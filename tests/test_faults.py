@@ -256,7 +256,9 @@ async def test_a_query_out_of_memory_is_a_clear_failure_and_serving_goes_on(
     try:
         cursor = harness.database.cursor()
         cursor.execute(
-            "INSERT INTO usage_log SELECT uuid(), TIMESTAMP '2026-01-01' + to_seconds(i), i, 'x',"
+            "INSERT INTO usage_log (id, ts, exec_time, processed_by, org_id, org_key, whoami,"
+            " service, command, success, error_code, transport, client_id, remote_addr, request,"
+            " response) SELECT uuid(), TIMESTAMP '2026-01-01' + to_seconds(i), i, 'x',"
             " ?, 'acme', 'w' || (i % 5000), 's', 'c' || (i % 40), true, NULL, 'ws', 'c', '',"
             " repeat('x', 200), repeat('y', 200) FROM range(300000) t(i)",
             [tenants.org_ids["acme"]],

@@ -89,6 +89,8 @@ class CallContext:
     session: Session | None
     session_token: str | None
     received_at: datetime
+    delivery: str | None = None  # the MQTT QoS 1 delivery answered (UsageRecord.delivery)
+    logged: bool = True  # False: a redelivery a previous run logged (Dispatcher.handle's `log`)
     opened: tuple[Session, str] | None = field(default=None)
 
     def require_session(self) -> Session:

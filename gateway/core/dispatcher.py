@@ -6,9 +6,10 @@ record. Handlers never see the wire and the wire never sees an exception's text.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.core import codec, redaction
@@ -29,6 +30,12 @@ __all__ = ["Dispatcher"]
 logger = logging.getLogger("tr50gw.dispatcher")
 _NAME_CAP = 200
 MAX_BACKLOG = 10_000  # uncommitted usage records beyond which replies wait for the writer
+# A gateway restarted on its broker session is sent again what it had not acknowledged: at most
+# the broker's in-flight window (100 here), among the last deliveries it logged. It looks
+# through this many of them, within a day before it started; packet ids come round only after
+# 65,535 deliveries, so a match is the same delivery.
+EARLIER_DELIVERIES = 1_000
+EARLIER_HORIZON = timedelta(days=1)
 
 
 class Dispatcher:
@@ -40,16 +47,28 @@ class Dispatcher:
         self._routes = routes if routes is not None else Registry([])
         self._services = services
         self._config = services.config
+        self._started_at = services.clock()
+        self._earlier: set[str] | None = None  # loaded on the first redelivery asked about
+        self._earlier_loading = asyncio.Lock()
 
-    async def handle(self, payload: bytes | str, connection: Connection) -> bytes:
+    async def handle(
+        self,
+        payload: bytes | str,
+        connection: Connection,
+        *,
+        delivery: str | None = None,
+        log: bool = True,
+    ) -> bytes:
         """Answer one payload. Never raises: the worst case is a root-level -90099.
 
         With `durable_replies`, the reply is held until the payload's usage records are
-        committed: a crash can then lose no record of a call that was answered.
+        committed: a crash can then lose no record of a call that was answered. `delivery`
+        names the MQTT QoS 1 delivery being answered; its records keep it (`logged_earlier`).
+        `log=False` only for a delivery a previous run logged: answered, not logged twice.
         """
         started = time.perf_counter_ns()
         try:
-            reply = await self._handle(payload, connection)
+            reply = await self._handle(payload, connection, delivery, log)
         except Exception as error:  # a bug, or storage out of reach (a lake's PostgreSQL down)
             logger.exception("dispatcher failed")
             err = to_failure(error)
@@ -57,7 +76,9 @@ class Dispatcher:
             # Still one usage record for the payload, as a root failure with no caller (who
             # sent it may be what could not be read) and no request text (it may hold a
             # password the failed path never redacted).
-            ctx = CallContext(self._services, connection, None, None, self._services.clock())
+            ctx = CallContext(
+                self._services, connection, None, None, self._services.clock(), delivery, log
+            )
             self._record(ctx, "", "", "", reply.decode(), err.code, started)
         return await self._paced(reply)
 
@@ -69,7 +90,9 @@ class Dispatcher:
             await usage.wait_visible()
         return reply
 
-    async def _handle(self, payload: bytes | str, connection: Connection) -> bytes:
+    async def _handle(
+        self, payload: bytes | str, connection: Connection, delivery: str | None, log: bool
+    ) -> bytes:
         received_at = self._services.clock()
         started = time.perf_counter_ns()
         config = self._config
@@ -80,7 +103,7 @@ class Dispatcher:
             log_cap=config.log_cap,
         )
         session, token = await self._bound_session(connection)
-        ctx = CallContext(self._services, connection, session, token, received_at)
+        ctx = CallContext(self._services, connection, session, token, received_at, delivery, log)
         if isinstance(decoded, codec.RootFailure):
             encoded = codec.encode(failure(decoded.error.code, decoded.error.message))
             self._record(ctx, "", "", decoded.text, encoded.decode(), decoded.error.code, started)
@@ -101,6 +124,26 @@ class Dispatcher:
             connection.bind(*ctx.opened)
         return codec.encode(reply)
 
+    async def logged_earlier(self, delivery: str) -> bool:
+        """Whether this gateway logged `delivery` before it (re)started: a redelivered QoS 1
+        request whose records a previous run committed but never acknowledged (killed in
+        between). The transport then acknowledges it without running or logging it again. Read
+        once, on the first redelivery asked about; unreadable, nothing is known (the request
+        then runs again)."""
+        async with self._earlier_loading:
+            if self._earlier is None:
+                try:
+                    self._earlier = await self._services.reader.deliveries(
+                        self._config.instance_name,
+                        since=self._started_at - EARLIER_HORIZON,
+                        before=self._started_at,
+                        newest=EARLIER_DELIVERIES,
+                    )
+                except Exception:  # storage out of reach: at least once rather than never
+                    logger.exception("the deliveries logged before the start cannot be read")
+                    return False
+        return delivery in self._earlier
+
     async def authenticate_connection(
         self, connection: Connection, org_id: str, app_id: str, thing_key: str
     ) -> bool:
@@ -120,12 +163,20 @@ class Dispatcher:
         """The transport's connection is gone: its live tails end (SPEC §7.2)."""
         self._services.tail.unsubscribe(connection)
 
-    async def reject(self, connection: Connection, error: TR50Error) -> bytes:
+    async def reject(
+        self,
+        connection: Connection,
+        error: TR50Error,
+        *,
+        delivery: str | None = None,
+        log: bool = True,
+    ) -> bytes:
         """Answer and log a payload a transport refused before it could be dispatched (too
         large to read, not inflatable, closed with 1009...): the root failure to send, if the
         transport still can, and one usage record, as for any other payload."""
         session, token = await self._bound_session(connection)
-        ctx = CallContext(self._services, connection, session, token, self._services.clock())
+        now = self._services.clock()
+        ctx = CallContext(self._services, connection, session, token, now, delivery, log)
         reply = codec.encode(failure(error.code, error.message))
         self._record(ctx, "", "", "", reply.decode(), error.code, time.perf_counter_ns())
         return await self._paced(reply)
@@ -255,6 +306,8 @@ class Dispatcher:
         error_code: int | None,
         started: int,
     ) -> None:
+        if not ctx.logged:
+            return
         session = ctx.session
         connection = ctx.connection
         services = self._services
@@ -276,6 +329,7 @@ class Dispatcher:
                 remote_addr=connection.remote_addr,
                 request=request,
                 response=response,
+                delivery=ctx.delivery,
             )
         )
 

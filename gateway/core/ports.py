@@ -89,6 +89,13 @@ class UsageReader(Protocol):
 
     async def get(self, usage_filter: UsageFilter, record_id: str) -> UsageRecord | None: ...
 
+    async def deliveries(
+        self, processed_by: str, *, since: datetime, before: datetime, newest: int
+    ) -> set[str]:
+        """The `UsageRecord.delivery` of the newest `newest` stored records that instance
+        `processed_by` logged in [since, before)."""
+        ...
+
 
 ExportFormat = Literal["csv", "json", "parquet"]
 

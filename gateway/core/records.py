@@ -55,6 +55,10 @@ class UsageRecord:
     remote_addr: str
     request: str
     response: str
+    # The MQTT QoS 1 delivery it answered (packet id and a digest of topic and payload), kept
+    # so a gateway restarted on the same broker session knows a redelivered request it logged
+    # before (gateway/transports/mqtt/redelivery.py); None for every other call. Never listed.
+    delivery: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

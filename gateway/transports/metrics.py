@@ -14,7 +14,7 @@ the life of the process), a payload that was not an envelope as `malformed`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -25,6 +25,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from gateway.core.records import UsageRecord
 
@@ -126,6 +128,29 @@ class Metrics:
         for value, read in reads.items():
             gauge.labels(value).set_function(read)
 
+    def labelled_counter(
+        self, name: str, documentation: str, label: str, reads: dict[str, Callable[[], float]]
+    ) -> None:
+        """A counter kept elsewhere (a writer thread's), with a series per label value, each
+        read when scraped. `name` without `_total`, which the exposition adds."""
+        self.registry.register(_ReadCounter(name, documentation, label, reads))
+
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _ReadCounter(Collector):
+    """A labelled counter whose values are read when scraped."""
+
+    def __init__(
+        self, name: str, documentation: str, label: str, reads: dict[str, Callable[[], float]]
+    ) -> None:
+        self._name, self._documentation = name, documentation
+        self._label, self._reads = label, reads
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, read in self._reads.items():
+            family.add_metric([value], read())
+        yield family

@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS usage_log (
     client_id VARCHAR NOT NULL,
     remote_addr VARCHAR NOT NULL,
     request VARCHAR NOT NULL,
-    response VARCHAR NOT NULL
+    response VARCHAR NOT NULL,
+    delivery VARCHAR
 );
 CREATE TABLE IF NOT EXISTS usage_compaction (
     day DATE PRIMARY KEY,
@@ -121,9 +122,14 @@ CREATE TABLE IF NOT EXISTS sessions (
 SCHEMA = LOG_SCHEMA + IDENTITY_SCHEMA
 
 # Columns added after the tables were first shipped: a file made by an earlier version gains them
-# when it is opened (every INSERT names its columns, so none depends on their order). All are
-# the identity tables'.
-MIGRATIONS = """
+# when it is opened (every INSERT names its columns, so none depends on their order). The first
+# is the usage log's (LOG_MIGRATIONS, a lake's too), the rest the identity tables'.
+LOG_MIGRATIONS = """
+ALTER TABLE usage_log ADD COLUMN IF NOT EXISTS delivery VARCHAR;
+"""
+MIGRATIONS = (
+    LOG_MIGRATIONS
+    + """
 ALTER TABLE orgs ADD COLUMN IF NOT EXISTS description VARCHAR DEFAULT '';
 ALTER TABLE orgs ADD COLUMN IF NOT EXISTS updated_at TIMESTAMP;
 ALTER TABLE users ADD COLUMN IF NOT EXISTS first_name VARCHAR DEFAULT '';
@@ -138,6 +144,7 @@ ALTER TABLE things ADD COLUMN IF NOT EXISTS name VARCHAR;
 ALTER TABLE things ADD COLUMN IF NOT EXISTS tags VARCHAR[] DEFAULT [];
 ALTER TABLE things ADD COLUMN IF NOT EXISTS updated_at TIMESTAMP;
 """
+)
 
 
 # Device data: each table's columns once. A table named in CURRENT_SERIES also has a

@@ -49,10 +49,13 @@ USAGE_TABLE = TableSpec(
             ("remote_addr", pa.string()),
             ("request", pa.string()),
             ("response", pa.string()),
+            ("delivery", pa.string()),
         ]
     ),
     # Column names only, from the dataclass: no values are ever spliced into SQL.
-    insert_sql="INSERT INTO usage_log SELECT CAST(id AS UUID), "  # noqa: S608
+    insert_sql="INSERT INTO usage_log ("  # noqa: S608
+    + ", ".join(f.name for f in fields(UsageRecord))
+    + ") SELECT CAST(id AS UUID), "
     + ", ".join(f.name for f in fields(UsageRecord) if f.name != "id")
     + " FROM batch",
     also_sql=rollups.WRITER_SQL,  # the hourly rollups, in the records' transaction
@@ -493,6 +496,28 @@ class UsageQueries:
             .fetchone()
         )
         return None if row is None else UsageRecord(*row)
+
+    def deliveries_sync(
+        self, processed_by: str, since: datetime, before: datetime, newest: int
+    ) -> set[str]:
+        rows = (
+            self._database.cursor()
+            .execute(
+                "SELECT DISTINCT delivery FROM (SELECT delivery FROM usage_log"
+                " WHERE processed_by = ? AND delivery IS NOT NULL AND ts >= ? AND ts < ?"
+                " ORDER BY ts DESC LIMIT ?)",
+                [processed_by, since, before, newest],
+            )
+            .fetchall()
+        )
+        return {str(row[0]) for row in rows}
+
+    async def deliveries(
+        self, processed_by: str, *, since: datetime, before: datetime, newest: int
+    ) -> set[str]:
+        """The MQTT deliveries of the newest `newest` stored records `processed_by` logged in
+        [since, before) (what a gateway answered before it was restarted)."""
+        return await reading(self.deliveries_sync, processed_by, since, before, newest)
 
     async def get(self, usage_filter: UsageFilter, record_id: str) -> UsageRecord | None:
         """The record, from the writer's uncommitted ones or the stored ones: no waiting."""

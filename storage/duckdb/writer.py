@@ -79,6 +79,10 @@ class BatchWriter(Generic[Row]):
         self._stopping = False
         self._last_commit = time.monotonic()
         self._failing = False  # the last batch could not be stored at all
+        # Counted for /metrics: batches committed, and commits lost to a concurrent one and
+        # tried again (several gateways on one lake, or its compaction).
+        self.commits = 0
+        self.conflicts = 0
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._staged: Any = None  # the cursor whose `batch` table and statements are ready
         # Held while a batch commits and `committed` moves with it: a reader holding it sees a
@@ -239,6 +243,7 @@ class BatchWriter(Generic[Row]):
             except duckdb.Error as error:
                 if _conflict(error) and conflicts < MAX_CONFLICT_RETRIES:
                     conflicts += 1
+                    self.conflicts += 1
                     time.sleep(random.uniform(0.5, 1.5) * min(0.2, 0.002 * 2**conflicts))
                     continue
                 if (
@@ -258,6 +263,7 @@ class BatchWriter(Generic[Row]):
                     )
                 time.sleep(min(5.0, 0.1 + (time.monotonic() - outage_since) / 10))
                 continue
+            self.commits += 1
             if outage_since is not None:
                 self._logger.warning(
                     "the lake is back after %.1f s: %d waiting records stored, %d more queued",

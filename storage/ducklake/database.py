@@ -27,7 +27,7 @@ from typing import Final
 import duckdb
 
 from storage.duckdb import rollups
-from storage.duckdb.database import LOG_SCHEMA, Database, device_schema
+from storage.duckdb.database import LOG_MIGRATIONS, LOG_SCHEMA, Database, device_schema
 from storage.ducklake import extensions
 from storage.ducklake.objectstore import ObjectStore, ObjectStoreError, check_s3_path, is_s3
 
@@ -236,7 +236,9 @@ class LakeDatabase(Database):
             connection.execute("USE lake")
             # One transaction, one snapshot: table by table cost 0.9 s (each a catalog commit).
             connection.execute("BEGIN TRANSACTION")
-            connection.execute(lake_ddl(LOG_SCHEMA + rollups.SCHEMA + device_schema()))
+            connection.execute(
+                lake_ddl(LOG_SCHEMA + rollups.SCHEMA + device_schema()) + LOG_MIGRATIONS
+            )
             connection.execute("COMMIT")
         except BaseException:
             connection.close()

@@ -5,6 +5,11 @@ DUP flag and the same packet id after a reconnect. Such a duplicate of a request
 already answered is acknowledged without being run or logged again; one still being handled is
 left to its first copy (it would otherwise run twice when the link drops and returns
 mid-request). A request is recognised by its packet id, topic and a digest of its payload.
+
+What this process never saw, a run before it may have: killed after committing a request's
+records and before acknowledging it, the gateway is sent it again when it returns. Every QoS 1
+request's records keep its `delivery`, and a redelivery this process knows nothing of is looked
+up among the deliveries the previous run logged (`Dispatcher.logged_earlier`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,14 @@ class Redeliveries:
     @staticmethod
     def request_id(packet_id: int, topic: str, payload: bytes) -> RequestId:
         return packet_id, topic, hashlib.blake2b(payload, digest_size=16).digest()
+
+    @staticmethod
+    def delivery(request: RequestId) -> str:
+        """How the usage log names the request (`UsageRecord.delivery`): its packet id and a
+        digest of its topic and payload, 22 characters."""
+        packet_id, topic, digest = request
+        mixed = hashlib.blake2b(topic.encode() + b"\0" + digest, digest_size=8).hexdigest()
+        return f"{packet_id}:{mixed}"
 
     def arrived(self, request: RequestId, *, dup: bool) -> Verdict:
         """Classify an arriving QoS 1 request; a NEW one is marked in progress."""

@@ -193,6 +193,19 @@ class MqttTransport:
         try:
             if previous is not None:
                 await asyncio.wait([previous])
+            logged_as, logged_before = None, False
+            if request is not None:
+                logged_as = Redeliveries.delivery(request)
+                # Logged by this gateway's previous run, stopped before it acknowledged it: run
+                # and answered again (its reply may never have left), not logged again.
+                logged_before = message.dup and await self._dispatcher.logged_earlier(logged_as)
+                if logged_before:
+                    logger.info(
+                        "mqtt: redelivered request %d on %s was logged before the restart;"
+                        " answered again, not logged again",
+                        message.packet_id,
+                        message.topic,
+                    )
             identity, sent = broker_identity(message.payload)
             if identity is not None and not self._broker_identity:
                 self._distrust(message.topic)
@@ -204,9 +217,15 @@ class MqttTransport:
                 )
             payload = self._unpack(sent, route)
             if isinstance(payload, TR50Error):
-                reply = self._wire(route, await self._dispatcher.reject(connection, payload))
+                rejected = await self._dispatcher.reject(
+                    connection, payload, delivery=logged_as, log=not logged_before
+                )
+                reply = self._wire(route, rejected)
             else:
-                reply = self._wire(route, await self._dispatcher.handle(payload, connection))
+                answered = await self._dispatcher.handle(
+                    payload, connection, delivery=logged_as, log=not logged_before
+                )
+                reply = self._wire(route, answered)
             topic, correlation = route.reply_topic, None
             deliver: list[tuple[str, str]] | None = None
             if identity is not None and identity.thing is not None:
