@@ -150,6 +150,14 @@ def assemble(
         "table",
         {name: _reading(writer, "conflicts") for name, writer in writers.items()},
     )
+    metrics.labelled_counter(
+        "tr50gw_lake_catalog_rollbacks",
+        "On a lake: transactions rolled back in the catalog's PostgreSQL database, by every"
+        " gateway since its statistics were reset (DuckLake's commit retries after a conflict"
+        " among them)",
+        None,
+        {"": storage.catalog_rollbacks},
+    )
     tail = UsageTail(presenters.usage_record)
     services = Services(
         config=core_config(settings),

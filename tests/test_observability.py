@@ -147,6 +147,27 @@ def test_the_writers_backlog_is_a_gauge_per_table(gateway: GatewayThread) -> Non
     }
 
 
+def test_the_writers_commits_are_counted_per_table(gateway: GatewayThread) -> None:
+    with ws_client(gateway.ws_url) as client:
+        client.send({"1": {"command": "diag.ping"}})
+    flushed(gateway)
+    assert samples(gateway)[("tr50gw_writer_commits_total", (("table", "usage_log"),))] >= 1.0
+
+
+def test_one_gateway_on_a_file_counts_no_commit_conflicts(gateway: GatewayThread) -> None:
+    with ws_client(gateway.ws_url) as client:
+        client.send({"1": {"command": "diag.ping"}})
+    flushed(gateway)
+    conflicts = ("tr50gw_writer_commit_conflicts_total", (("table", "usage_log"),))
+    assert samples(gateway)[conflicts] == 0.0
+
+
+def test_a_file_has_no_catalog_rollbacks_series(gateway: GatewayThread) -> None:
+    """Only a lake has a catalog (tests/test_several_gateways.py counts its rollbacks)."""
+    names = {name for name, _ in samples(gateway)}
+    assert "tr50gw_lake_catalog_rollbacks_total" not in names
+
+
 # -- every route is logged ------------------------------------------------------------------------
 def records_of(gateway: GatewayThread, command: str) -> list[tuple[Any, ...]]:
     flushed(gateway)

@@ -129,10 +129,15 @@ class Metrics:
             gauge.labels(value).set_function(read)
 
     def labelled_counter(
-        self, name: str, documentation: str, label: str, reads: dict[str, Callable[[], float]]
+        self,
+        name: str,
+        documentation: str,
+        label: str | None,
+        reads: dict[str, Callable[[], float | None]],
     ) -> None:
-        """A counter kept elsewhere (a writer thread's), with a series per label value, each
-        read when scraped. `name` without `_total`, which the exposition adds."""
+        """A counter kept elsewhere (a writer thread's, PostgreSQL's), with a series per label
+        value (label None: one series, `reads` keyed ""), each read when scraped; a read that
+        answers None leaves its series out. `name` without `_total`, which the exposition adds."""
         self.registry.register(_ReadCounter(name, documentation, label, reads))
 
     def render(self) -> tuple[bytes, str]:
@@ -144,13 +149,20 @@ class _ReadCounter(Collector):
     """A labelled counter whose values are read when scraped."""
 
     def __init__(
-        self, name: str, documentation: str, label: str, reads: dict[str, Callable[[], float]]
+        self,
+        name: str,
+        documentation: str,
+        label: str | None,
+        reads: dict[str, Callable[[], float | None]],
     ) -> None:
         self._name, self._documentation = name, documentation
         self._label, self._reads = label, reads
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        labels = [] if self._label is None else [self._label]
+        family = CounterMetricFamily(self._name, self._documentation, labels=labels)
         for value, read in self._reads.items():
-            family.add_metric([value], read())
+            figure = read()
+            if figure is not None:
+                family.add_metric([value] if labels else [], figure)
         yield family

@@ -109,6 +109,10 @@ class DuckDBStorage:
         """The upkeep of `compact_interval` (a file: finished days re-sorted by org)."""
         return Compactor(self.database, clock, interval=interval, retention_days=retention_days)
 
+    def catalog_rollbacks(self) -> float | None:
+        """A lake's catalog figure (`DuckLakeStorage`); a file has no catalog."""
+        return None
+
     def _flush_devices(self) -> None:
         for writer in self.devices.writers.values():
             writer.flush()

@@ -8,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from storage.duckdb import DuckDBStorage
 from storage.duckdb.database import Database
 from storage.duckdb.periodic import Periodic
@@ -55,6 +57,20 @@ class DuckLakeStorage(DuckDBStorage):
             super().close()
 
     _retention_class = LakeRetention
+
+    def catalog_rollbacks(self) -> float | None:
+        """Transactions rolled back in the catalog's database (PostgreSQL's statistics, every
+        client's): with several gateways, mostly DuckLake retrying a commit that lost a race,
+        which it does inside the commit, out of the writers' sight. None when unreachable."""
+        assert isinstance(self.database, LakeDatabase)
+        try:
+            with psycopg.connect(self.database.dsn, connect_timeout=2) as connection:
+                row = connection.execute(
+                    "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+                ).fetchone()
+        except psycopg.Error:
+            return None
+        return None if row is None else float(row[0])
 
     def _open(self, path: str | Path, memory_limit: str | None) -> Database:
         return LakeDatabase(
