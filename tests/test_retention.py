@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from gateway.core.records import UsageFilter
 from storage.duckdb import DuckDBStorage
 from storage.duckdb.database import Database
 from storage.duckdb.retention import recover, retire_due
+from storage.ducklake.database import LakeDatabase
 from tests.support import GatewayThread, Tenants
 
 NOW = datetime(2026, 3, 31, 12, 0)
@@ -304,3 +305,45 @@ def test_a_gateway_applies_retention_at_start(
     assert first is not None and first[0] >= datetime(
         today.year, today.month, today.day
     ) - timedelta(days=2)
+
+
+# -- on a lake (issue 15: retention under its own lock, storage/ducklake/maintenance.py) ---------
+@pytest.fixture
+def lake_seeded(lake: dict[str, Any], db: tuple[Path, set[str]]) -> Iterator[LakeDatabase]:
+    """A lake holding the `db` file's ROWS synthetic records over the DAYS days before NOW."""
+    database = LakeDatabase(str(lake["db"]), lake["data_path"])
+    cursor = database.cursor()
+    cursor.execute(f"ATTACH '{db[0]}' AS seeded (READ_ONLY)")
+    cursor.execute("INSERT INTO usage_log BY NAME SELECT * FROM seeded.usage_log")
+    cursor.execute("DETACH seeded")
+    yield database
+    database.close()
+
+
+def lake_days(database: Database) -> list[str]:
+    rows = (
+        database.cursor()
+        .execute("SELECT DISTINCT CAST(ts AS DATE)::VARCHAR FROM usage_log ORDER BY 1")
+        .fetchall()
+    )
+    return [row[0] for row in rows]
+
+
+def test_on_a_lake_only_days_older_than_the_retention_stay_out(lake_seeded: LakeDatabase) -> None:
+    retire_due(lake_seeded, NOW, 3, None)
+    assert lake_days(lake_seeded)[0] == (NOW - timedelta(days=3)).date().isoformat()
+
+
+def test_on_a_lake_the_archive_holds_exactly_the_records_that_left(
+    lake_seeded: LakeDatabase, tmp_path: Path
+) -> None:
+    cursor = lake_seeded.cursor()
+    before = {r[0] for r in cursor.execute("SELECT CAST(id AS VARCHAR) FROM usage_log").fetchall()}
+    retire_due(lake_seeded, NOW, 3, tmp_path / "archive")
+    kept = {r[0] for r in cursor.execute("SELECT CAST(id AS VARCHAR) FROM usage_log").fetchall()}
+    parts = [
+        r[0]
+        for r in cursor.execute("SELECT path FROM usage_archive WHERE path IS NOT NULL").fetchall()
+    ]
+    archived = {r[0] for r in cursor.execute("SELECT id FROM read_parquet(?)", [parts]).fetchall()}
+    assert (kept | archived, kept & archived) == (before, set())
