@@ -9,7 +9,9 @@ it ended, or that another one replaced it) from the binding stored in PostgreSQL
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import secrets
 import time
 from collections import Counter
@@ -18,8 +20,11 @@ from typing import Any
 
 import pytest
 
-from devtools.broker import Broker
+from devtools.broker import Broker, free_port
+from gateway.core.context import Connection
+from gateway.core.dispatcher import Dispatcher
 from gateway.settings import Settings
+from storage.ducklake.bindings import SharedBindings
 from tests.harness import Harness
 from tests.support import PASSWORD as FILE_PASSWORD
 from tests.support import GatewayThread, MqttClient, Tenants
@@ -74,7 +79,7 @@ def device(broker: Broker) -> Iterator[MqttClient]:
         client.close()
 
 
-def login(device: MqttClient, username: str) -> None:
+def login(device: MqttClient, username: str) -> str:
     reply = device.call(
         {
             "auth": {
@@ -84,6 +89,8 @@ def login(device: MqttClient, username: str) -> None:
         }
     )
     assert reply["auth"]["success"], reply
+    session_id: str = reply["auth"]["params"]["sessionId"]
+    return session_id
 
 
 def burst(device: MqttClient, prefix: str, count: int = ENVELOPES) -> dict[str, dict[str, Any]]:
@@ -132,11 +139,13 @@ def user_of(outcome: dict[str, Any]) -> str:
 def test_a_session_bound_by_envelope_holds_on_every_gateway(
     pool: list[GatewayThread], device: MqttClient, two_users_lake: dict[str, Any]
 ) -> None:
-    login(device, "ops@acme")
+    session_id = login(device, "ops@acme")
     outcomes = burst(device, "m")
     stop_all(pool)
 
     assert {user_of(outcome) for outcome in outcomes.values()} == {"ops@acme"}
+    # The id only where the token is known (the gateway that opened it); the other has its hash.
+    assert {outcome["params"]["id"] for outcome in outcomes.values()} <= {session_id, None}
     by = answered_by(two_users_lake, "m")
     assert sum(by.values()) == ENVELOPES
     assert set(by) == {"gw-a", "gw-b"}  # the broker spread them: both knew the session
@@ -214,3 +223,42 @@ def test_on_a_file_a_session_end_through_the_namespace_unbinds_it(
         assert client.call({"i": SESSION_INFO})["i"]["errorCodes"] == [-90005]
     finally:
         client.close()
+
+
+async def test_with_postgresql_out_of_reach_a_held_binding_stays_and_nothing_fails(
+    two_users_lake: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lake's gateway, its bindings pointed at a port where no PostgreSQL listens: the
+    login's binding cannot be stored, yet the login succeeds and its namespace stays bound on
+    this gateway through a recheck that fails; a namespace with nothing held answers -90005,
+    not -90099."""
+    h = Harness(**two_users_lake)
+    unreachable = SharedBindings(
+        f"host=127.0.0.1 port={free_port()} dbname=none user=postgres", h.identity
+    )
+    services = dataclasses.replace(h.services, bindings=unreachable)
+    dispatcher = Dispatcher(h.assembly.registry, services)
+
+    def namespace(name: str) -> Connection:
+        return Connection("mqtt", name, binds_sessions=True, shared_as=name)
+
+    async def call(envelope: dict[str, Any], connection: Connection) -> Any:
+        return json.loads(await dispatcher.handle(json.dumps(envelope), connection))
+
+    try:
+        device = namespace("dev-1")
+        params = {"username": "ops@acme", "password": PASSWORD}
+        with caplog.at_level(logging.WARNING, logger="tr50gw.bindings"):
+            logged_in = await call(
+                {"auth": {"command": "api.authenticate", "params": params}}, device
+            )
+        assert logged_in["auth"]["success"], logged_in
+        assert "could not be stored" in caplog.text
+        device.binding_checked = 0.0  # due for a recheck: it fails
+        info = await call({"i": SESSION_INFO}, device)
+        assert user_of(info["i"]) == "ops@acme"
+        stranger = await call({"i": SESSION_INFO}, namespace("dev-2"))
+        assert stranger["i"]["errorCodes"] == [-90005]
+    finally:
+        unreachable.close()
+        h.close()
