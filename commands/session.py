@@ -44,9 +44,11 @@ async def session_info(params: SessionInfoParams, ctx: CallContext) -> dict[str,
 
 
 async def end_session(params: SessionEndParams, ctx: CallContext) -> None:
-    ctx.require_session()
+    session = ctx.require_session()
     if ctx.session_token is not None:
         await ctx.services.sessions.end(ctx.session_token)
+    else:  # bound to its namespace through another gateway: known here by its hash alone
+        await ctx.services.sessions.end_hashed(session.token_hash)
     if ctx.connection.session is ctx.session:
         ctx.connection.bind(None, None)
     ctx.session = None

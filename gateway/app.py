@@ -172,6 +172,7 @@ def assemble(
         admin=storage.admin,
         clock=clock,
         failed_logins=storage.logins,
+        bindings=storage.bindings,
     )
     return Assembly(
         settings,

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gateway.core.bindings import UnsharedBindings
 from gateway.core.errors import InvalidSession
 from gateway.core.ports import (
     Administration,
     DeviceData,
     LoginGuard,
+    SessionBindings,
     Sessions,
     Things,
     UsageAnalytics,
@@ -32,6 +34,10 @@ class Connection:
 
     `binds_sessions` says whether a session opened here is remembered for later envelopes on the
     same channel (WebSocket connections and isolated-mode MQTT namespaces; never classic MQTT).
+    `shared_as` names the channel where other gateways may serve it too (an isolated-mode MQTT
+    namespace behind a shared subscription): its binding is then also kept in
+    `Services.bindings`, and `binding_checked` says when it was last read from there
+    (time.monotonic()).
     """
 
     transport: str
@@ -40,6 +46,8 @@ class Connection:
     binds_sessions: bool = False
     session_token: str | None = None
     session: Session | None = None
+    shared_as: str | None = None
+    binding_checked: float = 0.0
     # Sends a server message on this connection (WebSocket only: the live tail's notifications).
     push: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
@@ -80,6 +88,9 @@ class Services:
     # api.authenticate's brute-force guard: failed logins per username and per client, in this
     # process's memory unless the storage shares them between gateways (a DuckLake catalog).
     failed_logins: LoginGuard = field(default_factory=FailedLogins)
+    # Sessions bound to isolated-mode MQTT namespaces, shared by the gateways on a DuckLake
+    # catalog; on a DuckDB file only in the namespaces' connections (this no-op).
+    bindings: SessionBindings = field(default_factory=UnsharedBindings)
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.core import codec, redaction
+from gateway.core.bindings import RECHECK_EVERY
 from gateway.core.context import CallContext, Connection, Services
 from gateway.core.errors import (
     InvalidParams,
@@ -22,6 +23,7 @@ from gateway.core.errors import (
     failure,
     to_failure,
 )
+from gateway.core.ports import BindingsUnavailable
 from gateway.core.records import Session, UsageRecord
 from gateway.core.registry import Command, Registry
 
@@ -102,7 +104,10 @@ class Dispatcher:
             max_commands=config.max_commands,
             log_cap=config.log_cap,
         )
-        session, token = await self._bound_session(connection)
+        # An envelope with its own auth block does not run as the namespace's stored session:
+        # a gateway holding none need not look it up.
+        look_up = isinstance(decoded, codec.RootFailure) or decoded.auth is None
+        session, token = await self._bound_session(connection, look_up=look_up)
         ctx = CallContext(self._services, connection, session, token, received_at, delivery, log)
         if isinstance(decoded, codec.RootFailure):
             encoded = codec.encode(failure(decoded.error.code, decoded.error.message))
@@ -122,12 +127,14 @@ class Dispatcher:
             reply[key] = await self._run(key, body, ctx)
         if ctx.opened is not None and connection.binds_sessions:
             connection.bind(*ctx.opened)
+        if connection.session is not session:
+            await self._store_binding(connection, session)
         return codec.encode(reply)
 
     async def logged_earlier(self, delivery: str) -> bool:
         """Whether this gateway logged `delivery` before it (re)started: a redelivered QoS 1
         request whose records a previous run committed but never acknowledged (killed in
-        between). The transport then acknowledges it without running or logging it again. Read
+        between). The transport then runs and answers it again without logging it. Read
         once, on the first redelivery asked about; unreadable, nothing is known (the request
         then runs again)."""
         async with self._earlier_loading:
@@ -143,6 +150,43 @@ class Dispatcher:
                     logger.exception("the deliveries logged before the start cannot be read")
                     return False
         return delivery in self._earlier
+
+    async def _store_binding(self, connection: Connection, before: Session | None) -> None:
+        """The envelope bound the connection to another session (a login) or unbound it
+        (session.end): other gateways serving its namespace learn it from the stored binding,
+        written before the reply goes out."""
+        namespace = connection.shared_as
+        bindings = self._services.bindings
+        if namespace is None or not bindings.shared:
+            return
+        if connection.session is not None:
+            await bindings.bind(namespace, connection.session)
+        elif before is not None:
+            await bindings.unbind(namespace, before)
+        connection.binding_checked = time.monotonic()
+
+    async def _follow_binding(self, connection: Connection, namespace: str, look_up: bool) -> None:
+        """Bring the connection's binding in line with the stored one: read again when the one
+        held is `RECHECK_EVERY` old, and for every envelope while none is held (`look_up`).
+        While the store cannot be read, what is held stays as it is."""
+        held = connection.session
+        now = time.monotonic()
+        if held is None and not look_up:
+            return
+        if held is not None and now - connection.binding_checked < RECHECK_EVERY:
+            return
+        try:
+            stored = await self._services.bindings.bound(namespace)
+        except BindingsUnavailable:
+            connection.binding_checked = now  # tried again after RECHECK_EVERY, not at once
+            return
+        connection.binding_checked = now
+        if stored is None:
+            if held is not None:
+                connection.bind(None, None)  # ended, or unbound, through another gateway
+        elif held is None or stored.token_hash != held.token_hash:
+            # Opened through another gateway: known here by its hash alone (no token).
+            connection.bind(stored, None)
 
     async def authenticate_connection(
         self, connection: Connection, org_id: str, app_id: str, thing_key: str
@@ -229,7 +273,12 @@ class Dispatcher:
             return None
         return await self._services.sessions.resolve(token)
 
-    async def _bound_session(self, connection: Connection) -> tuple[Session | None, str | None]:
+    async def _bound_session(
+        self, connection: Connection, *, look_up: bool = True
+    ) -> tuple[Session | None, str | None]:
+        namespace = connection.shared_as
+        if namespace is not None and self._services.bindings.shared:
+            await self._follow_binding(connection, namespace, look_up)
         session = connection.session
         if session is None:
             # A token the connection presented itself (HTTP's sessionId header), not yet resolved.

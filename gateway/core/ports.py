@@ -39,6 +39,7 @@ from gateway.core.records import (
 __all__ = [
     "Administration",
     "AlreadyExists",
+    "BindingsUnavailable",
     "DeviceData",
     "LastSuperOps",
     "LoginAttempt",
@@ -46,6 +47,7 @@ __all__ = [
     "Missing",
     "Provisioning",
     "ProvisioningError",
+    "SessionBindings",
     "Sessions",
     "Things",
     "UsageAnalytics",
@@ -268,6 +270,43 @@ class Sessions(Protocol):
         ...
 
     async def end(self, token: str) -> None: ...
+
+    async def end_hashed(self, token_hash: str) -> None:
+        """End the session stored as `token_hash` (one a gateway knows only by its binding to a
+        namespace: the token itself is never stored)."""
+        ...
+
+
+class BindingsUnavailable(Exception):
+    """The stored bindings cannot be read now (a lake's PostgreSQL out of reach)."""
+
+
+class SessionBindings(Protocol):
+    """Sessions bound to isolated-mode MQTT namespaces, as every gateway on one database sees
+    them. Over a DuckDB file (one gateway) a binding lives only in the namespace's `Connection`
+    and this is a no-op (`shared` False: the dispatcher never asks). Over a DuckLake catalog the
+    shared subscription hands a namespace's envelopes to any gateway, so a binding is stored
+    (the session's token hash, never the token) in PostgreSQL and read by the others."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether bindings are stored for other gateways (else every call is a no-op)."""
+        ...
+
+    async def bound(self, namespace: str) -> Session | None:
+        """The live session stored as bound to `namespace`, None if none is (or it ended);
+        raises `BindingsUnavailable` when the store cannot be read."""
+        ...
+
+    async def bind(self, namespace: str, session: Session) -> None:
+        """Store `session` as `namespace`'s, replacing any other (a failure is logged: the
+        binding then holds on this gateway alone)."""
+        ...
+
+    async def unbind(self, namespace: str, session: Session) -> None:
+        """Remove `namespace`'s binding if it is still `session`'s (a later login through
+        another gateway stays)."""
+        ...
 
 
 class LoginAttempt(Protocol):

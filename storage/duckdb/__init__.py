@@ -7,7 +7,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.core.ports import LoginGuard
+from gateway.core.bindings import UnsharedBindings
+from gateway.core.ports import LoginGuard, SessionBindings
 from gateway.core.ratelimit import FailedLogins
 from storage.duckdb.administration import AdminStore
 from storage.duckdb.analytics import UsageAggregates
@@ -53,6 +54,8 @@ class DuckDBStorage:
         self.database = self._open(path, memory_limit)
         # api.authenticate's brute-force counters: this process's memory (one gateway per file)
         self.logins: LoginGuard = FailedLogins()
+        # Sessions bound to MQTT namespaces: in the namespaces' connections alone (one gateway)
+        self.bindings: SessionBindings = UnsharedBindings()
         self.credentials = (
             CredentialsExporter(self.database, broker_credentials)
             if broker_credentials is not None

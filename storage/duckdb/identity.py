@@ -431,8 +431,22 @@ class IdentityStore:
         self._checked[session.token_hash] = now
         return True
 
+    async def session_by_hash(self, token_hash: str) -> Session | None:
+        """The session stored as `token_hash`, the one held in memory if it is, else read (and
+        held from then on); None if unknown or ended. Not touched: the caller does (a session
+        bound to a namespace through another gateway, which gave only its hash)."""
+        session = self._sessions.get(token_hash)
+        if session is None:
+            session = await asyncio.to_thread(self._load_session_sync, token_hash)
+            if session is None:
+                return None
+            self._held(session)
+        return None if session.ended else session
+
     async def end(self, token: str) -> None:
-        token_hash = token_digest(token)
+        await self.end_hashed(token_digest(token))
+
+    async def end_hashed(self, token_hash: str) -> None:
         session = self._sessions.pop(token_hash, None)
         self._checked.pop(token_hash, None)
         values: list[object]

@@ -13,6 +13,7 @@ import psycopg
 from storage.duckdb import DuckDBStorage
 from storage.duckdb.database import Database
 from storage.duckdb.periodic import Periodic
+from storage.ducklake.bindings import SharedBindings
 from storage.ducklake.database import LakeDatabase, is_lake, parse_lake
 from storage.ducklake.logins import SharedFailedLogins
 from storage.ducklake.maintenance import LakeMaintenance, LakeRetention
@@ -49,10 +50,14 @@ class DuckLakeStorage(DuckDBStorage):
         assert isinstance(self.database, LakeDatabase)
         self.shared_logins = SharedFailedLogins(self.database.dsn)
         self.logins = self.shared_logins
+        # Sessions bound to MQTT namespaces, seen by every gateway of a shared subscription
+        self.shared_bindings = SharedBindings(self.database.dsn, self.identity)
+        self.bindings = self.shared_bindings
 
     def close(self) -> None:
         try:
             self.shared_logins.close()
+            self.shared_bindings.close()
         finally:
             super().close()
 

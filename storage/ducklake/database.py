@@ -107,6 +107,11 @@ CREATE TABLE IF NOT EXISTS login_failures (
 );
 CREATE INDEX IF NOT EXISTS login_failures_by_key ON login_failures (key_digest, at);
 CREATE INDEX IF NOT EXISTS login_failures_by_attempt ON login_failures (attempt);
+CREATE TABLE IF NOT EXISTS namespace_bindings (
+    namespace varchar PRIMARY KEY,
+    token_hash varchar NOT NULL,
+    bound_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
 """
 
 # DuckLake retries a commit that raced another writer's (every gateway appends to the same

@@ -55,6 +55,7 @@ class MqttTransport:
         self._max_payload = max_payload
         self._max_reply = max_reply
         prefix = f"$share/{shared_group}/" if shared_group else ""
+        self._shared = bool(shared_group)
         # `api/#` also matches bare `api`; subscribing to both would deliver a bare-`api` request
         # twice under MQTT v5 (one copy per matching subscription).
         self.link = MqttLink(
@@ -144,6 +145,7 @@ class MqttTransport:
         session opened there stays bound to it), nobody in classic mode. With it: a device
         authenticated at CONNECT is its own connection, and an anonymous client's session is
         bound to its connection, not to a client id a later connection could take."""
+        shared_as: str | None = None
         if identity is not None and identity.thing is not None:
             key: tuple[str, ...] = ("thing", identity.connection)
             binds = False
@@ -153,10 +155,16 @@ class MqttTransport:
             return Connection(transport="mqtt", client_id=route.namespace)
         else:
             key, binds = ("namespace", route.namespace), True
+            if self._shared:
+                # Behind a shared subscription the namespace's next envelope may go to another
+                # gateway (of the same broker): its binding is shared through the storage.
+                shared_as = route.namespace
         connection = self._connections.get(key)
         if connection is None:
             client_id = identity.client if identity is not None else route.namespace
-            connection = Connection(transport="mqtt", client_id=client_id, binds_sessions=binds)
+            connection = Connection(
+                transport="mqtt", client_id=client_id, binds_sessions=binds, shared_as=shared_as
+            )
             self._connections[key] = connection
             if len(self._connections) > MAX_CONNECTIONS:
                 self._connections.popitem(last=False)
