@@ -25,7 +25,7 @@ from devtools.broker import Broker
 from gateway.settings import Settings
 from tests.conftest import LakePool
 from tests.harness import Harness
-from tests.support import GatewayThread, MqttClient
+from tests.support import GatewayThread, MqttClient, ws_client
 from tests.test_faults import Device
 
 PASSWORD = "correct horse battery"
@@ -53,7 +53,7 @@ def gateways(broker: Broker, provisioned_lake: dict[str, Any]) -> Iterator[list[
         for name in ("gw-a", "gw-b"):
             settings = Settings(
                 mqtt_url=broker.url_for_gateway,
-                ws_port=-1,
+                ws_port=0,
                 instance_name=name,
                 shared_group="pool",
                 **provisioned_lake,
@@ -82,9 +82,9 @@ def stored_calls(lake: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [(str(a), str(b), str(c)) for a, b, c in rows]
 
 
-def test_two_gateways_answer_and_log_every_request_once(
-    broker: Broker, gateways: list[GatewayThread], provisioned_lake: dict[str, Any]
-) -> None:
+def load_two_gateways(broker: Broker, gateways: list[GatewayThread]) -> tuple[str, Counter[str]]:
+    """REQUESTS QoS 1 requests in flight at once through the pool; the session used, and how
+    often each marker was answered successfully."""
     client = MqttClient(broker.port, f"dev-{secrets.token_hex(3)}")
     try:
         client.subscribe(f"reply/{client.client_id}/#")
@@ -110,9 +110,17 @@ def test_two_gateways_answer_and_log_every_request_once(
         assert client.nothing_received(0.5)
     finally:
         client.close()
+    return session, answered
+
+
+def test_two_gateways_answer_and_log_every_request_once(
+    broker: Broker, gateways: list[GatewayThread], provisioned_lake: dict[str, Any]
+) -> None:
+    _, answered = load_two_gateways(broker, gateways)
     for thread in gateways:
         thread.stop()  # every record committed
 
+    markers = [f"m{i}" for i in range(REQUESTS)]
     assert answered == Counter(markers)  # each answered once, successfully
     calls = stored_calls(provisioned_lake)
     logged = Counter(
@@ -121,6 +129,26 @@ def test_two_gateways_answer_and_log_every_request_once(
     assert logged == Counter(markers)  # each logged once
     assert len({record_id for record_id, _, _ in calls}) == len(calls)
     assert {by for _, by, _ in calls} == {"gw-a", "gw-b"}  # the broker spread them
+
+
+def test_every_gateway_lists_the_same_count_once_the_writers_committed(
+    broker: Broker, gateways: list[GatewayThread]
+) -> None:
+    session, _ = load_two_gateways(broker, gateways)
+    for thread in gateways:
+        assert thread.gateway is not None
+        assert thread.gateway.assembly.storage.usage.flush()
+    counts = []
+    for thread in gateways:  # each asked over its own WebSocket
+        with ws_client(thread.ws_url) as client:
+            reply = client.send(
+                {
+                    "auth": {"sessionId": session},
+                    "l": {"command": "usage.api.list", "params": {"service": "diag"}},
+                }
+            )
+        counts.append(reply["l"]["params"]["count"])
+    assert counts == [REQUESTS, REQUESTS]
 
 
 # -- a gateway killed mid-load ------------------------------------------------------------------
@@ -159,22 +187,22 @@ def logged_keys(lake: dict[str, Any]) -> Counter[str]:
     return Counter(next(iter(json.loads(request))) for _, _, request in stored_calls(lake))
 
 
-@pytest.fixture(scope="module")
-def killed_mid_load(lakes: LakePool) -> Iterator[dict[str, Any]]:
-    """Three gateways with --durable-replies share the requests of several devices; one is
-    SIGKILLed a third of the way through and started again (same instance name, so the same
-    persistent MQTT session) two thirds of the way through. What was answered, what was logged
-    (once for the module's tests: about ten seconds)."""
+@pytest.fixture(scope="module", params=[2, 3], ids=["2-gateways", "3-gateways"])
+def killed_mid_load(request: pytest.FixtureRequest, lakes: LakePool) -> Iterator[dict[str, Any]]:
+    """Two, then three gateways with --durable-replies share the requests of several devices;
+    gw-2 is SIGKILLed a third of the way through and started again (same instance name, so the
+    same persistent MQTT session) two thirds of the way through. What was answered, what was
+    logged (once per count for the module's tests: about ten seconds each)."""
     with Broker() as broker:
         broker.start()
-        yield kill_mid_load(broker, lakes.take())
+        yield kill_mid_load(broker, lakes.take(), request.param)
 
 
-def kill_mid_load(broker: Broker, lake: dict[str, Any]) -> dict[str, Any]:
+def kill_mid_load(broker: Broker, lake: dict[str, Any], count: int) -> dict[str, Any]:
     http_port = free_port()
     gateways = {
         name: gateway_process(broker, lake, name, http_port if name == "gw-1" else -1)
-        for name in ("gw-1", "gw-2", "gw-3")
+        for name in [f"gw-{number}" for number in range(1, count + 1)]
     }
     for process in gateways.values():
         process.wait_ready()
@@ -244,7 +272,7 @@ def test_no_request_is_logged_twice_though_a_gateway_is_killed_and_restarted(
 
 
 def test_commits_lost_to_another_gateway_are_counted(killed_mid_load: dict[str, Any]) -> None:
-    """Three gateways committing per reply race for the catalog: DuckLake retries the losing
-    commits inside the COMMIT (the writers never see them), and /metrics counts them as the
-    catalog database's rolled-back transactions (tr50gw_lake_catalog_rollbacks_total)."""
+    """Gateways committing per reply race for the catalog: DuckLake retries the losing commits
+    inside the COMMIT (the writers never see them), and /metrics counts them as the catalog
+    database's rolled-back transactions (tr50gw_lake_catalog_rollbacks_total)."""
     assert killed_mid_load["catalog rollbacks"] > 0
