@@ -8,6 +8,7 @@ own in-memory DuckDB, as separate processes would be.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import signal
@@ -46,8 +47,10 @@ def provisioned_lake(lake: dict[str, Any]) -> dict[str, Any]:
     return lake
 
 
-@pytest.fixture
-def gateways(broker: Broker, provisioned_lake: dict[str, Any]) -> Iterator[list[GatewayThread]]:
+@contextlib.contextmanager
+def two_gateway_pool(broker: Broker, lake: dict[str, Any]) -> Iterator[list[GatewayThread]]:
+    """gw-a and gw-b on the lake, sharing the requests (`--shared-group pool`), each with a
+    WebSocket listener of its own; stopped (every record committed) at the end."""
     running: list[GatewayThread] = []
     try:
         for name in ("gw-a", "gw-b"):
@@ -56,13 +59,19 @@ def gateways(broker: Broker, provisioned_lake: dict[str, Any]) -> Iterator[list[
                 ws_port=0,
                 instance_name=name,
                 shared_group="pool",
-                **provisioned_lake,
+                **lake,
             )
             running.append(GatewayThread(settings).start())
         yield running
     finally:
         for thread in running:
             thread.stop()
+
+
+@pytest.fixture
+def gateways(broker: Broker, provisioned_lake: dict[str, Any]) -> Iterator[list[GatewayThread]]:
+    with two_gateway_pool(broker, provisioned_lake) as running:
+        yield running
 
 
 def stored_calls(lake: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -23,12 +23,11 @@ import pytest
 from devtools.broker import Broker, free_port
 from gateway.core.context import Connection
 from gateway.core.dispatcher import Dispatcher
-from gateway.settings import Settings
 from storage.ducklake.bindings import SharedBindings
 from tests.harness import Harness
 from tests.support import PASSWORD as FILE_PASSWORD
 from tests.support import GatewayThread, MqttClient, Tenants
-from tests.test_several_gateways import PASSWORD, provisioned_lake
+from tests.test_several_gateways import PASSWORD, provisioned_lake, two_gateway_pool
 
 __all__ = ["provisioned_lake"]  # the fixture, imported for pytest
 
@@ -52,21 +51,8 @@ def two_users_lake(provisioned_lake: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def pool(broker: Broker, two_users_lake: dict[str, Any]) -> Iterator[list[GatewayThread]]:
     """Two gateways on the lake, sharing the requests (`--shared-group pool`)."""
-    running: list[GatewayThread] = []
-    try:
-        for name in ("gw-a", "gw-b"):
-            settings = Settings(
-                mqtt_url=broker.url_for_gateway,
-                ws_port=-1,
-                instance_name=name,
-                shared_group="pool",
-                **two_users_lake,
-            )
-            running.append(GatewayThread(settings).start())
+    with two_gateway_pool(broker, two_users_lake) as running:
         yield running
-    finally:
-        for thread in running:
-            thread.stop()
 
 
 @pytest.fixture

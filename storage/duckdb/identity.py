@@ -364,14 +364,18 @@ class IdentityStore:
 
     async def resolve(self, token: str) -> Session | None:
         """The live session for `token`, its expiry slid forward; None if unknown or expired."""
-        token_hash = token_digest(token)
+        session = await self._held_or_read(token_digest(token))
+        return session if session is not None and await self.touch(session) else None
+
+    async def _held_or_read(self, token_hash: str) -> Session | None:
+        """The session held in memory as `token_hash`, else read from the table (and held from
+        then on); None if the table has no open session of that hash."""
         session = self._sessions.get(token_hash)
         if session is None:
             session = await asyncio.to_thread(self._load_session_sync, token_hash)
-            if session is None:
-                return None
-            self._held(session)
-        return session if await self.touch(session) else None
+            if session is not None:
+                self._held(session)
+        return session
 
     async def touch(self, session: Session) -> bool:
         """Whether `session` is still alive; if so its expiry slides forward.
@@ -435,13 +439,8 @@ class IdentityStore:
         """The session stored as `token_hash`, the one held in memory if it is, else read (and
         held from then on); None if unknown or ended. Not touched: the caller does (a session
         bound to a namespace through another gateway, which gave only its hash)."""
-        session = self._sessions.get(token_hash)
-        if session is None:
-            session = await asyncio.to_thread(self._load_session_sync, token_hash)
-            if session is None:
-                return None
-            self._held(session)
-        return None if session.ended else session
+        session = await self._held_or_read(token_hash)
+        return None if session is None or session.ended else session
 
     async def end(self, token: str) -> None:
         await self.end_hashed(token_digest(token))

@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Final
 
 import duckdb
@@ -32,6 +29,7 @@ import psycopg
 from gateway.core.ports import BindingsUnavailable
 from gateway.core.records import Session
 from storage.duckdb.identity import IdentityStore
+from storage.ducklake.pg import PgConnection
 
 __all__ = ["SharedBindings"]
 
@@ -47,10 +45,8 @@ class SharedBindings:
     shared: Final = True
 
     def __init__(self, dsn: str, identity: IdentityStore) -> None:
-        self._dsn = dsn
         self._identity = identity
-        self._connection: psycopg.Connection | None = None
-        self._lock = threading.Lock()  # one statement on the connection at a time
+        self._pg = PgConnection(dsn, connect_timeout=CONNECT_TIMEOUT)
         self._outage_logged = False  # said once per outage
 
     async def bound(self, namespace: str) -> Session | None:
@@ -87,10 +83,7 @@ class SharedBindings:
         )
 
     def close(self) -> None:
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+        self._pg.close()
 
     async def _write(self, sql: str, values: tuple[str, str]) -> None:
         try:
@@ -111,29 +104,13 @@ class SharedBindings:
             )
 
     # -- on a worker thread ----------------------------------------------------------------------
-    @contextmanager
-    def _connected(self) -> Iterator[psycopg.Connection]:
-        """The connection, opened when there is none; dropped when it fails, so that the next
-        call reconnects (PostgreSQL restarted, a network blip)."""
-        if self._connection is None or self._connection.closed or self._connection.broken:
-            self._connection = psycopg.connect(
-                self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT
-            )
-        try:
-            yield self._connection
-        except psycopg.OperationalError:
-            connection, self._connection = self._connection, None
-            if connection is not None:
-                connection.close()
-            raise
-
     def _stored(self, namespace: str) -> str | None:
-        with self._lock, self._connected() as connection:
+        with self._pg.held() as connection:
             row = connection.execute(
                 "SELECT token_hash FROM namespace_bindings WHERE namespace = %s", (namespace,)
             ).fetchone()
         return None if row is None else str(row[0])
 
     def _execute(self, sql: str, values: tuple[str, str]) -> None:
-        with self._lock, self._connected() as connection:
+        with self._pg.held() as connection:
             connection.execute(sql, values)

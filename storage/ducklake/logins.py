@@ -27,15 +27,14 @@ import hashlib
 import logging
 import math
 import secrets
-import threading
-from collections.abc import Hashable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Hashable, Iterable
 from datetime import datetime, timedelta
 from typing import Final
 
 import psycopg
 
 from gateway.core.ratelimit import RateLimitExceeded, describe_key
+from storage.ducklake.pg import PgConnection
 
 __all__ = ["SWEEP_EVERY", "SharedFailedLogins", "digest"]
 
@@ -74,9 +73,7 @@ class SharedFailedLogins:
     """The `LoginGuard` port over PostgreSQL (`dsn`: the catalog's libpq connection string)."""
 
     def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
-        self._connection: psycopg.Connection | None = None
-        self._lock = threading.Lock()  # one statement sequence on the connection at a time
+        self._pg = PgConnection(dsn, connect_timeout=5)
         self._attempts = 0
         self._log_key = secrets.token_bytes(16)
 
@@ -93,33 +90,16 @@ class SharedFailedLogins:
         return await asyncio.to_thread(self._admit, unique, now, limit, window)
 
     def close(self) -> None:
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+        self._pg.close()
 
     # -- on a worker thread ----------------------------------------------------------------------
-    @contextmanager
-    def _connected(self) -> Iterator[psycopg.Connection]:
-        """The connection, opened when there is none; dropped when it fails, so that the next
-        attempt reconnects (PostgreSQL restarted, a network blip)."""
-        if self._connection is None or self._connection.closed or self._connection.broken:
-            self._connection = psycopg.connect(self._dsn, autocommit=True, connect_timeout=5)
-        try:
-            yield self._connection
-        except psycopg.OperationalError:
-            connection, self._connection = self._connection, None
-            if connection is not None:
-                connection.close()
-            raise
-
     def _admit(
         self, keys: tuple[Hashable, ...], now: datetime, limit: int, window: timedelta
     ) -> RateLimitExceeded | _SharedAttempt:
         digests = [digest(key) for key in keys]
         cutoff = now - window
         mark = secrets.token_hex(12)
-        with self._lock, self._connected() as connection, connection.transaction():
+        with self._pg.held() as connection, connection.transaction():
             for key_digest in sorted(set(digests)):  # one order on every gateway: no deadlock
                 connection.execute(
                     "SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))",
@@ -159,5 +139,5 @@ class SharedFailedLogins:
         return _SharedAttempt(self, mark, reached)
 
     def _withdraw(self, mark: str) -> None:
-        with self._lock, self._connected() as connection:
+        with self._pg.held() as connection:
             connection.execute("DELETE FROM login_failures WHERE attempt = %s", (mark,))
