@@ -4,7 +4,7 @@ A request answered but whose acknowledgement was lost with the connection comes 
 DUP flag and the same packet id after a reconnect. Such a duplicate of a request this process
 already answered is acknowledged without being run or logged again; one still being handled is
 left to its first copy (it would otherwise run twice when the link drops and returns
-mid-request). A request is recognised by its packet id, topic and a digest of its payload.
+mid-request). A request is recognised by its packet id and a digest of its topic and payload.
 
 What this process never saw, a run before it may have: killed after committing a request's
 records and before acknowledging it, the gateway is sent it again when it returns. Every QoS 1
@@ -22,7 +22,7 @@ __all__ = ["REMEMBERED", "Redeliveries", "RequestId", "Verdict"]
 
 REMEMBERED = 50_000  # answered QoS 1 requests kept to recognise redeliveries (~6 MB)
 
-RequestId = tuple[int, str, bytes]
+RequestId = tuple[int, bytes]  # packet id, 16-byte digest of topic and payload
 
 
 class Verdict(enum.Enum):
@@ -39,15 +39,17 @@ class Redeliveries:
 
     @staticmethod
     def request_id(packet_id: int, topic: str, payload: bytes) -> RequestId:
-        return packet_id, topic, hashlib.blake2b(payload, digest_size=16).digest()
+        digest = hashlib.blake2b(topic.encode(), digest_size=16)
+        digest.update(b"\0")
+        digest.update(payload)
+        return packet_id, digest.digest()
 
     @staticmethod
     def delivery(request: RequestId) -> str:
-        """How the usage log names the request (`UsageRecord.delivery`): its packet id and a
-        digest of its topic and payload, 22 characters."""
-        packet_id, topic, digest = request
-        mixed = hashlib.blake2b(topic.encode() + b"\0" + digest, digest_size=8).hexdigest()
-        return f"{packet_id}:{mixed}"
+        """How the usage log names the request (`UsageRecord.delivery`): its packet id and the
+        first 8 bytes of its digest, 22 characters at most."""
+        packet_id, digest = request
+        return f"{packet_id}:{digest[:8].hex()}"
 
     def arrived(self, request: RequestId, *, dup: bool) -> Verdict:
         """Classify an arriving QoS 1 request; a NEW one is marked in progress."""
