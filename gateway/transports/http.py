@@ -22,6 +22,7 @@ with service `rest` and the route's name as command (`rest.healthz`, `rest.metri
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -270,7 +271,8 @@ class HttpTransport:
         )
 
     async def _metrics_text(self, request: web.Request) -> tuple[web.Response, str]:
-        text, content_type = self._metrics.render()
+        # Off the loop: a lake's catalog figure is read from PostgreSQL when scraped.
+        text, content_type = await asyncio.to_thread(self._metrics.render)
         response = web.Response(body=text)
         response.headers["Content-Type"] = content_type
         return response, orjson.dumps({"bytes": len(text)}).decode()

@@ -18,6 +18,7 @@ from storage.ducklake.database import LakeDatabase, is_lake, parse_lake
 from storage.ducklake.logins import SharedFailedLogins
 from storage.ducklake.maintenance import LakeMaintenance, LakeRetention
 from storage.ducklake.objectstore import ObjectStore, ObjectStoreError
+from storage.ducklake.pg import PgConnection
 
 __all__ = [
     "DuckLakeStorage",
@@ -53,11 +54,13 @@ class DuckLakeStorage(DuckDBStorage):
         # Sessions bound to MQTT namespaces, seen by every gateway of a shared subscription
         self.shared_bindings = SharedBindings(self.database.dsn, self.identity)
         self.bindings = self.shared_bindings
+        self._catalog = PgConnection(self.database.dsn, connect_timeout=2)  # its figures
 
     def close(self) -> None:
         try:
             self.shared_logins.close()
             self.shared_bindings.close()
+            self._catalog.close()
         finally:
             super().close()
 
@@ -67,9 +70,8 @@ class DuckLakeStorage(DuckDBStorage):
         """Transactions rolled back in the catalog's database (PostgreSQL's statistics, every
         client's): with several gateways, mostly DuckLake retrying a commit that lost a race,
         which it does inside the commit, out of the writers' sight. None when unreachable."""
-        assert isinstance(self.database, LakeDatabase)
         try:
-            with psycopg.connect(self.database.dsn, connect_timeout=2) as connection:
+            with self._catalog.held() as connection:
                 row = connection.execute(
                     "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()"
                 ).fetchone()
