@@ -188,6 +188,11 @@ def trusting_stack(
             gateway.stop()
 
 
+def user_auth(username: str, password: str = PASSWORD) -> dict[str, Any]:
+    """The `api.authenticate` command of a user's login."""
+    return {"command": "api.authenticate", "params": {"username": username, "password": password}}
+
+
 class WsClient:
     """A TR50 client over the gateway's WebSocket."""
 
@@ -202,14 +207,7 @@ class WsClient:
         return json.loads(self.connection.recv(timeout=10))
 
     def login(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
-        return self.send(
-            {
-                "auth": {
-                    "command": "api.authenticate",
-                    "params": {"username": username, "password": password},
-                }
-            }
-        )
+        return self.send({"auth": user_auth(username, password)})
 
     def close(self) -> None:
         self._stack.close()
@@ -304,6 +302,10 @@ class MqttClient:
         message = self.receive()
         data = zlib.decompress(message.payload) if compressed else message.payload
         return json.loads(data)
+
+    def login(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
+        """Log in by envelope (in isolated mode the session is bound to the namespace)."""
+        return self.call({"auth": user_auth(username, password)})
 
     def close(self) -> None:
         self.client.disconnect()

@@ -21,13 +21,13 @@ import pytest
 
 from devtools.broker import Broker
 from tests.support import (
-    PASSWORD,
     GatewayThread,
     MqttClient,
     Tenants,
     client_command,
     response_properties,
     run_client,
+    user_auth,
     ws_client,
 )
 
@@ -88,10 +88,6 @@ def thing_auth(tenants: Tenants, thing_key: str) -> dict[str, Any]:
         "command": "api.authenticate",
         "params": {"appId": app_id, "appToken": app_token, "thingKey": thing_key},
     }
-
-
-def user_auth(username: str) -> dict[str, Any]:
-    return {"command": "api.authenticate", "params": {"username": username, "password": PASSWORD}}
 
 
 def all_usage(gateway: GatewayThread, **params: Any) -> dict[str, Any]:

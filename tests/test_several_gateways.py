@@ -97,14 +97,7 @@ def load_two_gateways(broker: Broker, gateways: list[GatewayThread]) -> tuple[st
     client = MqttClient(broker.port, f"dev-{secrets.token_hex(3)}")
     try:
         client.subscribe(f"reply/{client.client_id}/#")
-        login = client.call(
-            {
-                "auth": {
-                    "command": "api.authenticate",
-                    "params": {"username": "ops@acme", "password": PASSWORD},
-                }
-            }
-        )
+        login = client.login("ops@acme", PASSWORD)
         session = login["auth"]["params"]["sessionId"]
         markers = [f"m{i}" for i in range(REQUESTS)]
         for marker in markers:  # all in flight at once, QoS 1

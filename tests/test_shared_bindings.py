@@ -25,7 +25,6 @@ from gateway.core.context import Connection
 from gateway.core.dispatcher import Dispatcher
 from storage.ducklake.bindings import SharedBindings
 from tests.harness import Harness
-from tests.support import PASSWORD as FILE_PASSWORD
 from tests.support import GatewayThread, MqttClient, Tenants
 from tests.test_several_gateways import PASSWORD, provisioned_lake, two_gateway_pool
 
@@ -66,14 +65,7 @@ def device(broker: Broker) -> Iterator[MqttClient]:
 
 
 def login(device: MqttClient, username: str) -> str:
-    reply = device.call(
-        {
-            "auth": {
-                "command": "api.authenticate",
-                "params": {"username": username, "password": PASSWORD},
-            }
-        }
-    )
+    reply = device.login(username, PASSWORD)
     assert reply["auth"]["success"], reply
     session_id: str = reply["auth"]["params"]["sessionId"]
     return session_id
@@ -195,14 +187,7 @@ def test_on_a_file_a_session_end_through_the_namespace_unbinds_it(
     client = MqttClient(broker.port, f"dev-{secrets.token_hex(3)}")
     try:
         client.subscribe(f"reply/{client.client_id}/#")
-        reply = client.call(
-            {
-                "auth": {
-                    "command": "api.authenticate",
-                    "params": {"username": tenants.user("acme"), "password": FILE_PASSWORD},
-                }
-            }
-        )
+        reply = client.login(tenants.user("acme"))
         assert reply["auth"]["success"], reply
         assert client.call({"i": SESSION_INFO})["i"]["success"]
         assert client.call({"e": {"command": "session.end"}}) == {"e": {"success": True}}
